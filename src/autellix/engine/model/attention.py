@@ -1,0 +1,213 @@
+"""Paged attention in plain torch.
+
+The KV cache of the whole model is one tensor of shape
+``[2, num_layers, num_blocks, block_size, num_kv_heads, head_dim]`` (K then V), so the
+engine can move every block of a set of calls, for all layers at once, with one index op
+``kv_cache[:, :, block_ids]``. A slot is ``block_id * block_size + offset``.
+
+One step's tokens are flattened (varlen): sequence after sequence, the new tokens of each
+(a whole prompt, a prompt chunk, or one decode token). Pure-decode sequences go through one
+batched SDPA call over gathered, length-masked blocks; sequences with more than one new
+token go one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+def allocate_kv_cache(
+    num_layers: int,
+    num_blocks: int,
+    block_size: int,
+    num_kv_heads: int,
+    head_dim: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """The whole model's KV cache; ``dtype`` must be the model's."""
+    shape = (2, num_layers, num_blocks, block_size, num_kv_heads, head_dim)
+    # Zeros, not empty: the batched decode reads padding slots too (masked out, but a NaN
+    # from uninitialised memory would still poison the weighted sum).
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
+@dataclass
+class DecodeBatch:
+    """The sequences of a step that have exactly one new token."""
+
+    token_idx: torch.Tensor | None  # [Bd] rows in the flattened tokens; None when all are decodes
+    block_tables: torch.Tensor  # [Bd, max_blocks], padded with block 0 (masked out)
+    mask: torch.Tensor  # [Bd, 1, 1, max_blocks * block_size], True = attend
+
+
+@dataclass
+class PrefillSeq:
+    """A sequence of a step with several new tokens (a prompt or a prompt chunk)."""
+
+    start: int  # first row in the flattened tokens
+    query_len: int
+    context_len: int
+    blocks: torch.Tensor  # [num_blocks covering context_len + query_len]
+    mask: torch.Tensor | None  # [query_len, context_len + query_len]; None: plain causal
+
+
+@dataclass
+class AttentionMetadata:
+    """One step's batch. ``block_tables[i]`` may be longer than sequence i needs."""
+
+    block_tables: list[list[int]]
+    context_lens: list[int]  # tokens of each sequence already in the cache before this step
+    query_lens: list[int]  # new tokens of each sequence this step
+    slot_mapping: torch.Tensor  # [T] int64, cache slot of each new token
+    block_size: int
+    decode: DecodeBatch | None = field(init=False, default=None)
+    prefills: list[PrefillSeq] = field(init=False, default_factory=list)
+    last_token_idx: torch.Tensor = field(init=False)  # [B] row of each sequence's last token
+
+    def __post_init__(self) -> None:
+        n = len(self.block_tables)
+        if not (len(self.context_lens) == len(self.query_lens) == n):
+            raise ValueError("block_tables, context_lens and query_lens differ in length")
+        if any(q < 1 for q in self.query_lens):
+            raise ValueError("every sequence needs at least one new token")
+        if self.slot_mapping.numel() != sum(self.query_lens):
+            raise ValueError("slot_mapping needs one slot per new token")
+        device = self.slot_mapping.device
+        starts, total = [], 0
+        for q in self.query_lens:
+            starts.append(total)
+            total += q
+        self.last_token_idx = torch.tensor(
+            [s + q - 1 for s, q in zip(starts, self.query_lens, strict=True)], device=device
+        )
+        decodes = [i for i in range(n) if self.query_lens[i] == 1]
+        if decodes:
+            self.decode = self._decode_batch(decodes, starts, n, device)
+        for i in range(n):
+            if self.query_lens[i] > 1:
+                self.prefills.append(self._prefill_seq(i, starts[i], device))
+
+    def _decode_batch(
+        self, seqs: list[int], starts: list[int], n: int, device: torch.device
+    ) -> DecodeBatch:
+        kv_lens = [self.context_lens[i] + 1 for i in seqs]
+        max_blocks = -(-max(kv_lens) // self.block_size)
+        tables = [self.block_tables[i][:max_blocks] for i in seqs]
+        padded = [t + [0] * (max_blocks - len(t)) for t in tables]
+        span = torch.arange(max_blocks * self.block_size, device=device)
+        lens = torch.tensor(kv_lens, device=device)
+        token_idx = torch.tensor([starts[i] for i in seqs], device=device)
+        return DecodeBatch(
+            token_idx=None if len(seqs) == n else token_idx,
+            block_tables=torch.tensor(padded, dtype=torch.long, device=device),
+            mask=(span[None, :] < lens[:, None])[:, None, None, :],
+        )
+
+    def _prefill_seq(self, i: int, start: int, device: torch.device) -> PrefillSeq:
+        q, ctx = self.query_lens[i], self.context_lens[i]
+        kv_len = ctx + q
+        blocks = self.block_tables[i][: -(-kv_len // self.block_size)]
+        # Without context the new K/V are the whole sequence: plain causal, no mask needed.
+        mask = None
+        if ctx:
+            mask = torch.ones(q, kv_len, dtype=torch.bool, device=device).tril(diagonal=ctx)
+        return PrefillSeq(
+            start=start,
+            query_len=q,
+            context_len=ctx,
+            blocks=torch.tensor(blocks, dtype=torch.long, device=device),
+            mask=mask,
+        )
+
+    @classmethod
+    def build(
+        cls,
+        block_tables: list[list[int]],
+        context_lens: list[int],
+        query_lens: list[int],
+        block_size: int,
+        device: torch.device | str = "cpu",
+    ) -> AttentionMetadata:
+        """Metadata with the slot mapping derived from the block tables."""
+        slots: list[int] = []
+        for table, ctx, q in zip(block_tables, context_lens, query_lens, strict=True):
+            if len(table) * block_size < ctx + q:
+                raise ValueError(f"{len(table)} blocks are too few for {ctx + q} tokens")
+            slots.extend(
+                table[p // block_size] * block_size + p % block_size for p in range(ctx, ctx + q)
+            )
+        return cls(
+            block_tables=block_tables,
+            context_lens=context_lens,
+            query_lens=query_lens,
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
+            block_size=block_size,
+        )
+
+
+def write_kv(
+    kv_cache: torch.Tensor, layer: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor
+) -> None:
+    """Store the new tokens' K/V ``[T, num_kv_heads, head_dim]`` at their slots."""
+    _, _, num_blocks, block_size, num_kv_heads, head_dim = kv_cache.shape
+    flat = kv_cache[:, layer].view(2, num_blocks * block_size, num_kv_heads, head_dim)
+    flat[0].index_copy_(0, slots, k)
+    flat[1].index_copy_(0, slots, v)
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_cache: torch.Tensor,
+    layer: int,
+    meta: AttentionMetadata,
+) -> torch.Tensor:
+    """Causal attention of each new token over its own sequence; returns ``[T, H * D]``.
+
+    q is ``[T, num_heads, head_dim]``; k and v ``[T, num_kv_heads, head_dim]``. The new
+    K/V are written into the cache first.
+    """
+    write_kv(kv_cache, layer, k, v, meta.slot_mapping)
+    num_tokens, num_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    k_cache, v_cache = kv_cache[0, layer], kv_cache[1, layer]
+    out = torch.empty(num_tokens, num_heads * head_dim, dtype=q.dtype, device=q.device)
+
+    if meta.decode is not None:
+        d = meta.decode
+        qd = q if d.token_idx is None else q[d.token_idx]
+        bsz = qd.shape[0]
+        # Each KV head's query group takes the place of the query-length axis, so GQA
+        # needs no repeated K/V: [Bd, Hkv, group, D] against [Bd, Hkv, S, D].
+        qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim)
+        kd = k_cache[d.block_tables].view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
+        vd = v_cache[d.block_tables].view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
+        od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=d.mask)
+        od = od.reshape(bsz, num_heads * head_dim)
+        if d.token_idx is None:
+            out.copy_(od)
+        else:
+            out[d.token_idx] = od
+
+    gqa = num_kv_heads != num_heads
+    for p in meta.prefills:
+        rows = slice(p.start, p.start + p.query_len)
+        # SDPA's fast CPU kernels want 4-D inputs: [1, heads, len, D].
+        qp = q[rows].transpose(0, 1)[None]
+        if p.mask is None:
+            kp, vp = k[rows], v[rows]
+        else:
+            kv_len = p.context_len + p.query_len
+            kp = k_cache[p.blocks].view(-1, num_kv_heads, head_dim)[:kv_len]
+            vp = v_cache[p.blocks].view(-1, num_kv_heads, head_dim)[:kv_len]
+        kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]
+        op = F.scaled_dot_product_attention(
+            qp, kp, vp, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=gqa
+        )
+        out[rows] = op[0].transpose(0, 1).reshape(p.query_len, num_heads * head_dim)
+    return out
