@@ -1,0 +1,38 @@
+"""Scheduling policies. Pure: nothing here imports torch, the engine or the server."""
+
+from autellix.scheduling.call import CallState
+from autellix.scheduling.config import SchedulingConfig
+from autellix.scheduling.fcfs import FCFS
+from autellix.scheduling.las import ATLAS, PLAS
+from autellix.scheduling.mlfq import MLFQ
+from autellix.scheduling.policy import Policy, select_batch
+from autellix.scheduling.queues import MultiLevelPolicy
+from autellix.scheduling.srpt import SRPT
+
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (FCFS, MLFQ, PLAS, ATLAS, SRPT)}
+
+
+def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
+    try:
+        policy_cls = POLICIES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
+    if issubclass(policy_cls, MultiLevelPolicy):
+        return policy_cls(config)
+    return policy_cls()
+
+
+__all__ = [
+    "ATLAS",
+    "FCFS",
+    "MLFQ",
+    "PLAS",
+    "POLICIES",
+    "SRPT",
+    "CallState",
+    "MultiLevelPolicy",
+    "Policy",
+    "SchedulingConfig",
+    "make_policy",
+    "select_batch",
+]

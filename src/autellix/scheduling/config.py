@@ -1,0 +1,73 @@
+"""Scheduling settings: the multi-level queues and anti-starvation.
+
+The paper gives no values for these; the defaults and their reasons:
+
+- Boundaries are geometric (1, 2, 4, ... 512 seconds of program service, K = 11
+  queues). Program service in agent workloads spans four orders of magnitude (one
+  short chat turn is under a second of executor time on a GPU; a LATS search is
+  hundreds of seconds), and a geometric ladder keeps a program's rank among others
+  of its own order of magnitude while the scan stays O(K). The first boundary of
+  1 s is about one short call (a few dozen decode steps on a GPU).
+- Quanta default to each queue's width (hi - lo), as in the paper: a call demotes
+  once it has received as much service as its queue spans. The last queue has no
+  quantum.
+- beta = 5: a call is promoted to Q1 once its program has waited five times the
+  service it received, i.e. a slowdown of 6. Below that the least-attained-service
+  order is kept; above it starvation is the bigger harm.
+- min_starvation_service: the service a call is assumed to have when it has none,
+  so a fresh call in a low queue (skip-join MLFQ) is not promoted the instant it
+  waits. Defaults to the first boundary.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+
+def geometric_boundaries(first: float = 1.0, ratio: float = 2.0, num_queues: int = 11) -> tuple:
+    """Upper edges of Q1..Q(K-1); QK is unbounded."""
+    return tuple(first * ratio**i for i in range(num_queues - 1))
+
+
+@dataclass
+class SchedulingConfig:
+    boundaries: tuple[float, ...] = field(default_factory=geometric_boundaries)
+    quanta: tuple[float, ...] | None = None  # per queue; None: each queue's width
+    beta: float = 5.0
+    min_starvation_service: float | None = None  # None: the first boundary
+    skip_join: bool = False  # MLFQ: enter by estimated prefill time (FastServe)
+    prefill_seconds_per_token: float = 1e-4  # skip-join's estimate of prefill time
+
+    def __post_init__(self) -> None:
+        self.boundaries = tuple(float(b) for b in self.boundaries)
+        if any(b <= 0 for b in self.boundaries):
+            raise ValueError("queue boundaries must be positive")
+        if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
+            raise ValueError("queue boundaries must be strictly increasing")
+        if self.quanta is None:
+            lows = (0.0, *self.boundaries)
+            self.quanta = (
+                *(hi - lo for lo, hi in zip(lows, self.boundaries, strict=False)),
+                math.inf,
+            )
+        self.quanta = tuple(float(q) for q in self.quanta)
+        if len(self.quanta) != self.num_queues:
+            raise ValueError(
+                f"need {self.num_queues} quanta (one per queue), got {len(self.quanta)}"
+            )
+        if any(q <= 0 for q in self.quanta):
+            raise ValueError("quanta must be positive")
+        if self.beta <= 0:
+            raise ValueError("beta must be positive")
+        if self.min_starvation_service is None:
+            self.min_starvation_service = self.boundaries[0] if self.boundaries else 1.0
+
+    @property
+    def num_queues(self) -> int:
+        return len(self.boundaries) + 1
+
+    def queue_of(self, priority: float) -> int:
+        """Index of the queue whose [lo, hi) holds this priority."""
+        return bisect.bisect_right(self.boundaries, priority)

@@ -1,0 +1,130 @@
+"""The policy interface: one engine's calls, in the order they should be served.
+
+An engine (or the simulator, or the toy) drives a policy like this, once a round:
+
+    policy.add(call, now)                 # a call arrives
+    batch = select_batch(policy, now, max_running, fits)
+    ...run a step...
+    policy.add_service(call, seconds)     # for each call in the batch
+    policy.remove(call, now)              # when a call finishes or is aborted
+
+The policy keeps each call's waiting time (lazily: no per-round work for waiting
+calls) and its place in the queues. It never calls back into the engine.
+"""
+
+from __future__ import annotations
+
+import itertools
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+
+from autellix.scheduling.call import CallState
+
+
+class Policy(ABC):
+    name: str = ""
+    preemptive: bool = True  # False: running calls keep their place ahead of waiting ones
+
+    def __init__(self) -> None:
+        self.calls: dict[str, CallState] = {}
+        self.running: dict[str, CallState] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def __contains__(self, call_id: str) -> bool:
+        return call_id in self.calls
+
+    def add(self, call: CallState, now: float) -> None:
+        if call.call_id in self.calls:
+            raise ValueError(f"call {call.call_id!r} is already queued")
+        call.seq = next(self._seq)
+        call.running = False
+        call.wait_since = now
+        self.calls[call.call_id] = call
+        self._insert(call, now)
+
+    def remove(self, call: CallState, now: float) -> None:
+        """A call leaves the engine (finished or aborted); its waiting is closed."""
+        if call.running:
+            del self.running[call.call_id]
+        else:
+            self._close_wait(call, now)
+        call.running = False
+        del self.calls[call.call_id]
+        self._delete(call)
+
+    def start_running(self, call: CallState, now: float) -> None:
+        if call.running:
+            return
+        self._close_wait(call, now)
+        call.running = True
+        self.running[call.call_id] = call
+        self._on_start(call)
+
+    def stop_running(self, call: CallState, now: float) -> None:
+        """The call was preempted: it waits again from `now`."""
+        if not call.running:
+            return
+        call.running = False
+        call.wait_since = now
+        del self.running[call.call_id]
+        self._on_stop(call, now)
+
+    def add_service(self, call: CallState, seconds: float) -> None:
+        call.service += seconds
+        call.starve_service += seconds
+
+    @abstractmethod
+    def ranked(self, now: float) -> Iterator[CallState]:
+        """Every call (running and waiting), highest priority first. Consumers stop
+        early, so implementations yield lazily."""
+
+    def queue_lengths(self) -> list[int]:
+        return [len(self.calls)]
+
+    def _close_wait(self, call: CallState, now: float) -> None:
+        waited = now - call.wait_since
+        call.waiting += waited
+        call.starve_wait += waited
+
+    def _insert(self, call: CallState, now: float) -> None: ...
+
+    def _delete(self, call: CallState) -> None: ...
+
+    def _on_start(self, call: CallState) -> None: ...
+
+    def _on_stop(self, call: CallState, now: float) -> None: ...
+
+
+def select_batch(
+    policy: Policy,
+    now: float,
+    max_running: int,
+    fits: Callable[[CallState], bool] = lambda call: True,
+) -> tuple[list[CallState], list[CallState]]:
+    """One scheduling round: scan the calls in priority order and take those that fit.
+
+    `fits(call)` reserves what the call needs (KV blocks, token budget) and says
+    whether it could. The scan stops when the batch is full or at the first waiting
+    call that does not fit: a big call is not overtaken forever by small ones, and
+    the running calls of lower priority that the scan did not reach are preempted,
+    which frees their room for it next round. Returns (batch, preempted), both
+    already marked in the policy; the batch is in priority order.
+    """
+    batch: list[CallState] = []
+    for call in policy.ranked(now):
+        if len(batch) == max_running:
+            break
+        if fits(call):
+            batch.append(call)
+        elif not call.running:
+            break
+    chosen = {call.call_id for call in batch}
+    preempted = [c for c in policy.running.values() if c.call_id not in chosen]
+    for call in preempted:
+        policy.stop_running(call, now)
+    for call in batch:
+        policy.start_running(call, now)
+    return batch, preempted

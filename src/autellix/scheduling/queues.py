@@ -1,0 +1,112 @@
+"""Discretized multi-level queues: the machinery shared by FCFS, MLFQ, PLAS and ATLAS.
+
+A call enters the queue its entry priority falls in, waits FCFS (by arrival)
+inside it, and moves down one queue each time it uses up that queue's quantum.
+Anti-starvation moves a waiting call to Q1 once
+(W_program + W_call) / (T_program + T_call) >= beta, then resets the call's own
+W and T. That test needs no per-round work: while a call waits nothing on the
+right changes, so the moment it becomes true is known when the wait begins and
+sits in a heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+from sortedcontainers import SortedKeyList
+
+from autellix.scheduling.call import CallState
+from autellix.scheduling.config import SchedulingConfig
+from autellix.scheduling.policy import Policy
+
+
+def _fcfs_key(call: CallState) -> tuple[float, int]:
+    return (call.arrival, call.seq)
+
+
+class MultiLevelPolicy(Policy):
+    anti_starvation: bool = True
+
+    def __init__(self, config: SchedulingConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or SchedulingConfig()
+        self.levels = [SortedKeyList(key=_fcfs_key) for _ in range(self.config.num_queues)]
+        self._deadlines: list[tuple[float, int, float, CallState]] = []
+        self.promotions = 0
+        self.demotions = 0
+
+    def entry_priority(self, call: CallState) -> float:
+        raise NotImplementedError
+
+    def program_context(self, call: CallState) -> tuple[float, float]:
+        """(W_program, T_program) for anti-starvation."""
+        return call.program.waiting, call.program.service
+
+    def queue_lengths(self) -> list[int]:
+        return [len(level) for level in self.levels]
+
+    def ranked(self, now: float) -> Iterator[CallState]:
+        self._promote_starving(now)
+        if self.preemptive:
+            for level in self.levels:
+                yield from level
+            return
+        yield from sorted(self.running.values(), key=_fcfs_key)
+        for level in self.levels:
+            for call in level:
+                if not call.running:
+                    yield call
+
+    def add_service(self, call: CallState, seconds: float) -> None:
+        super().add_service(call, seconds)
+        call.quantum_used += seconds
+        quanta = self.config.quanta
+        while call.level < len(self.levels) - 1 and call.quantum_used >= quanta[call.level]:
+            call.quantum_used -= quanta[call.level]
+            self._move(call, call.level + 1)
+            self.demotions += 1
+
+    def _insert(self, call: CallState, now: float) -> None:
+        call.level = self.config.queue_of(self.entry_priority(call))
+        call.quantum_used = 0.0
+        self.levels[call.level].add(call)
+        self._arm(call, now)
+
+    def _delete(self, call: CallState) -> None:
+        self.levels[call.level].remove(call)
+
+    def _on_stop(self, call: CallState, now: float) -> None:
+        self._arm(call, now)
+
+    def _move(self, call: CallState, level: int) -> None:
+        self.levels[call.level].remove(call)
+        call.level = level
+        self.levels[level].add(call)
+
+    def _arm(self, call: CallState, now: float) -> None:
+        """Schedule the anti-starvation check of a call that starts waiting now."""
+        if not self.anti_starvation or call.level == 0 or call.running:
+            return
+        program_wait, program_service = self.program_context(call)
+        service = max(program_service + call.starve_service, self.config.min_starvation_service)
+        deadline = now + self.config.beta * service - program_wait - call.starve_wait
+        heapq.heappush(self._deadlines, (deadline, call.seq, call.wait_since, call))
+
+    def _promote_starving(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, armed_at, call = heapq.heappop(self._deadlines)
+            stale = (
+                call.running
+                or call.level == 0
+                or call.wait_since != armed_at
+                or self.calls.get(call.call_id) is not call
+            )
+            if stale:
+                continue
+            self._close_wait(call, now)
+            call.wait_since = now
+            call.starve_wait = call.starve_service = call.quantum_used = 0.0
+            call.promotions += 1
+            self.promotions += 1
+            self._move(call, 0)

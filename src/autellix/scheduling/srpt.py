@@ -1,0 +1,21 @@
+"""Clairvoyant shortest-remaining-processing-time at program level: the lower bound.
+
+Ranks by the work left in the call's program, which only a simulator knows
+(`CallState.remaining_work`). Exact order, no queues, preemptive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from autellix.scheduling.call import CallState
+from autellix.scheduling.policy import Policy
+
+
+class SRPT(Policy):
+    name = "srpt"
+
+    def ranked(self, now: float) -> Iterator[CallState]:
+        return iter(
+            sorted(self.calls.values(), key=lambda c: (c.remaining_work - c.service, c.seq))
+        )

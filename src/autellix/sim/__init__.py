@@ -1,0 +1,1 @@
+"""Simulation: the production scheduling code in virtual time."""
