@@ -16,5 +16,8 @@ class FCFS(MultiLevelPolicy):
     def __init__(self, config: SchedulingConfig | None = None) -> None:
         super().__init__(SchedulingConfig(boundaries=()))
 
+    def rank_key(self, call: CallState) -> tuple:
+        return (not call.running, call.arrival, call.seq)
+
     def entry_priority(self, call: CallState) -> float:
         return 0.0

@@ -77,6 +77,11 @@ class Policy(ABC):
         call.starve_service += seconds
 
     @abstractmethod
+    def rank_key(self, call: CallState) -> tuple:
+        """Smaller is served first; among running calls, the largest is preempted first
+        when memory runs out."""
+
+    @abstractmethod
     def ranked(self, now: float) -> Iterator[CallState]:
         """Every call (running and waiting), highest priority first. Consumers stop
         early, so implementations yield lazily."""
@@ -107,20 +112,27 @@ def select_batch(
     """One scheduling round: scan the calls in priority order and take those that fit.
 
     `fits(call)` reserves what the call needs (KV blocks, token budget) and says
-    whether it could. The scan stops when the batch is full or at the first waiting
-    call that does not fit: a big call is not overtaken forever by small ones, and
-    the running calls of lower priority that the scan did not reach are preempted,
-    which frees their room for it next round. Returns (batch, preempted), both
-    already marked in the policy; the batch is in priority order.
+    whether it could. After the first waiting call that does not fit, no waiting call
+    is taken (a big call is not overtaken forever by small ones), but running calls
+    still keep their place if they fit. Running calls left out are preempted.
+    Returns (batch, preempted), both already marked in the policy; the batch is in
+    priority order.
     """
     batch: list[CallState] = []
+    blocked = False
+    running_left = len(policy.running)
     for call in policy.ranked(now):
-        if len(batch) == max_running:
+        if len(batch) == max_running or (blocked and not running_left):
             break
-        if fits(call):
-            batch.append(call)
-        elif not call.running:
-            break
+        if call.running:
+            running_left -= 1
+            if fits(call):
+                batch.append(call)
+        elif not blocked:
+            if fits(call):
+                batch.append(call)
+            else:
+                blocked = True
     chosen = {call.call_id for call in batch}
     preempted = [c for c in policy.running.values() if c.call_id not in chosen]
     for call in preempted:

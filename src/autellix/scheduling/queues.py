@@ -43,6 +43,9 @@ class MultiLevelPolicy(Policy):
         """(W_program, T_program) for anti-starvation."""
         return call.program.waiting, call.program.service
 
+    def rank_key(self, call: CallState) -> tuple:
+        return (call.level, call.arrival, call.seq)
+
     def queue_lengths(self) -> list[int]:
         return [len(level) for level in self.levels]
 

@@ -15,7 +15,8 @@ from autellix.scheduling.policy import Policy
 class SRPT(Policy):
     name = "srpt"
 
+    def rank_key(self, call: CallState) -> tuple:
+        return (call.remaining_work - call.service, call.seq)
+
     def ranked(self, now: float) -> Iterator[CallState]:
-        return iter(
-            sorted(self.calls.values(), key=lambda c: (c.remaining_work - c.service, c.seq))
-        )
+        return iter(sorted(self.calls.values(), key=self.rank_key))

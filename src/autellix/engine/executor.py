@@ -1,0 +1,163 @@
+"""Executors run one scheduled step: the real model, or a latency model in virtual time."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+
+from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
+from autellix.engine.model.llama import LlamaForCausalLM
+from autellix.engine.model.sampler import Sampler, suppress_tokens
+from autellix.engine.scheduler import ScheduledBatch
+from autellix.engine.sequence import Sequence
+
+
+class Executor(ABC):
+    block_size: int
+    num_blocks: int
+    num_swap_blocks: int
+
+    @abstractmethod
+    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
+        """Swap blocks, then run the step. Returns the next token of each sequence (None
+        for a prefill chunk that does not reach the end of its tokens) and the step's
+        executor time in seconds (each call in the batch is charged all of it)."""
+
+    def clock(self) -> float:
+        return time.monotonic()
+
+
+def tokens_to_sample(batch: ScheduledBatch) -> list[bool]:
+    return [
+        seq.num_computed + n == seq.num_tokens
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True)
+    ]
+
+
+class ModelExecutor(Executor):
+    def __init__(
+        self,
+        model: LlamaForCausalLM,
+        block_size: int,
+        num_blocks: int,
+        num_swap_blocks: int,
+        eos_token_ids: tuple[int, ...],
+    ) -> None:
+        cfg = model.config
+        dtype = next(model.parameters()).dtype
+        self.device = next(model.parameters()).device
+        self.model = model
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.num_swap_blocks = num_swap_blocks
+        self.eos_token_ids = eos_token_ids
+        self.kv_cache = allocate_kv_cache(
+            cfg.num_layers,
+            num_blocks,
+            block_size,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            dtype,
+            self.device,
+        )
+        self.swap_cache = allocate_kv_cache(
+            cfg.num_layers,
+            max(num_swap_blocks, 1),
+            block_size,
+            cfg.num_kv_heads,
+            cfg.head_dim,
+            dtype,
+            "cpu",
+        )
+        self.sampler = Sampler()
+
+    def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
+        """All blocks of a round in one gather and one scatter per direction."""
+        if swap_out:
+            dev, host = (torch.tensor(ids) for ids in zip(*swap_out, strict=True))
+            self.swap_cache[:, :, host] = self.kv_cache[:, :, dev.to(self.device)].cpu()
+        if swap_in:
+            host, dev = (torch.tensor(ids) for ids in zip(*swap_in, strict=True))
+            self.kv_cache[:, :, dev.to(self.device)] = self.swap_cache[:, :, host].to(self.device)
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
+        start = time.perf_counter()
+        self.swap(batch.swap_out, batch.swap_in)
+        if not batch.seqs:
+            return [], time.perf_counter() - start
+        ids: list[int] = []
+        positions: list[int] = []
+        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+            ids += seq.token_ids[seq.num_computed : seq.num_computed + n]
+            positions += range(seq.num_computed, seq.num_computed + n)
+        meta = AttentionMetadata.build(
+            [s.block_table for s in batch.seqs],
+            [s.num_computed for s in batch.seqs],
+            batch.num_new,
+            self.block_size,
+            self.device,
+        )
+        hidden = self.model(
+            torch.tensor(ids, device=self.device),
+            torch.tensor(positions, device=self.device),
+            self.kv_cache,
+            meta,
+        )
+        sample = tokens_to_sample(batch)
+        rows = [i for i, s in enumerate(sample) if s]
+        out: list[int | None] = [None] * len(batch.seqs)
+        if rows:
+            logits = self.model.compute_logits(hidden[meta.last_token_idx[rows]]).float()
+            seqs = [batch.seqs[i] for i in rows]
+            suppress_tokens(logits, [self._banned(s) for s in seqs])
+            tokens = self.sampler(logits, [s.params for s in seqs], [s.generator for s in seqs])
+            for i, token in zip(rows, tokens.tolist(), strict=True):
+                out[i] = token
+        return out, time.perf_counter() - start
+
+    def _banned(self, seq: Sequence) -> list[int]:
+        """Before min_tokens, the end-of-sequence and stop tokens may not be sampled."""
+        if len(seq.output_ids) >= seq.params.min_tokens:
+            return []
+        return [*self.eos_token_ids, *seq.params.stop_token_ids]
+
+
+class SimulatedExecutor(Executor):
+    """Step time from a latency model, on a virtual clock; emits `token_id` every step
+    (calls end by max_tokens, so simulated calls should set ignore_eos)."""
+
+    def __init__(
+        self,
+        step_time: Callable[[ScheduledBatch], float],
+        block_size: int,
+        num_blocks: int,
+        num_swap_blocks: int,
+        swap_time_per_block: float = 0.0,
+        token_id: int = 0,
+    ) -> None:
+        self.step_time = step_time
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.num_swap_blocks = num_swap_blocks
+        self.swap_time_per_block = swap_time_per_block
+        self.token_id = token_id
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
+        swapped = len(batch.swap_out) + len(batch.swap_in)
+        elapsed = swapped * self.swap_time_per_block + (
+            self.step_time(batch) if batch.seqs else 0.0
+        )
+        self.now += elapsed
+        out = [self.token_id if s else None for s in tokens_to_sample(batch)]
+        return out, elapsed

@@ -1,0 +1,52 @@
+"""A call's state inside the engine: its tokens, KV blocks and progress."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from autellix.engine.model.sampler import SamplingParams
+from autellix.scheduling import CallState
+
+
+class Status(enum.Enum):
+    WAITING = "waiting"  # not started, or preempted by recompute (no KV held)
+    RUNNING = "running"  # KV on the device
+    SWAPPED = "swapped"  # preempted; KV in the host swap pool
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence(CallState):
+    token_ids: list[int] = field(default_factory=list)  # prompt, then output
+    num_prompt_tokens: int = 0
+    params: SamplingParams = field(default_factory=SamplingParams)
+    status: Status = Status.WAITING
+    block_table: list[int] = field(default_factory=list)
+    swap_table: list[int] = field(default_factory=list)  # host blocks while swapped
+    num_computed: int = 0  # tokens whose KV is in the cache
+    num_hashed_blocks: int = 0  # leading blocks registered in the prefix cache
+    block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks
+    num_cached_prompt_tokens: int = 0  # prefix-cache hits at the first prefill
+    generator: torch.Generator | None = None
+    text: str = ""  # detokenized output so far
+    finish_reason: str | None = None
+    preemptions: int = 0
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_uncomputed(self) -> int:
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def is_decode(self) -> bool:
+        return self.num_computed > 0 and self.num_uncomputed == 1
