@@ -56,6 +56,7 @@ class Program:
     pinned_engine: int | None = None  # where its long prompts go (locality balancer)
     calls: dict[str, Call] = field(default_factory=dict)  # active calls (threads)
     completed_calls: int = 0
+    first_arrival: float | None = None
     last_arrival: float | None = None
     last_completion: float | None = None
     ended: bool = False  # ended by the client; leaves the table when its calls finish
@@ -73,6 +74,13 @@ class Program:
 
     def live_waiting(self) -> float:
         return self.waiting + sum(c.waiting for c in self.calls.values())
+
+    @property
+    def latency(self) -> float | None:
+        """First call's arrival to last call's completion."""
+        if self.first_arrival is None or self.last_completion is None:
+            return None
+        return self.last_completion - self.first_arrival
 
 
 class ProcessTable:
@@ -130,6 +138,8 @@ class ProcessTable:
         call_id = call_id or f"call-{next(self._call_ids)}"
         call = Call(call_id, program.program_id, thread_id, now, program.critical_path)
         program.calls[call_id] = call
+        if program.first_arrival is None:
+            program.first_arrival = now
         program.last_arrival = now
         return call, program.snapshot()
 
@@ -170,15 +180,13 @@ class ProcessTable:
             del self.programs[program_id]
         return program
 
-    def reap(self) -> list[str]:
+    def reap(self) -> list[Program]:
         """Remove programs with no call in flight and no activity for `ttl` seconds."""
         now = self.clock()
         stale = [
-            p.program_id
-            for p in self.programs.values()
-            if not p.calls and now - p.last_activity > self.ttl
+            p for p in self.programs.values() if not p.calls and now - p.last_activity > self.ttl
         ]
-        for program_id in stale:
-            del self.programs[program_id]
+        for program in stale:
+            del self.programs[program.program_id]
         self.reaped += len(stale)
         return stale

@@ -19,6 +19,7 @@ class Executor(ABC):
     block_size: int
     num_blocks: int
     num_swap_blocks: int
+    bytes_per_block: int = 0
 
     @abstractmethod
     def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
@@ -63,6 +64,7 @@ class ModelExecutor(Executor):
             dtype,
             self.device,
         )
+        self.bytes_per_block = self.kv_cache[:, :, 0].numel() * self.kv_cache.element_size()
         self.swap_cache = allocate_kv_cache(
             cfg.num_layers,
             max(num_swap_blocks, 1),

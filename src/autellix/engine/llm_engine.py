@@ -196,6 +196,22 @@ class LLMEngine:
     def kv_usage(self) -> float:
         return 1 - self.blocks.num_free / self.blocks.num_blocks
 
+    def stats(self) -> dict[str, Any]:
+        """What /metrics shows of this engine."""
+        return {
+            "queue_lengths": self.policy.queue_lengths(),
+            "running": len(self.policy.running),
+            "waiting": self.num_waiting,
+            "swapped": self.num_swapped,
+            "preemptions": self.scheduler.num_preemptions,
+            "swap_out_bytes": self.scheduler.swapped_out_blocks * self.executor.bytes_per_block,
+            "swap_in_bytes": self.scheduler.swapped_in_blocks * self.executor.bytes_per_block,
+            "kv_usage": self.kv_usage(),
+            "num_kv_blocks": self.blocks.num_blocks,
+            "prefix_queried_tokens": self.blocks.queried_tokens,
+            "prefix_hit_tokens": self.blocks.hit_tokens,
+        }
+
     def check_idle(self) -> None:
         """Raise unless the engine holds no call, no KV block and no swap block."""
         if self.seqs or len(self.policy):

@@ -1,0 +1,194 @@
+"""The frontend: one process table and one balancer in front of the engine replicas.
+
+Every call goes through `Frontend.stream`: the process table registers it and gives
+the program's snapshot, the balancer picks a replica, the replica streams its
+outputs, and on completion (or abort) the table folds in the call's waiting and
+service. A replica that dies before a call's first token sends the call elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from autellix.balancing import Route, make_balancer
+from autellix.engine.config import EngineConfig
+from autellix.engine.llm_engine import RequestError, RequestOutput
+from autellix.engine.model.sampler import SamplingParams
+from autellix.programs import ProcessTable
+from autellix.server.metrics import Metrics
+from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied
+
+
+class Overloaded(RuntimeError):
+    """The waiting queue is at its bound (HTTP 429)."""
+
+
+class Unavailable(RuntimeError):
+    """No live replica can take the call (HTTP 503)."""
+
+
+@dataclass
+class ServeConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    replicas: int = 1
+    balancer: str = "locality"
+    long_prompt_tokens: int = 2048  # the locality balancer's threshold
+    served_model_name: str | None = None
+    program_ttl: float = 600.0  # idle programs are reaped after this many seconds
+    max_waiting: int = 256  # calls queued beyond max_running, per replica, before 429
+    processes: bool | None = None  # replicas in child processes; None: when replicas > 1
+
+
+class Frontend:
+    def __init__(self, config: ServeConfig, replicas: list[Replica] | None = None) -> None:
+        self.config = config
+        self.table = ProcessTable(ttl=config.program_ttl)
+        self.balancer = make_balancer(config.balancer)
+        if config.balancer == "locality":
+            self.balancer.long_prompt_tokens = config.long_prompt_tokens  # type: ignore[attr-defined]
+        in_processes = config.processes if config.processes is not None else config.replicas > 1
+        kind = ProcessReplica if in_processes else LocalReplica
+        self.replicas = replicas or [kind(i, config.engine) for i in range(config.replicas)]
+        self.metrics = Metrics()
+        self.tokenizer: Any = None
+        self.model_name = config.served_model_name or "autellix"
+        self._reaper: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        from autellix.engine.model import default_model_path, load_tokenizer
+
+        folder = self.config.engine.model or await asyncio.to_thread(default_model_path)
+        self.config.engine.model = str(folder)  # replicas load what the frontend resolved
+        self.tokenizer = await asyncio.to_thread(load_tokenizer, folder)
+        if self.config.served_model_name is None:
+            self.model_name = str(folder).rstrip("/").rsplit("/", 1)[-1]
+        await asyncio.gather(*(r.start() for r in self.replicas))
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
+
+    @property
+    def live_replicas(self) -> list[Replica]:
+        return [r for r in self.replicas if r.alive]
+
+    # --- requests ---------------------------------------------------------------------
+
+    def encode(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tokenizer.encode(prompt, add_special_tokens=False)
+        vocab = len(self.tokenizer)
+        if any(not 0 <= t < vocab for t in prompt):
+            raise RequestError(f"token ids must be in [0, {vocab})")
+        return prompt
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def validate(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        info = self.replicas[0].info
+        assert info is not None
+        if num_prompt_tokens == 0:
+            raise RequestError("the prompt is empty")
+        total = num_prompt_tokens + params.max_tokens
+        if total > info.max_model_len:
+            raise RequestError(
+                f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
+                f"{total} exceeds the model's context of {info.max_model_len} tokens"
+            )
+        blocks = -(-total // info.block_size)
+        if blocks > info.num_kv_blocks:
+            raise RequestError(
+                f"a call of {total} tokens needs {blocks} KV blocks; "
+                f"the pool has {info.num_kv_blocks}"
+            )
+
+    def default_max_tokens(self, num_prompt_tokens: int) -> int:
+        info = self.replicas[0].info
+        assert info is not None
+        return max(1, min(info.max_model_len - num_prompt_tokens, 4096))
+
+    def check_capacity(self, calls: int = 1) -> None:
+        live = self.live_replicas
+        if not live:
+            raise Unavailable("no engine replica is alive")
+        bound = self.config.engine.max_running + self.config.max_waiting
+        if all(r.in_flight + calls > bound for r in live):
+            raise Overloaded(f"every replica has {bound} calls in flight; retry later")
+
+    async def stream(
+        self, token_ids: list[int], params: SamplingParams, program_id: str, thread_id: str | None
+    ) -> AsyncIterator[RequestOutput]:
+        """One call of a program, streamed; the process table is updated however it ends."""
+        call, snapshot = self.table.call_arrived(program_id, thread_id)
+        program = self.table.get(program_id)
+        started = time.monotonic()
+        last: RequestOutput | None = None
+        replica: Replica | None = None
+        try:
+            for _ in range(len(self.replicas)):
+                live = self.live_replicas
+                if not live:
+                    break
+                engine_id = self.balancer.pick(Route(token_ids, program), live)
+                replica = next(r for r in live if r.engine_id == engine_id)
+                call.engine = engine_id
+                program.engines.add(engine_id)
+                try:
+                    async for out in replica.generate(
+                        token_ids, params, call.call_id, program_id, snapshot
+                    ):
+                        last = out
+                        yield out
+                    return
+                except ReplicaDied:
+                    self.metrics.replica_failures.inc()
+                    if last is not None:  # tokens were sent: the call cannot move
+                        raise
+            raise Unavailable("no engine replica is alive")
+        finally:
+            elapsed = time.monotonic() - started
+            waiting, service = (last.waiting, last.service) if last else (elapsed, 0.0)
+            self.metrics.observe_call(elapsed, waiting, last)
+            with contextlib.suppress(KeyError):  # the program may have been ended meanwhile
+                program = self.table.call_finished(
+                    program_id, call.call_id, waiting, service, replica and replica.engine_id
+                )
+                if program.ended and not program.calls:
+                    self.metrics.observe_program(program)
+
+    # --- programs ---------------------------------------------------------------------
+
+    def end_program(self, program_id: str) -> None:
+        program = self.table.end(program_id)
+        if not program.calls:
+            self.metrics.observe_program(program)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, min(self.config.program_ttl / 4, 30.0)))
+            for program in self.table.reap():
+                self.metrics.observe_program(program)
+
+    async def replica_stats(self) -> list[tuple[Replica, dict[str, Any] | None]]:
+        async def one(r: Replica) -> dict[str, Any] | None:
+            try:
+                return await r.stats() if r.alive else None
+            except ReplicaDied:
+                return None
+
+        return list(
+            zip(self.replicas, await asyncio.gather(*(one(r) for r in self.replicas)), strict=True)
+        )

@@ -1,0 +1,113 @@
+"""Prometheus metrics: histograms kept as calls and programs end, gauges read from the
+replicas at scrape time."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from autellix.engine.llm_engine import RequestOutput
+from autellix.programs import Program
+
+if TYPE_CHECKING:
+    from autellix.server.replica import Replica
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.call_latency = Histogram(
+            "autellix_call_latency_seconds",
+            "Arrival to completion of a call",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.call_waiting = Histogram(
+            "autellix_call_waiting_seconds",
+            "Time a call spent queued",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.program_latency = Histogram(
+            "autellix_program_latency_seconds",
+            "First call's arrival to last call's completion, per ended program",
+            registry=r,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.calls = Counter(
+            "autellix_calls", "Calls by how they ended", ["finish_reason"], registry=r
+        )
+        self.tokens = Counter("autellix_generated_tokens", "Tokens generated", registry=r)
+        self.replica_failures = Counter(
+            "autellix_replica_failures", "Calls that met a dead replica", registry=r
+        )
+        self.programs = Gauge("autellix_programs", "Programs in the process table", registry=r)
+        self.programs_reaped = Gauge(
+            "autellix_programs_reaped", "Programs reaped for idling past the TTL", registry=r
+        )
+        labels = ["replica"]
+        self.alive = Gauge(
+            "autellix_replica_alive", "1 if the replica is alive", labels, registry=r
+        )
+        self.queue = Gauge(
+            "autellix_queue_length",
+            "Calls in each priority queue",
+            ["replica", "queue"],
+            registry=r,
+        )
+        self.gauges = {
+            name: Gauge(f"autellix_{name}", text, labels, registry=r)
+            for name, text in (
+                ("running", "Calls in the running batch"),
+                ("waiting", "Calls queued and not running"),
+                ("swapped", "Calls preempted to host memory"),
+                ("preemptions", "Preemptions so far"),
+                ("swap_out_bytes", "KV bytes swapped out so far"),
+                ("swap_in_bytes", "KV bytes swapped in so far"),
+                ("kv_usage", "Fraction of KV blocks in use"),
+                ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
+                ("in_flight", "Calls routed to the replica and not finished"),
+            )
+        }
+
+    def observe_call(self, latency: float, waiting: float, last: RequestOutput | None) -> None:
+        self.call_latency.observe(latency)
+        self.call_waiting.observe(waiting)
+        self.calls.labels(last.finish_reason if last and last.finished else "abort").inc()
+        if last is not None:
+            self.tokens.inc(last.num_output_tokens)
+
+    def observe_program(self, program: Program) -> None:
+        if program.latency is not None:
+            self.program_latency.observe(program.latency)
+
+    def render(
+        self, num_programs: int, reaped: int, stats: list[tuple[Replica, dict[str, Any] | None]]
+    ) -> bytes:
+        self.programs.set(num_programs)
+        self.programs_reaped.set(reaped)
+        for replica, s in stats:
+            rid = str(replica.engine_id)
+            self.alive.labels(rid).set(1 if replica.alive else 0)
+            self.gauges["in_flight"].labels(rid).set(replica.in_flight)
+            if s is None:
+                continue
+            for i, n in enumerate(s["queue_lengths"]):
+                self.queue.labels(rid, str(i + 1)).set(n)
+            for name in (
+                "running",
+                "waiting",
+                "swapped",
+                "preemptions",
+                "swap_out_bytes",
+                "swap_in_bytes",
+                "kv_usage",
+            ):
+                self.gauges[name].labels(rid).set(s[name])
+            queried = s["prefix_queried_tokens"]
+            rate = s["prefix_hit_tokens"] / queried if queried else 0.0
+            self.gauges["prefix_cache_hit_rate"].labels(rid).set(rate)
+        return generate_latest(self.registry)

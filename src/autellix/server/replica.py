@@ -1,0 +1,250 @@
+"""Engine replicas as the frontend sees them: in this process, or in a child process.
+
+Either way a replica streams each call's `RequestOutput`s and reports its stats; the
+frontend keeps what the balancer needs (calls in flight, the prompts it routed here)
+on its side, so routing never waits on a replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autellix.balancing import PrefixIndex
+from autellix.engine.async_engine import AsyncLLMEngine
+from autellix.engine.config import EngineConfig
+from autellix.engine.llm_engine import LLMEngine, RequestOutput
+from autellix.engine.model.sampler import SamplingParams
+from autellix.programs import ProgramSnapshot
+
+
+class ReplicaDied(RuntimeError):
+    pass
+
+
+@dataclass
+class EngineInfo:
+    max_model_len: int
+    num_kv_blocks: int
+    block_size: int
+
+
+class Replica(ABC):
+    def __init__(self, engine_id: int, block_size: int) -> None:
+        self.engine_id = engine_id
+        self.in_flight = 0
+        self.alive = True
+        self.routed = PrefixIndex(block_size=block_size)
+        self.info: EngineInfo | None = None
+
+    @property
+    def active_calls(self) -> int:
+        return self.in_flight
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        return self.routed.match(tokens)
+
+    async def generate(
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        call_id: str,
+        program_id: str,
+        program: ProgramSnapshot,
+    ) -> AsyncIterator[RequestOutput]:
+        self.in_flight += 1
+        self.routed.insert(token_ids)
+        try:
+            async for out in self._generate(token_ids, params, call_id, program_id, program):
+                yield out
+        finally:
+            self.in_flight -= 1
+
+    @abstractmethod
+    def _generate(
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        call_id: str,
+        program_id: str,
+        program: ProgramSnapshot,
+    ) -> AsyncIterator[RequestOutput]: ...
+
+    @abstractmethod
+    async def start(self) -> EngineInfo: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def stats(self) -> dict[str, Any]: ...
+
+
+def engine_info(engine: LLMEngine) -> EngineInfo:
+    return EngineInfo(engine.max_model_len, engine.blocks.num_blocks, engine.blocks.block_size)
+
+
+class LocalReplica(Replica):
+    """The engine in this process, stepping in a worker thread."""
+
+    def __init__(self, engine_id: int, config: EngineConfig, engine: LLMEngine | None = None):
+        super().__init__(engine_id, config.block_size)
+        self.config = config
+        self.engine = engine
+        self.aengine: AsyncLLMEngine | None = None
+
+    async def start(self) -> EngineInfo:
+        if self.engine is None:
+            self.engine = await asyncio.to_thread(LLMEngine.from_config, self.config)
+        self.aengine = AsyncLLMEngine(self.engine)
+        self.info = engine_info(self.engine)
+        return self.info
+
+    async def stop(self) -> None:
+        if self.aengine is not None:
+            await self.aengine.stop()
+
+    async def _generate(self, token_ids, params, call_id, program_id, program):
+        assert self.aengine is not None
+        async for out in self.aengine.generate(token_ids, params, call_id, program_id, program):
+            yield out
+
+    async def stats(self) -> dict[str, Any]:
+        assert self.engine is not None
+        return self.engine.stats()
+
+
+def replica_main(config: EngineConfig, conn: Any) -> None:
+    """A child process: one engine, commands in, outputs out, over a pipe."""
+    try:
+        engine = LLMEngine.from_config(config)
+    except Exception as exc:
+        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", engine_info(engine)))
+    while True:
+        if not engine.has_unfinished():
+            conn.poll(None)
+        while conn.poll(0):
+            kind, *args = conn.recv()
+            if kind == "add":
+                try:
+                    engine.add_request(*args)
+                except Exception as exc:
+                    conn.send(("error", args[2], exc))
+            elif kind == "abort":
+                out = engine.abort(args[0])
+                if out is not None:
+                    conn.send(("outs", [out]))
+            elif kind == "stats":
+                conn.send(("stats", engine.stats()))
+            elif kind == "stop":
+                return
+        if engine.has_unfinished():
+            outs = engine.step()
+            if outs:
+                conn.send(("outs", outs))
+
+
+class ProcessReplica(Replica):
+    """The engine in a child process with its own model copy. A reader thread turns the
+    pipe into per-call asyncio queues; a dead child fails its calls with ReplicaDied."""
+
+    def __init__(self, engine_id: int, config: EngineConfig) -> None:
+        super().__init__(engine_id, config.block_size)
+        self.config = config
+        self._streams: dict[str, asyncio.Queue] = {}
+        self._stats: list[asyncio.Future] = []
+        self._send_lock = threading.Lock()
+
+    async def start(self) -> EngineInfo:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=replica_main, args=(self.config, child), daemon=True)
+        self.process.start()
+        child.close()
+        kind, payload = await asyncio.to_thread(self._conn.recv)
+        if kind != "ready":
+            raise RuntimeError(f"replica {self.engine_id} failed to start: {payload}")
+        self.info = payload
+        self._loop = asyncio.get_running_loop()
+        threading.Thread(target=self._read, daemon=True, name=f"replica-{self.engine_id}").start()
+        return payload
+
+    async def stop(self) -> None:
+        if self.alive:
+            self._send(("stop",))
+        await asyncio.to_thread(self.process.join, 10)
+        if self.process.is_alive():
+            self.process.kill()
+
+    def kill(self) -> None:
+        """For tests and operators: end the child at once."""
+        self.process.kill()
+
+    def _send(self, msg: tuple) -> None:
+        with self._send_lock:
+            self._conn.send(msg)
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = self._conn.recv()
+                self._loop.call_soon_threadsafe(self._dispatch, msg)
+        except (EOFError, OSError):
+            self._loop.call_soon_threadsafe(self._died)
+
+    def _dispatch(self, msg: tuple) -> None:
+        kind, payload = msg[0], msg[1:]
+        if kind == "outs":
+            for out in payload[0]:
+                stream = self._streams.get(out.call_id)
+                if stream is not None:
+                    stream.put_nowait(out)
+        elif kind == "error":
+            stream = self._streams.get(payload[0])
+            if stream is not None:
+                stream.put_nowait(payload[1])
+        elif kind == "stats" and self._stats:
+            self._stats.pop(0).set_result(payload[0])
+
+    def _died(self) -> None:
+        self.alive = False
+        error = ReplicaDied(f"engine replica {self.engine_id} died")
+        for stream in self._streams.values():
+            stream.put_nowait(error)
+        for future in self._stats:
+            future.set_exception(error)
+        self._stats.clear()
+
+    async def _generate(self, token_ids, params, call_id, program_id, program):
+        if not self.alive:
+            raise ReplicaDied(f"engine replica {self.engine_id} is dead")
+        stream: asyncio.Queue = asyncio.Queue()
+        self._streams[call_id] = stream
+        finished = False
+        try:
+            self._send(("add", token_ids, params, call_id, program_id, program))
+            while not finished:
+                out = await stream.get()
+                if isinstance(out, BaseException):
+                    raise out
+                finished = out.finished
+                yield out
+        finally:
+            del self._streams[call_id]
+            if not finished and self.alive:
+                self._send(("abort", call_id))
+
+    async def stats(self) -> dict[str, Any]:
+        if not self.alive:
+            raise ReplicaDied(f"engine replica {self.engine_id} is dead")
+        future = self._loop.create_future()
+        self._stats.append(future)
+        self._send(("stats",))
+        return await asyncio.wait_for(future, 10)
