@@ -61,7 +61,8 @@ def main() -> None:
         return statistics.median(times)
 
     mib = n * kv[:, :, 0].numel() * 4 / 2**20
-    print(f"{n} blocks, {mib:.0f} MiB, device {args.device}, torch threads {torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"{n} blocks, {mib:.0f} MiB, device {args.device}, torch threads {threads}")
     print("| direction | batched ms | per-block ms | speed-up |")
     print("|---|---|---|---|")
     for name, batched, per_block in (

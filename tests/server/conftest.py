@@ -1,0 +1,100 @@
+"""A real server on a loopback port, in a thread, serving the tiny model."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from autellix.engine.config import EngineConfig
+from autellix.server.app import create_app
+from autellix.server.frontend import Frontend, ServeConfig
+from autellix.server.replica import LocalReplica
+
+MODEL = "tiny"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Running:
+    def __init__(self, frontend: Frontend) -> None:
+        self.frontend = frontend
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.url}/v1"
+        config = uvicorn.Config(
+            create_app(frontend), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> Running:
+        self.thread.start()
+        deadline = time.monotonic() + 120
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.02)
+        return self
+
+    def wait_idle(self, timeout: float = 10) -> None:
+        """Until no call is in flight anywhere (aborts are applied between steps)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            busy = any(r.in_flight for r in self.frontend.replicas)
+            engines_busy = any(
+                r.engine.has_unfinished()
+                for r in self.frontend.replicas
+                if isinstance(r, LocalReplica) and r.engine is not None
+            )
+            if not busy and not engines_busy:
+                return
+            time.sleep(0.02)
+        raise AssertionError("calls still in flight")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+@pytest.fixture
+def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
+    """serve(**ServeConfig fields, engine={EngineConfig fields}) -> a running server. After
+    the test: no call in flight, no KV block held, no active call in the process table."""
+    running: list[Running] = []
+
+    def start(engine: dict | None = None, **serve_fields) -> Running:
+        engine_config = EngineConfig(
+            **{
+                "model": str(tiny_llama),
+                "block_size": 4,
+                "num_kv_blocks": 128,
+                "max_running": 8,
+                **(engine or {}),
+            }
+        )
+        config = ServeConfig(engine=engine_config, served_model_name=MODEL, **serve_fields)
+        r = Running(Frontend(config)).start()
+        running.append(r)
+        return r
+
+    yield start
+    for r in running:
+        try:
+            if all(rep.alive for rep in r.frontend.replicas):
+                r.wait_idle()
+                for rep in r.frontend.replicas:
+                    if isinstance(rep, LocalReplica) and rep.engine is not None:
+                        rep.engine.check_idle()
+                assert all(not p.calls for p in r.frontend.table.programs.values())
+        finally:
+            r.stop()

@@ -1,0 +1,223 @@
+"""Program sessions, the SDK, bad input, the waiting bound and disconnects, over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+import autellix
+
+MODEL = "tiny"
+FIXED = {"ignore_eos": True}
+
+
+def test_program_routes(serve) -> None:
+    server = serve()
+    with httpx.Client(base_url=server.base_url) as http:
+        created = http.post("/programs", json={"program_id": "agent-1"})
+        assert created.status_code == 201 and created.json()["id"] == "agent-1"
+        assert http.post("/programs", json={"program_id": "agent-1"}).status_code == 409
+        anonymous = http.post("/programs").json()["id"]
+        listed = {p["id"] for p in http.get("/programs").json()["data"]}
+        assert {"agent-1", anonymous} <= listed
+        assert http.get("/programs/nope").status_code == 404
+        assert http.get("/programs/nope").json()["error"]["code"] == "program_not_found"
+        assert http.delete("/programs/nope").status_code == 404
+        assert http.delete("/programs/agent-1").json()["deleted"] is True
+        assert http.get("/programs/agent-1").status_code == 404
+
+
+def test_process_table_after_a_known_sequence(serve) -> None:
+    server = serve()
+    with autellix.Program(server.base_url, program_id="chat") as program:
+        for _ in range(3):
+            program.client.completions.create(
+                model=MODEL, prompt="w1 w2", max_tokens=4, temperature=0, extra_body=FIXED
+            )
+        branch = program.thread("t1")
+        branch.completions.create(model=MODEL, prompt="w3", max_tokens=2, extra_body=FIXED)
+        info = program.info()
+        assert info["completed_calls"] == 4 and info["calls"] == []
+        assert info["service"] > 0 and info["critical_path"] == pytest.approx(info["service"])
+        assert info["engines"] == [0]
+        assert info["last_completion"] >= info["first_arrival"]
+    assert "chat" not in server.frontend.table  # ended on exit
+
+
+def test_program_ends_on_exception_and_ids_from_body_or_header(serve) -> None:
+    server = serve()
+    with pytest.raises(RuntimeError), autellix.Program(server.base_url) as program:
+        pid = program.id
+        raise RuntimeError("agent crashed")
+    assert pid not in server.frontend.table
+    with openai.OpenAI(base_url=server.base_url, api_key="x") as c:
+        c.completions.create(
+            model=MODEL,
+            prompt="w1",
+            max_tokens=2,
+            extra_body={"program_id": "by-body", "thread_id": "b", **FIXED},
+        )
+        c.completions.create(
+            model=MODEL,
+            prompt="w1",
+            max_tokens=2,
+            extra_body=FIXED,
+            extra_headers={"X-Autellix-Program": "by-header"},
+        )
+    table = server.frontend.table
+    assert table.get("by-body").completed_calls == 1  # started on first use
+    assert table.get("by-header").completed_calls == 1
+    # a call with no program is a program of one call, gone when it finishes
+    assert set(table.programs) == {"by-body", "by-header"}
+
+
+def test_async_program_fan_out(serve) -> None:
+    server = serve()
+
+    async def main() -> dict:
+        async with autellix.AsyncProgram(server.base_url, program_id="tree") as program:
+
+            async def branch(i: int) -> str:
+                r = await program.thread(f"t{i}").completions.create(
+                    model=MODEL, prompt=f"w{i} w9", max_tokens=5, extra_body=FIXED
+                )
+                return r.choices[0].text
+
+            await asyncio.gather(*(branch(i) for i in range(4)))
+            return await program.info()
+
+    info = asyncio.run(main())
+    assert info["completed_calls"] == 4
+    # parallel threads: the critical path is below the sum of the services
+    assert 0 < info["critical_path"] < info["service"]
+
+
+@pytest.mark.parametrize(
+    "body, fragment",
+    [
+        ('{"model": "tiny", "prompt": ', "not valid JSON"),
+        ('{"model": "tiny", "prompt": "w1", "max_tokens": "many"}', "max_tokens"),
+        ('{"model": "tiny", "prompt": "w1", "temperature": 9}', "temperature"),
+        ('{"model": "tiny", "prompt": "w1", "n": 0}', "n:"),
+        ('{"model": "tiny", "prompt": "w1", "n": 99}', "n:"),
+        ('{"model": "gpt-4", "prompt": "w1"}', "not served here"),
+        ('{"model": "tiny", "prompt": "w1", "max_tokens": 5000}', "exceeds the model's context"),
+        ('{"model": "tiny", "prompt": [999999]}', "token ids must be in"),
+        ('{"model": "tiny", "prompt": []}', "empty"),
+        ('{"prompt": "w1"}', "model"),
+    ],
+)
+def test_bad_input_is_a_400_in_openai_shape(serve, body: str, fragment: str) -> None:
+    server = serve()
+    r = httpx.post(
+        f"{server.base_url}/completions", content=body, headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert fragment in error["message"] and error["type"] == "invalid_request_error"
+
+
+def test_openai_client_sees_the_errors(serve) -> None:
+    server = serve()
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+        with pytest.raises(openai.BadRequestError, match="not served here"):
+            c.chat.completions.create(model="other", messages=[{"role": "user", "content": "w1"}])
+        with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):
+            c.completions.create(model=MODEL, prompt="w1 " * 250, max_tokens=10)
+
+
+def slow_down(server, seconds: float = 0.02) -> None:
+    """Make each engine step take a while, so that calls overlap for sure."""
+    executor = server.frontend.replicas[0].engine.executor
+    execute = executor.execute
+
+    def slow(batch):
+        time.sleep(seconds)
+        return execute(batch)
+
+    executor.execute = slow
+
+
+def test_full_queue_answers_429_with_retry_after(serve) -> None:
+    server = serve(engine={"max_running": 1}, max_waiting=1)
+    slow_down(server)
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+            body = {"model": MODEL, "prompt": "w1 w2", "max_tokens": 30, **FIXED}
+            first = [asyncio.create_task(http.post("/completions", json=body)) for _ in range(2)]
+            await asyncio.sleep(0.3)  # both are in: one running, one waiting
+            third = await http.post("/completions", json=body)
+            assert third.headers["retry-after"] == "1"
+            assert third.json()["error"]["type"] == "rate_limit_error"
+            return [third.status_code] + [(await t).status_code for t in first]
+
+    assert asyncio.run(main()) == [429, 200, 200]
+
+
+def test_disconnect_mid_stream_aborts_the_call(serve) -> None:
+    server = serve()
+    body = {"model": MODEL, "prompt": "w1 w2", "max_tokens": 200, "stream": True, **FIXED}
+    with (
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+        http.stream(
+            "POST", "/completions", json=body, headers={"X-Autellix-Program": "leaver"}
+        ) as r,
+    ):
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        assert json.loads(first[5:])["choices"][0]["text"] is not None
+    server.wait_idle()  # the engine let go of the call: no blocks leak (checked after)
+    program = server.frontend.table.get("leaver")
+    assert program.calls == {} and program.completed_calls == 1
+    assert program.service > 0
+
+
+def test_disconnect_while_waiting_aborts_the_call(serve) -> None:
+    server = serve(engine={"max_running": 1})
+    slow_down(server)
+    body = {"model": MODEL, "prompt": "w1", "max_tokens": 100, **FIXED}
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+            hog = asyncio.create_task(http.post("/completions", json=body))
+            await asyncio.sleep(0.2)
+            waiter = asyncio.create_task(
+                http.post("/completions", json=body, headers={"X-Autellix-Program": "impatient"})
+            )
+            await asyncio.sleep(0.3)
+            waiter.cancel()  # closes the connection while the call waits
+            await asyncio.gather(waiter, return_exceptions=True)
+            deadline = time.monotonic() + 10
+            while server.frontend.table.get("impatient").calls and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert server.frontend.table.get("impatient").calls == {}
+            assert (await hog).status_code == 200
+
+    asyncio.run(main())
+
+
+def test_metrics_in_prometheus_format(serve) -> None:
+    server = serve()
+    with openai.OpenAI(base_url=server.base_url, api_key="x") as c:
+        c.completions.create(model=MODEL, prompt="w1 w2 w3 w4 w5", max_tokens=3, extra_body=FIXED)
+    text = httpx.get(f"{server.url}/metrics").text
+    for name in (
+        "autellix_queue_length{",
+        "autellix_running{",
+        "autellix_swapped{",
+        "autellix_preemptions{",
+        "autellix_swap_out_bytes{",
+        "autellix_kv_usage{",
+        "autellix_prefix_cache_hit_rate{",
+        "autellix_programs ",
+        "autellix_call_latency_seconds_bucket",
+        "autellix_program_latency_seconds_count",
+        "autellix_replica_alive{",
+    ):
+        assert name in text, name
