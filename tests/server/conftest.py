@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -61,6 +62,11 @@ class Running:
             time.sleep(0.02)
         raise AssertionError("calls still in flight")
 
+    def call(self, coro):
+        """Run a coroutine on the server's event loop, from the test's thread."""
+        loop = self.frontend._reaper.get_loop()
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
@@ -82,7 +88,8 @@ def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
                 **(engine or {}),
             }
         )
-        config = ServeConfig(engine=engine_config, served_model_name=MODEL, **serve_fields)
+        fields = {"served_model_name": MODEL, **serve_fields}
+        config = ServeConfig(engine=engine_config, **fields)
         r = Running(Frontend(config)).start()
         running.append(r)
         return r
@@ -90,11 +97,13 @@ def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
     yield start
     for r in running:
         try:
-            if all(rep.alive for rep in r.frontend.replicas):
-                r.wait_idle()
-                for rep in r.frontend.replicas:
-                    if isinstance(rep, LocalReplica) and rep.engine is not None:
-                        rep.engine.check_idle()
-                assert all(not p.calls for p in r.frontend.table.programs.values())
+            r.wait_idle()
+            for rep in r.frontend.replicas:
+                if isinstance(rep, LocalReplica) and rep.engine is not None:
+                    rep.engine.check_idle()
+                elif rep.alive:  # a child process: ask it
+                    stats = r.call(rep.stats())
+                    assert stats["kv_usage"] == 0 and stats["running"] == stats["waiting"] == 0
+            assert all(not p.calls for p in r.frontend.table.programs.values())
         finally:
             r.stop()
