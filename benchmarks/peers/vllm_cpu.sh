@@ -17,7 +17,17 @@
 #   VLLM_MODEL             [the project's default model folder]  an HF folder to serve instead
 #   AUTELLIX_PYTHON        [.venv/bin/python]  the project's interpreter, used to find the folder
 #   VLLM_READY_TIMEOUT     [600]    seconds `serve` waits for /health
-#   OMP_NUM_THREADS / VLLM_CPU_OMP_THREADS_BIND are passed through when set.
+#   VLLM_USE_AOT_COMPILE   [0]      vLLM's default (1) saves an AOT-compiled model that this
+#                                   build then fails to reload ("'function' object has no
+#                                   attribute 'finalize_loading'") and recompiles every start
+#                                   (~2.5-3 min); with 0 the inductor cache under
+#                                   /tmp/torchinductor_$USER is reused (~80 s warm start).
+# Passed through unchanged when set (vLLM's own CPU knobs):
+#   VLLM_CPU_NUM_OF_RESERVED_CPU  by default vLLM reserves 1 core for its API/engine process
+#                                 and binds the model worker to the rest (1 thread on a
+#                                 2-core box); 0 gives the worker every core.
+#   VLLM_CPU_OMP_THREADS_BIND     explicit core list for the worker, e.g. 0-1 (default auto).
+# Add --enforce-eager to skip torch.compile (start ~40 s, similar decode speed here).
 #
 # The venv, logs and pid files all live under .venv-vllm/ at the repository root.
 # Nothing is downloaded from a model hub: HF_HUB_OFFLINE=1 and the model is a local folder.
@@ -116,6 +126,7 @@ serve() {
     # setsid: its own process group, so `stop` can end the API server and its engine
     # core child together without touching anything else.
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
+        VLLM_USE_AOT_COMPILE="${VLLM_USE_AOT_COMPILE:-0}" \
         VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-4}" \
         setsid "$PY" -m vllm.entrypoints.openai.api_server \
         --host 127.0.0.1 --port "$port" \
