@@ -101,9 +101,15 @@ def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
             for rep in r.frontend.replicas:
                 if isinstance(rep, LocalReplica) and rep.engine is not None:
                     rep.engine.check_idle()
-                elif rep.alive:  # a child process: ask it
-                    stats = r.call(rep.stats())
-                    assert stats["kv_usage"] == 0 and stats["running"] == stats["waiting"] == 0
+                elif rep.alive:  # a child process or an actor: ask it (aborts land late)
+                    deadline = time.monotonic() + 10
+                    while True:
+                        stats = r.call(rep.stats())
+                        idle = stats["kv_usage"] == 0 and stats["running"] == stats["waiting"] == 0
+                        if idle or time.monotonic() > deadline:
+                            break
+                        time.sleep(0.05)
+                    assert idle, stats
             assert all(not p.calls for p in r.frontend.table.programs.values())
         finally:
             r.stop()

@@ -116,6 +116,4 @@ def test_ray_replicas(local_ray, serve) -> None:
         ) as r,
     ):
         next(line for line in r.iter_lines() if line.startswith("data:"))
-    server.wait_idle()
-    stats = server.call(server.frontend.replicas[0].stats())
-    assert stats["running"] == 0 and stats["kv_usage"] == 0
+    # (the fixture then checks that no actor holds a call or a KV block)
