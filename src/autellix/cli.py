@@ -115,6 +115,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         help="engine replicas, each a process with its own model copy (default 1)",
     )
     p.add_argument(
+        "--ray",
+        metavar="auto|ADDRESS",
+        help="place the replicas as Ray actors (auto: join or start a local cluster)",
+    )
+    p.add_argument(
         "--balancer",
         default="locality",
         choices=sorted(BALANCERS),

@@ -1,0 +1,94 @@
+"""Peak memory of `autellix serve` with the default model: start it, send a burst of
+chat calls, and read the server's peak resident set (VmHWM) from /proc.
+
+    python benchmarks/serve_memory.py [--calls 32] [--kv-cache-gib 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def mib(pid: int, field: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+async def burst(url: str, calls: int) -> None:
+    async with httpx.AsyncClient(timeout=600) as http:
+
+        async def one(i: int) -> None:
+            r = await http.post(
+                f"{url}/v1/chat/completions",
+                json={
+                    "model": MODEL,
+                    "max_tokens": 64,
+                    "ignore_eos": True,
+                    "messages": [{"role": "user", "content": f"Tell me about the number {i}."}],
+                },
+            )
+            r.raise_for_status()
+
+        await asyncio.gather(*(one(i) for i in range(calls)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=32)
+    parser.add_argument("--kv-cache-gib", type=float, default=1.0)
+    parser.add_argument("--port", type=int, default=8320)
+    args = parser.parse_args()
+    url = f"http://127.0.0.1:{args.port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "autellix.cli",
+            "serve",
+            "--port",
+            str(args.port),
+            "--kv-cache-gib",
+            str(args.kv_cache_gib),
+            "--log-level",
+            "warning",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.5)
+        idle = mib(proc.pid, "VmRSS")
+        start = time.perf_counter()
+        asyncio.run(burst(url, args.calls))
+        elapsed = time.perf_counter() - start
+        print(f"| KV pool | RSS after start | peak RSS after {args.calls} calls | burst time |")
+        print("|---|---|---|---|")
+        print(
+            f"| {args.kv_cache_gib:g} GiB | {idle:.0f} MiB | {mib(proc.pid, 'VmHWM'):.0f} MiB "
+            f"| {elapsed:.1f} s |"
+        )
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""`autellix serve`: its flags reach the configs, and bad input is one line."""
+
+import pytest
+
+from autellix import cli
+
+
+def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) -> None:
+    seen = {}
+
+    def fake_run(app, host, port, log_level):
+        seen["frontend"] = app.state.frontend
+        seen["where"] = (host, port, log_level)
+
+    monkeypatch.setattr("uvicorn.run", fake_run)
+    argv = [
+        "serve",
+        "--model",
+        str(tiny_llama),
+        "--port",
+        "8123",
+        "--policy",
+        "plas",
+        "--balancer",
+        "cache-aware",
+        "--replicas",
+        "3",
+        "--ray",
+        "auto",
+        "--beta",
+        "2",
+        "--num-queues",
+        "4",
+        "--first-boundary",
+        "0.5",
+        "--preemption",
+        "recompute",
+        "--no-prefix-caching",
+        "--max-running",
+        "7",
+        "--schedule-every",
+        "3",
+        "--max-waiting",
+        "9",
+        "--program-ttl",
+        "60",
+        "--long-prompt-tokens",
+        "100",
+    ]
+    assert cli.main(argv) == 0
+    config = seen["frontend"].config
+    assert seen["where"] == ("127.0.0.1", 8123, "info")
+    assert (config.replicas, config.balancer, config.ray) == (3, "cache-aware", "auto")
+    assert (config.max_waiting, config.program_ttl, config.long_prompt_tokens) == (9, 60, 100)
+    engine = config.engine
+    assert (engine.policy, engine.preemption, engine.prefix_caching) == ("plas", "recompute", False)
+    assert (engine.max_running, engine.schedule_every) == (7, 3)
+    assert engine.scheduling.boundaries == (0.5, 1.0, 2.0) and engine.scheduling.beta == 2
+
+
+def test_defaults() -> None:
+    args = cli.build_parser().parse_args(["serve"])
+    assert (args.host, args.port, args.policy, args.balancer, args.replicas) == (
+        "127.0.0.1",
+        8000,
+        "atlas",
+        "locality",
+        1,
+    )
+    assert not args.no_prefix_caching and args.model is None
+
+
+def test_bad_model_folder_is_one_line(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["serve", "--model", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autellix: error: ") and err.count("\n") == 1
+
+
+def test_bad_scheduling_values_are_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["serve", "--beta", "-1"]) == 2
+    assert "beta must be positive" in capsys.readouterr().err
