@@ -169,11 +169,12 @@ stop() {
     log "stopping pid $pid (process group)"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
     local i
+    # wait for the whole group (API server, engine core, worker), not just the leader
     for i in $(seq 1 30); do
-        kill -0 "$pid" 2>/dev/null || break
+        kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null || break
         sleep 1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if kill -0 -- "-$pid" 2>/dev/null || kill -0 "$pid" 2>/dev/null; then
         log "still alive after 30 s, sending KILL"
         kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     fi

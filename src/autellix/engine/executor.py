@@ -65,14 +65,10 @@ class ModelExecutor(Executor):
             self.device,
         )
         self.bytes_per_block = self.kv_cache[:, :, 0].numel() * self.kv_cache.element_size()
-        self.swap_cache = allocate_kv_cache(
-            cfg.num_layers,
-            max(num_swap_blocks, 1),
-            block_size,
-            cfg.num_kv_heads,
-            cfg.head_dim,
-            dtype,
-            "cpu",
+        # Host swap pool: empty, not zeroed, so its pages cost memory only once used. Only
+        # blocks copied out of the KV cache are ever read back, so no garbage is seen.
+        self.swap_cache = torch.empty(
+            (2, cfg.num_layers, max(num_swap_blocks, 1), *self.kv_cache.shape[3:]), dtype=dtype
         )
         self.sampler = Sampler()
 
