@@ -27,6 +27,31 @@ class QueueFull(RuntimeError):
     """The waiting queue is at its bound; try again later."""
 
 
+@dataclass(frozen=True)
+class EngineInfo:
+    """An engine's limits: what decides whether a call can ever be served."""
+
+    max_model_len: int
+    num_kv_blocks: int
+    block_size: int
+
+    def check(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        if num_prompt_tokens == 0:
+            raise RequestError("the prompt is empty")
+        total = num_prompt_tokens + params.max_tokens
+        if total > self.max_model_len:
+            raise RequestError(
+                f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
+                f"{total} exceeds the model's context of {self.max_model_len} tokens"
+            )
+        blocks = -(-total // self.block_size)
+        if blocks > self.num_kv_blocks:
+            raise RequestError(
+                f"a call of {total} tokens needs {blocks} KV blocks; "
+                f"the pool has {self.num_kv_blocks}"
+            )
+
+
 @dataclass
 class RequestOutput:
     call_id: str
@@ -133,20 +158,12 @@ class LLMEngine:
             return self.tokenizer.encode(prompt, add_special_tokens=False)
         return list(prompt)
 
+    @property
+    def info(self) -> EngineInfo:
+        return EngineInfo(self.max_model_len, self.blocks.num_blocks, self.blocks.block_size)
+
     def validate(self, num_prompt_tokens: int, params: SamplingParams) -> None:
-        if num_prompt_tokens == 0:
-            raise RequestError("the prompt is empty")
-        total = num_prompt_tokens + params.max_tokens
-        if total > self.max_model_len:
-            raise RequestError(
-                f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
-                f"{total} exceeds the model's context of {self.max_model_len} tokens"
-            )
-        if self.blocks.blocks_for(total) > self.blocks.num_blocks:
-            raise RequestError(
-                f"a call of {total} tokens needs {self.blocks.blocks_for(total)} KV blocks; "
-                f"the pool has {self.blocks.num_blocks}"
-            )
+        self.info.check(num_prompt_tokens, params)
 
     def abort(self, call_id: str) -> RequestOutput | None:
         seq = self.seqs.get(call_id)

@@ -109,20 +109,7 @@ class Frontend:
     def validate(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         info = self.replicas[0].info
         assert info is not None
-        if num_prompt_tokens == 0:
-            raise RequestError("the prompt is empty")
-        total = num_prompt_tokens + params.max_tokens
-        if total > info.max_model_len:
-            raise RequestError(
-                f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
-                f"{total} exceeds the model's context of {info.max_model_len} tokens"
-            )
-        blocks = -(-total // info.block_size)
-        if blocks > info.num_kv_blocks:
-            raise RequestError(
-                f"a call of {total} tokens needs {blocks} KV blocks; "
-                f"the pool has {info.num_kv_blocks}"
-            )
+        info.check(num_prompt_tokens, params)
 
     def default_max_tokens(self, num_prompt_tokens: int) -> int:
         info = self.replicas[0].info

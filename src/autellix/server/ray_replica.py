@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from autellix.engine.config import EngineConfig
-from autellix.server.replica import EngineInfo, Replica, ReplicaDied, engine_info
+from autellix.engine.llm_engine import EngineInfo
+from autellix.server.replica import Replica, ReplicaDied
 
 
 class EngineActor:
@@ -24,7 +25,7 @@ class EngineActor:
         self.aengine = AsyncLLMEngine(self.engine)
 
     def info(self) -> EngineInfo:
-        return engine_info(self.engine)
+        return self.engine.info
 
     async def generate(self, token_ids, params, call_id, program_id, program):
         async for out in self.aengine.generate(token_ids, params, call_id, program_id, program):

@@ -12,26 +12,18 @@ import multiprocessing as mp
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from autellix.balancing import PrefixIndex
 from autellix.engine.async_engine import AsyncLLMEngine
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import LLMEngine, RequestOutput
+from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestOutput
 from autellix.engine.model.sampler import SamplingParams
 from autellix.programs import ProgramSnapshot
 
 
 class ReplicaDied(RuntimeError):
     pass
-
-
-@dataclass
-class EngineInfo:
-    max_model_len: int
-    num_kv_blocks: int
-    block_size: int
 
 
 class Replica(ABC):
@@ -85,10 +77,6 @@ class Replica(ABC):
     async def stats(self) -> dict[str, Any]: ...
 
 
-def engine_info(engine: LLMEngine) -> EngineInfo:
-    return EngineInfo(engine.max_model_len, engine.blocks.num_blocks, engine.blocks.block_size)
-
-
 class LocalReplica(Replica):
     """The engine in this process, stepping in a worker thread."""
 
@@ -102,7 +90,7 @@ class LocalReplica(Replica):
         if self.engine is None:
             self.engine = await asyncio.to_thread(LLMEngine.from_config, self.config)
         self.aengine = AsyncLLMEngine(self.engine)
-        self.info = engine_info(self.engine)
+        self.info = self.engine.info
         return self.info
 
     async def stop(self) -> None:
@@ -126,7 +114,7 @@ def replica_main(config: EngineConfig, conn: Any) -> None:
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", engine_info(engine)))
+    conn.send(("ready", engine.info))
     while True:
         if not engine.has_unfinished():
             conn.poll(None)
