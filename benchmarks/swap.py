@@ -1,5 +1,5 @@
-"""Swap 1,000 KV blocks out to host memory and back: one batched gather-and-copy (what
-the engine does each round) against one copy per block.
+"""Swap 1,000 KV blocks out to host memory and back: one batched gather-and-copy against
+one copy per block, both through the engine's own `swap_blocks`.
 
     python benchmarks/swap.py [--blocks 1000] [--repeat 5]
 
@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from autellix.engine.executor import swap_blocks
 from autellix.engine.model.attention import allocate_kv_cache
 
 
@@ -35,19 +36,20 @@ def main() -> None:
     host_ids = torch.randperm(n)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
+    out_pairs = list(zip(dev_ids.tolist(), host_ids.tolist(), strict=True))
+    in_pairs = [(h, d) for d, h in out_pairs]
+
     def batched_out() -> None:
-        host[:, :, host_ids] = kv[:, :, dev_ids.to(args.device)].cpu()
+        swap_blocks(kv, host, out_pairs, [], batched=True)
 
     def batched_in() -> None:
-        kv[:, :, dev_ids.to(args.device)] = host[:, :, host_ids].to(args.device)
+        swap_blocks(kv, host, [], in_pairs, batched=True)
 
     def per_block_out() -> None:
-        for d, h in zip(dev_ids.tolist(), host_ids.tolist(), strict=True):
-            host[:, :, h].copy_(kv[:, :, d])
+        swap_blocks(kv, host, out_pairs, [], batched=False)
 
     def per_block_in() -> None:
-        for d, h in zip(dev_ids.tolist(), host_ids.tolist(), strict=True):
-            kv[:, :, d].copy_(host[:, :, h])
+        swap_blocks(kv, host, [], in_pairs, batched=False)
 
     def timed(fn) -> float:
         fn()

@@ -244,3 +244,11 @@ def test_service_and_waiting_are_reported(make_engine) -> None:
     first, second = outs
     assert first.service > 0 and second.service > 0
     assert second.waiting >= first.service * 0.5  # it waited while the first ran
+
+
+def test_batched_swap_path_gives_the_same_tokens(make_engine, reference) -> None:
+    """The accelerator's swap path (one gather and scatter a round), run on the CPU."""
+    engine = make_engine(policy="plas", scheduling=STORM, num_kv_blocks=14, max_running=3)
+    engine.executor.batched_swap = True
+    assert run(engine, PROMPTS, join_every=2) == reference
+    assert engine.scheduler.swapped_out_blocks > 0

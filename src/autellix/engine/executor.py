@@ -38,6 +38,35 @@ def tokens_to_sample(batch: ScheduledBatch) -> list[bool]:
     ]
 
 
+def swap_blocks(
+    kv_cache: torch.Tensor,
+    swap_cache: torch.Tensor,
+    swap_out: list[tuple[int, int]],
+    swap_in: list[tuple[int, int]],
+    batched: bool,
+) -> None:
+    """Move a round's blocks (device, host) out and (host, device) in, all layers at once.
+
+    Batched: one gather, one transfer and one scatter per direction, so the host link
+    sees one large copy instead of one small copy per block; what an accelerator wants.
+    On a CPU both pools are the same memory and the gather's extra pass costs more than
+    it saves (benchmarks/swap.py), so there each block is copied straight to its place.
+    """
+    device = kv_cache.device
+    if batched:
+        if swap_out:
+            dev, host = (torch.tensor(ids) for ids in zip(*swap_out, strict=True))
+            swap_cache.index_copy_(2, host, kv_cache.index_select(2, dev.to(device)).cpu())
+        if swap_in:
+            host, dev = (torch.tensor(ids) for ids in zip(*swap_in, strict=True))
+            kv_cache.index_copy_(2, dev.to(device), swap_cache.index_select(2, host).to(device))
+        return
+    for dev_id, host_id in swap_out:
+        swap_cache[:, :, host_id].copy_(kv_cache[:, :, dev_id])
+    for host_id, dev_id in swap_in:
+        kv_cache[:, :, dev_id].copy_(swap_cache[:, :, host_id])
+
+
 class ModelExecutor(Executor):
     def __init__(
         self,
@@ -55,6 +84,7 @@ class ModelExecutor(Executor):
         self.num_blocks = num_blocks
         self.num_swap_blocks = num_swap_blocks
         self.eos_token_ids = eos_token_ids
+        self.batched_swap = self.device.type != "cpu"
         self.kv_cache = allocate_kv_cache(
             cfg.num_layers,
             num_blocks,
@@ -73,13 +103,7 @@ class ModelExecutor(Executor):
         self.sampler = Sampler()
 
     def swap(self, swap_out: list[tuple[int, int]], swap_in: list[tuple[int, int]]) -> None:
-        """All blocks of a round in one gather and one scatter per direction."""
-        if swap_out:
-            dev, host = (torch.tensor(ids) for ids in zip(*swap_out, strict=True))
-            self.swap_cache[:, :, host] = self.kv_cache[:, :, dev.to(self.device)].cpu()
-        if swap_in:
-            host, dev = (torch.tensor(ids) for ids in zip(*swap_in, strict=True))
-            self.kv_cache[:, :, dev.to(self.device)] = self.swap_cache[:, :, host].to(self.device)
+        swap_blocks(self.kv_cache, self.swap_cache, swap_out, swap_in, self.batched_swap)
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
