@@ -198,6 +198,83 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     e.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
 
 
+def _workload_stats(args: argparse.Namespace) -> int:
+    from autellix.workloads import build_workload, format_stats, stats
+
+    specs = build_workload(args.name, args.programs, rate=1.0, seed=args.seed, scale=args.scale)
+    print(format_stats(stats(specs), args.name))
+    return 0
+
+
+def _endpoint(text: str, sessions: bool, priority: bool, model: str | None):
+    from autellix.bench.runner import Endpoint
+
+    name, sep, url = text.partition("=")
+    if not sep or not url.startswith("http"):
+        raise ValueError(f"an endpoint is NAME=URL (http://host:port/v1), got {text!r}")
+    return Endpoint(name, url.rstrip("/"), model or "default", sessions, priority)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import contextlib
+    import shlex
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autellix.bench.report import write_results
+    from autellix.bench.sweep import serve_policy, sweep
+    from autellix.workloads import WORKLOADS, build_workload
+
+    if args.workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {args.workload!r}; choose from {', '.join(WORKLOADS)}")
+    endpoints = [_endpoint(e, True, False, args.model) for e in args.endpoint or []]
+    endpoints += [_endpoint(e, False, False, args.model) for e in args.peer or []]
+    endpoints += [_endpoint(e, False, True, args.model) for e in args.peer_priority or []]
+    policies = (
+        args.policies if args.policies is not None else ([] if endpoints else ["fcfs", "atlas"])
+    )
+
+    def build(rate: float):
+        return build_workload(
+            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale
+        )
+
+    out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
+    out.mkdir(parents=True, exist_ok=True)
+    console = Console()
+    summaries, records, failed = {}, {}, {}
+    with open(out / "servers.log", "w") as log:
+        for i, policy in enumerate(policies):
+            with contextlib.ExitStack() as stack:
+                try:
+                    ep = stack.enter_context(
+                        serve_policy(policy, args.port + i, shlex.split(args.serve_args), log=log)
+                    )
+                except RuntimeError as exc:
+                    failed[policy] = str(exc)
+                    continue
+                s, r, f = sweep(build, [ep], args.rates, args.timeout)
+                summaries.update(s)
+                records.update(r)
+                failed.update(f)
+        if endpoints:
+            s, r, f = sweep(build, endpoints, args.rates, args.timeout)
+            summaries.update(s)
+            records.update(r)
+            failed.update(f)
+    for name, why in failed.items():
+        console.print(f"[red]{name}: {why}[/red]")
+    summaries = {k: v for k, v in summaries.items() if v}
+    if not summaries:
+        raise ValueError("no endpoint produced results")
+    baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
+    title = f"{args.workload}: {args.programs} programs, scale {args.scale:g}"
+    console.print(write_results(out, title, summaries, records, baseline, args.bound))
+    console.print(f"results, plot (latency.png) and table under {out}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autellix", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +288,61 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the OpenAI-compatible server with program sessions")
     _add_serve_flags(serve)
     serve.set_defaults(run=_serve)
+
+    workload = commands.add_parser("workload", help="inspect the agentic workloads")
+    wsub = workload.add_subparsers(dest="workload_command", required=True)
+    wstats = wsub.add_parser("stats", help="calls per program, prefill and decode tokens per call")
+    wstats.add_argument("name", help="chatbot | react | lats | mixed")
+    wstats.add_argument("--programs", type=int, default=200)
+    wstats.add_argument("--scale", type=float, default=1.0)
+    wstats.add_argument("--seed", type=int, default=0)
+    wstats.set_defaults(run=_workload_stats)
+
+    bench = commands.add_parser(
+        "bench", help="run a workload against endpoints at a sweep of arrival rates"
+    )
+    bench.add_argument("workload", help="chatbot | react | lats | mixed")
+    bench.add_argument("--programs", type=int, default=20, help="programs per rate")
+    bench.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0.05, 0.1, 0.2],
+        help="program arrival rates (programs/s)",
+    )
+    bench.add_argument("--scale", type=float, default=0.05, help="shrink lengths for CPU runs")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--policies",
+        nargs="*",
+        help="start `autellix serve` per policy (default: fcfs atlas when no endpoint is given)",
+    )
+    bench.add_argument("--serve-args", default="", help="extra flags for those servers")
+    bench.add_argument("--port", type=int, default=8400, help="first port for those servers")
+    bench.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="NAME=URL",
+        help="an Autellix endpoint (program sessions)",
+    )
+    bench.add_argument(
+        "--peer",
+        action="append",
+        metavar="NAME=URL",
+        help="an OpenAI-compatible peer without sessions (e.g. vLLM, FCFS)",
+    )
+    bench.add_argument(
+        "--peer-priority",
+        action="append",
+        metavar="NAME=URL",
+        help="a peer in priority mode: calls stamped with the program's tokens so far",
+    )
+    bench.add_argument("--model", help="model name for --endpoint/--peer")
+    bench.add_argument("--baseline", default="fcfs", help="ratios are against this endpoint")
+    bench.add_argument("--bound", type=float, help="token-latency bound for equal latency")
+    bench.add_argument("--timeout", type=float, help="seconds per (endpoint, rate) run")
+    bench.add_argument("--out", help="results folder (default benchmarks/results/bench-WORKLOAD)")
+    bench.set_defaults(run=_bench)
 
     demo = commands.add_parser("demo", help="the paper's toy scenarios under every policy")
     demo.set_defaults(run=_demo)

@@ -1,0 +1,1 @@
+"""Run workload specs against OpenAI-compatible endpoints and measure them as the paper does."""

@@ -1,0 +1,101 @@
+"""Bench results on disk: JSON (everything), CSV (summaries), a PNG plot, a markdown table."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+from autellix.bench.metrics import Summary, equal_latency_table
+from autellix.bench.runner import ProgramRecord
+
+
+def write_results(
+    out: Path,
+    title: str,
+    summaries: dict[str, list[Summary]],
+    records: dict[tuple[str, float], list[ProgramRecord]],
+    baseline: str,
+    bound: float | None = None,
+) -> str:
+    """Write results.json, summary.csv, latency.png and summary.md under `out`; return
+    the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dataclasses.asdict(s) for ss in summaries.values() for s in ss]
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "title": title,
+                "summaries": rows,
+                "records": {
+                    f"{name}@{rate}": [dataclasses.asdict(r) for r in recs]
+                    for (name, rate), recs in records.items()
+                },
+            },
+            indent=1,
+        )
+    )
+    with (out / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(out / "latency.png", title, summaries)
+    markdown = table(title, summaries, baseline, bound)
+    (out / "summary.md").write_text(markdown)
+    return markdown
+
+
+def plot(path: Path, title: str, summaries: dict[str, list[Summary]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, ss in summaries.items():
+        ss = sorted(ss, key=lambda s: s.rate)
+        rates = [s.rate for s in ss]
+        axes[0].plot(rates, [s.token_latency_mean for s in ss], marker="o", label=name)
+        axes[1].plot(rates, [s.latency_p99 for s in ss], marker="o", label=name)
+    axes[0].set_ylabel("mean program token latency (s/token)")
+    axes[1].set_ylabel("p99 program latency (s)")
+    for ax in axes:
+        ax.set_xlabel("program arrival rate (programs/s)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(
+    title: str, summaries: dict[str, list[Summary]], baseline: str, bound: float | None = None
+) -> str:
+    lines = [
+        f"### {title}",
+        "",
+        "| endpoint | rate (prog/s) | done/all | mean latency (s) | p95 | p99 "
+        "| mean token latency (s/tok) | p95 | p99 | mean TTFT (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, ss in summaries.items():
+        for s in sorted(ss, key=lambda s: s.rate):
+            lines.append(
+                f"| {name} | {s.rate:g} | {s.completed}/{s.programs} | {s.latency_mean:.2f} "
+                f"| {s.latency_p95:.2f} | {s.latency_p99:.2f} | {s.token_latency_mean:.3f} "
+                f"| {s.token_latency_p95:.3f} | {s.token_latency_p99:.3f} | {s.ttft_mean:.2f} |"
+            )
+    if baseline in summaries:
+        bound, tps = equal_latency_table(summaries, baseline, bound)
+        lines += [
+            "",
+            f"Throughput at equal latency (mean program token latency <= "
+            f"{bound:.3f} s/token), against {baseline}:",
+            "",
+            "| endpoint | highest rate (prog/s) | ratio |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {n} | {tp:g} | {ratio:.2f}x |" for n, (tp, ratio) in tps.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,160 @@
+"""Drive program specs against one endpoint, in real time, and record every call.
+
+Each program arrives at its spec's time, runs its stages in order (a stage's calls in
+parallel), feeds each call's real output into the later prompts that refer to it,
+waits out the tool delays, and names itself to the endpoint: by program-session
+headers on Autellix, or by a priority stamp on a peer that has none (client-side
+PLAS: the program's decode tokens so far, the best a vLLM user can do today).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import openai
+
+from autellix.workloads.spec import ProgramSpec, resolve
+
+
+@dataclass
+class Endpoint:
+    name: str
+    base_url: str
+    model: str
+    sessions: bool = True  # send X-Autellix-Program / X-Autellix-Thread
+    priority: bool = False  # stamp each call with its program's decode tokens so far
+    api_key: str = "EMPTY"
+
+
+@dataclass
+class CallRecord:
+    stage: int
+    index: int
+    start: float  # seconds from the run's start
+    first_token: float | None = None
+    end: float | None = None
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class ProgramRecord:
+    program_id: str
+    workload: str
+    arrival: float
+    end: float | None = None
+    calls: list[CallRecord] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.end is None else self.end - self.arrival
+
+    @property
+    def decode_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.calls)
+
+    @property
+    def token_latency(self) -> float | None:
+        """Program latency per generated token (the paper's program token latency)."""
+        if self.latency is None or not self.decode_tokens:
+            return None
+        return self.latency / self.decode_tokens
+
+
+async def run_program(
+    spec: ProgramSpec, endpoint: Endpoint, client: openai.AsyncOpenAI, t0: float
+) -> ProgramRecord:
+    await asyncio.sleep(max(0.0, t0 + spec.arrival - time.monotonic()))
+    record = ProgramRecord(spec.program_id, spec.workload, time.monotonic() - t0)
+    outputs: list[list[str]] = []
+    try:
+        for s, stage in enumerate(spec.stages):
+            texts = await asyncio.gather(
+                *(
+                    _call(spec, s, i, call, outputs, endpoint, client, record, t0)
+                    for i, call in enumerate(stage.calls)
+                )
+            )
+            outputs.append(list(texts))
+            delay = max((c.tool_delay for c in stage.calls), default=0.0)
+            if delay and s < len(spec.stages) - 1:
+                await asyncio.sleep(delay)
+        record.end = time.monotonic() - t0
+    except Exception as exc:  # the endpoint failed the program: keep what was measured
+        record.error = f"{type(exc).__name__}: {exc}"
+    return record
+
+
+async def _call(spec, s, i, call, outputs, endpoint, client, record, t0) -> str:
+    rec = CallRecord(s, i, time.monotonic() - t0)
+    record.calls.append(rec)
+    extra_body: dict = {"ignore_eos": True}
+    headers: dict[str, str] = {}
+    if endpoint.sessions:
+        headers = {"X-Autellix-Program": spec.program_id, "X-Autellix-Thread": str(i)}
+    if endpoint.priority:
+        extra_body["priority"] = sum(c.output_tokens for c in record.calls)
+    text = []
+    try:
+        stream = await client.chat.completions.create(
+            model=endpoint.model,
+            messages=resolve(call.messages, outputs),
+            max_tokens=call.max_tokens,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=extra_body,
+            extra_headers=headers,
+        )
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                if rec.first_token is None:
+                    rec.first_token = time.monotonic() - t0
+                text.append(chunk.choices[0].delta.content)
+            if chunk.usage is not None:
+                rec.prompt_tokens = chunk.usage.prompt_tokens
+                rec.output_tokens = chunk.usage.completion_tokens
+    except Exception as exc:
+        rec.error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        rec.end = time.monotonic() - t0
+    return "".join(text)
+
+
+async def run_specs(
+    specs: list[ProgramSpec], endpoint: Endpoint, on_done=None, timeout: float | None = None
+) -> list[ProgramRecord]:
+    """All programs against one endpoint; `on_done(record)` after each program."""
+    async with openai.AsyncOpenAI(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=3600
+    ) as client:
+        t0 = time.monotonic()
+
+        async def one(spec: ProgramSpec) -> ProgramRecord:
+            record = await run_program(spec, endpoint, client, t0)
+            if on_done is not None:
+                on_done(record)
+            return record
+
+        tasks = [asyncio.ensure_future(one(s)) for s in specs]
+        done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        records = [t.result() for t in done if not t.cancelled()]
+        cut = {s.program_id for s in specs} - {r.program_id for r in records}
+        for spec in specs:
+            if spec.program_id in cut:
+                records.append(
+                    ProgramRecord(
+                        spec.program_id,
+                        spec.workload,
+                        spec.arrival,
+                        error="cut off by the run's time limit",
+                    )
+                )
+        return records

@@ -1,0 +1,116 @@
+"""A sweep: every endpoint at every arrival rate, on the same programs; and our own
+server started per policy, for side-by-side runs on one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+from rich.progress import Progress
+
+from autellix.bench.metrics import Summary
+from autellix.bench.runner import Endpoint, ProgramRecord, run_specs
+from autellix.workloads.spec import ProgramSpec
+
+
+def reachable(endpoint: Endpoint) -> str | None:
+    """None if the endpoint answers /models, else why not."""
+    try:
+        r = httpx.get(f"{endpoint.base_url}/models", timeout=10)
+        r.raise_for_status()
+        return None
+    except httpx.HTTPError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def sweep(
+    build: Callable[[float], list[ProgramSpec]],
+    endpoints: list[Endpoint],
+    rates: list[float],
+    timeout: float | None = None,
+) -> tuple[dict[str, list[Summary]], dict[tuple[str, float], list[ProgramRecord]], dict[str, str]]:
+    """(summaries by endpoint, records by (endpoint, rate), endpoints that failed and why)."""
+    summaries: dict[str, list[Summary]] = {e.name: [] for e in endpoints}
+    records: dict[tuple[str, float], list[ProgramRecord]] = {}
+    failed: dict[str, str] = {}
+    with Progress() as progress:
+        for endpoint in endpoints:
+            for rate in rates:
+                if endpoint.name in failed:
+                    break
+                why = reachable(endpoint)
+                if why is not None:
+                    failed[endpoint.name] = f"unreachable: {why}"
+                    break
+                specs = build(rate)
+                task = progress.add_task(f"{endpoint.name} @ {rate:g}/s", total=len(specs))
+                recs = asyncio.run(
+                    run_specs(
+                        specs,
+                        endpoint,
+                        on_done=lambda r, t=task: progress.advance(t),
+                        timeout=timeout,
+                    )
+                )
+                records[(endpoint.name, rate)] = recs
+                summaries[endpoint.name].append(Summary.of(endpoint.name, rate, recs))
+                if all(r.error for r in recs) and reachable(endpoint) is not None:
+                    failed[endpoint.name] = "crashed during the run"
+    return summaries, records, failed
+
+
+@contextlib.contextmanager
+def serve_policy(
+    policy: str,
+    port: int,
+    serve_args: list[str],
+    model: str | None = None,
+    name: str = "",
+    log=None,
+) -> Iterator[Endpoint]:
+    """`autellix serve --policy POLICY` in a child process for the duration."""
+    args = [
+        sys.executable,
+        "-m",
+        "autellix.cli",
+        "serve",
+        "--policy",
+        policy,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *serve_args,
+    ]
+    if model:
+        args += ["--model", model]
+    proc = subprocess.Popen(args, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"autellix serve --policy {policy} exited with {proc.returncode}"
+                )
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"autellix serve --policy {policy} did not start")
+            time.sleep(0.5)
+        served = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        yield Endpoint(name or policy, f"{url}/v1", served)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

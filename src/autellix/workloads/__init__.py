@@ -1,0 +1,1 @@
+"""Agentic workloads as program specs: chatbot (ShareGPT), react (BFCL), lats (HumanEval)."""

@@ -1,0 +1,55 @@
+"""The paper's metrics on hand-made records."""
+
+import math
+
+from autellix.bench.metrics import Summary, equal_latency_table, percentile, throughput_at_latency
+from autellix.bench.runner import CallRecord, ProgramRecord
+
+
+def program(arrival: float, end: float | None, tokens: list[int], error=None) -> ProgramRecord:
+    calls = [
+        CallRecord(0, i, arrival, first_token=arrival + 0.5, end=end, output_tokens=t)
+        for i, t in enumerate(tokens)
+    ]
+    return ProgramRecord("p", "chatbot", arrival, end, calls, error)
+
+
+def test_program_latency_and_token_latency() -> None:
+    p = program(1.0, 11.0, [10, 30])  # parallel threads: all threads' tokens count
+    assert p.latency == 10.0 and p.decode_tokens == 40 and p.token_latency == 0.25
+    assert program(0.0, None, [5]).latency is None
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 95) == 95 and percentile(values, 99) == 99
+    assert percentile([3.0], 99) == 3.0 and math.isnan(percentile([], 50))
+
+
+def test_summary_counts_failures_apart() -> None:
+    recs = [program(0, 4, [4]), program(0, 8, [4]), program(0, None, [1], error="boom")]
+    s = Summary.of("x", 1.0, recs)
+    assert (s.programs, s.completed, s.failed) == (3, 2, 1)
+    assert s.latency_mean == 6.0 and s.token_latency_mean == 1.5 and s.ttft_mean == 0.5
+
+
+def summaries(name: str, points: list[tuple[float, float]], failed_at=()) -> list[Summary]:
+    out = []
+    for rate, tok in points:
+        s = Summary.of(name, rate, [program(0, 1, [1])])
+        s.token_latency_mean = tok
+        s.failed = 1 if rate in failed_at else 0
+        out.append(s)
+    return out
+
+
+def test_throughput_at_equal_latency_and_ratios() -> None:
+    fcfs = summaries("fcfs", [(0.5, 0.1), (1.0, 0.3), (2.0, 2.0)])
+    atlas = summaries("atlas", [(0.5, 0.1), (1.0, 0.12), (2.0, 0.15), (4.0, 0.5)])
+    assert throughput_at_latency(atlas, 0.2) == 2.0
+    bound, table = equal_latency_table({"fcfs": fcfs, "atlas": atlas}, "fcfs")
+    assert bound == 0.2  # twice the baseline's latency at its lowest rate
+    assert table["fcfs"] == (0.5, 1.0) and table["atlas"] == (2.0, 4.0)
+    # a rate where programs failed does not count, however fast the rest were
+    broken = summaries("atlas", [(0.5, 0.1), (2.0, 0.1)], failed_at=(2.0,))
+    assert throughput_at_latency(broken, 0.2) == 0.5

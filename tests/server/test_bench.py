@@ -1,0 +1,94 @@
+"""The bench runner against a real server: real outputs feed later prompts, the
+process table sees the programs, results land on disk, a dead endpoint is reported."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from autellix.bench.metrics import Summary
+from autellix.bench.report import write_results
+from autellix.bench.runner import Endpoint, run_specs
+from autellix.bench.sweep import sweep
+from autellix.workloads.spec import CallSpec, ProgramSpec, Stage
+
+MODEL = "tiny"
+
+
+def user(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
+def specs(rate: float = 1.0) -> list[ProgramSpec]:
+    chat = ProgramSpec(
+        "chat",
+        "chatbot",
+        0.0,
+        [
+            Stage([CallSpec([user("w1 w2")], 5, 4)]),
+            Stage(
+                [
+                    CallSpec(
+                        [user("w1 w2"), {"role": "assistant", "ref": [0, 0]}, user("w3")],
+                        4,
+                        12,
+                        tool_delay=0.0,
+                    )
+                ]
+            ),
+        ],
+    )
+    fan = ProgramSpec(
+        "fan",
+        "lats",
+        0.2 / rate,
+        [
+            Stage([CallSpec([user(f"w{i} w9")], 3, 4, tool_delay=0.05) for i in range(3)]),
+            Stage([CallSpec([user("w5"), {"role": "assistant", "ref": [0, 2]}], 2, 8)]),
+        ],
+    )
+    return [chat, fan]
+
+
+def test_runner_feeds_real_outputs_and_names_programs(serve) -> None:
+    server = serve()
+    endpoint = Endpoint("autellix", server.base_url, MODEL)
+    records = asyncio.run(run_specs(specs(), endpoint))
+    by_id = {r.program_id: r for r in records}
+    assert all(r.error is None for r in records)
+    chat = by_id["chat"]
+    assert [c.output_tokens for c in chat.calls] == [5, 4]
+    # the second prompt holds the first call's real 5-token answer
+    assert chat.calls[1].prompt_tokens > chat.calls[0].prompt_tokens + 5
+    fan = by_id["fan"]
+    assert len(fan.calls) == 4 and fan.decode_tokens == 3 * 3 + 2
+    assert fan.latency > 0.05  # the tool delay between the stages
+    table = server.frontend.table
+    assert table.get("chat").completed_calls == 2 and table.get("fan").completed_calls == 4
+    assert table.get("fan").critical_path < table.get("fan").service  # the threads overlapped
+
+
+def test_sweep_and_report(serve, tmp_path) -> None:
+    server = serve()
+    ok = Endpoint("atlas", server.base_url, MODEL)
+    dead = Endpoint("gone", "http://127.0.0.1:9/v1", MODEL, sessions=False)
+    summaries, records, failed = sweep(specs, [ok, dead], rates=[1.0, 2.0])
+    assert set(failed) == {"gone"} and "unreachable" in failed["gone"]
+    assert [s.rate for s in summaries["atlas"]] == [1.0, 2.0]
+    assert all(s.completed == 2 for s in summaries["atlas"])
+    markdown = write_results(tmp_path, "t", {"atlas": summaries["atlas"]}, records, "atlas")
+    assert "| atlas | 1 | 2/2 |" in markdown and "1.00x" in markdown
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert len(saved["records"]["atlas@1.0"]) == 2
+    assert (tmp_path / "latency.png").stat().st_size > 10_000
+    assert (tmp_path / "summary.csv").read_text().startswith("endpoint,rate")
+    assert isinstance(summaries["atlas"][0], Summary)
+
+
+def test_priority_peer_mode_sends_stamps(serve) -> None:
+    server = serve()
+    peer = Endpoint("peer", server.base_url, MODEL, sessions=False, priority=True)
+    records = asyncio.run(run_specs(specs(), peer))
+    assert all(r.error is None for r in records)
+    # without sessions every call is a program of one call: none is left in the table
+    assert "chat" not in server.frontend.table
