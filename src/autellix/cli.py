@@ -270,14 +270,19 @@ def _bench(args: argparse.Namespace) -> int:
     console = Console()
     summaries, records, failed = {}, {}, {}
     with open(out / "servers.log", "w") as log:
-        for i, policy in enumerate(policies):
+        for i, item in enumerate(policies):
+            # NAME=POLICY:EXTRA-FLAGS, e.g. vllm=fcfs:--no-prefix-caching; or just POLICY
+            head, _, extra = item.partition(":")
+            name, _, policy = head.rpartition("=")
+            name = name or policy
+            serve_args = shlex.split(args.serve_args) + shlex.split(extra)
             with contextlib.ExitStack() as stack:
                 try:
                     ep = stack.enter_context(
-                        serve_policy(policy, args.port + i, shlex.split(args.serve_args), log=log)
+                        serve_policy(policy, args.port + i, serve_args, name=name, log=log)
                     )
                 except RuntimeError as exc:
-                    failed[policy] = str(exc)
+                    failed[name] = str(exc)
                     continue
                 s, r, f = sweep(build, [ep], args.rates, args.timeout)
                 summaries.update(s)
@@ -340,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--policies",
         nargs="*",
-        help="start `autellix serve` per policy (default: fcfs atlas when no endpoint is given)",
+        metavar="[NAME=]POLICY[:FLAGS]",
+        help="start `autellix serve` per policy, with extra serve flags if given, e.g. "
+        "vllm=fcfs:--no-prefix-caching (default: fcfs atlas when no endpoint is given)",
     )
     bench.add_argument("--serve-args", default="", help="extra flags for those servers")
     bench.add_argument("--port", type=int, default=8400, help="first port for those servers")

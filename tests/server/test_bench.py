@@ -64,8 +64,13 @@ def test_runner_feeds_real_outputs_and_names_programs(serve) -> None:
     assert len(fan.calls) == 4 and fan.decode_tokens == 3 * 3 + 2
     assert fan.latency > 0.05  # the tool delay between the stages
     table = server.frontend.table
-    assert table.get("chat").completed_calls == 2 and table.get("fan").completed_calls == 4
-    assert table.get("fan").critical_path < table.get("fan").service  # the threads overlapped
+    chat_id = next(p for p in table.programs if p.endswith("-chat"))
+    fan_id = next(p for p in table.programs if p.endswith("-fan"))
+    assert table.get(chat_id).completed_calls == 2 and table.get(fan_id).completed_calls == 4
+    assert table.get(fan_id).critical_path < table.get(fan_id).service  # threads overlapped
+    # a second run of the same specs is a new set of programs to the server
+    asyncio.run(run_specs(specs(), endpoint))
+    assert len(table.programs) == 4
 
 
 def test_sweep_and_report(serve, tmp_path) -> None:

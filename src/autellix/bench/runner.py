@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import openai
@@ -66,7 +67,7 @@ class ProgramRecord:
 
 
 async def run_program(
-    spec: ProgramSpec, endpoint: Endpoint, client: openai.AsyncOpenAI, t0: float
+    spec: ProgramSpec, endpoint: Endpoint, client: openai.AsyncOpenAI, t0: float, run_tag: str = ""
 ) -> ProgramRecord:
     await asyncio.sleep(max(0.0, t0 + spec.arrival - time.monotonic()))
     record = ProgramRecord(spec.program_id, spec.workload, time.monotonic() - t0)
@@ -75,7 +76,7 @@ async def run_program(
         for s, stage in enumerate(spec.stages):
             texts = await asyncio.gather(
                 *(
-                    _call(spec, s, i, call, outputs, endpoint, client, record, t0)
+                    _call(spec, s, i, call, outputs, endpoint, client, record, t0, run_tag)
                     for i, call in enumerate(stage.calls)
                 )
             )
@@ -89,13 +90,13 @@ async def run_program(
     return record
 
 
-async def _call(spec, s, i, call, outputs, endpoint, client, record, t0) -> str:
+async def _call(spec, s, i, call, outputs, endpoint, client, record, t0, run_tag) -> str:
     rec = CallRecord(s, i, time.monotonic() - t0)
     record.calls.append(rec)
     extra_body: dict = {"ignore_eos": True}
     headers: dict[str, str] = {}
     if endpoint.sessions:
-        headers = {"X-Autellix-Program": spec.program_id, "X-Autellix-Thread": str(i)}
+        headers = {"X-Autellix-Program": run_tag + spec.program_id, "X-Autellix-Thread": str(i)}
     if endpoint.priority:
         extra_body["priority"] = sum(c.output_tokens for c in record.calls)
     text = []
@@ -134,9 +135,11 @@ async def run_specs(
         base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=3600
     ) as client:
         t0 = time.monotonic()
+        # the same specs run again (another rate) must be new programs to the server
+        run_tag = f"{uuid.uuid4().hex[:8]}-"
 
         async def one(spec: ProgramSpec) -> ProgramRecord:
-            record = await run_program(spec, endpoint, client, t0)
+            record = await run_program(spec, endpoint, client, t0, run_tag)
             if on_done is not None:
                 on_done(record)
             return record
