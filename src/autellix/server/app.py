@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,59 +12,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autellix.engine.llm_engine import RequestError, RequestOutput
+from autellix.engine.llm_engine import RequestError
 from autellix.engine.model.sampler import SamplingParams
-from autellix.programs import Program, ProgramEnded, UnknownProgram
-from autellix.server.frontend import Frontend, Overloaded, Unavailable
+from autellix.programs import Program, UnknownProgram
+from autellix.server.errors import APIError, error_response, translate
+from autellix.server.frontend import Frontend
 from autellix.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
     ProgramCreate,
     SamplingFields,
-    error_body,
     new_id,
     now,
 )
-from autellix.server.replica import ReplicaDied
+from autellix.server.responses import ChatRender, TextRender, collect, sse
 
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
-
-
-class APIError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        type_: str = "invalid_request_error",
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.code = status, message, type_, code
-        self.headers = headers
-
-
-def _error(
-    status: int,
-    message: str,
-    type_: str = "invalid_request_error",
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
-
-
-def _translate(exc: Exception) -> APIError:
-    if isinstance(exc, APIError):
-        return exc
-    if isinstance(exc, RequestError | ValueError | ProgramEnded):
-        return APIError(400, str(exc))
-    if isinstance(exc, Overloaded):
-        return APIError(429, str(exc), "rate_limit_error", headers={"Retry-After": "1"})
-    if isinstance(exc, Unavailable | ReplicaDied):
-        return APIError(503, str(exc), "service_unavailable")
-    return APIError(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error")
 
 
 def program_json(p: Program) -> dict[str, Any]:
@@ -113,23 +76,24 @@ def create_app(frontend: Frontend) -> FastAPI:
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         if first.get("type") == "json_invalid":
-            return _error(400, "the request body is not valid JSON", code="invalid_json")
+            return error_response(400, "the request body is not valid JSON", code="invalid_json")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         message = first.get("msg", "invalid request")
-        return _error(400, f"{where}: {message}" if where else message, code="invalid_value")
+        message = f"{where}: {message}" if where else message
+        return error_response(400, message, code="invalid_value")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), "invalid_request_error")
+        return error_response(exc.status_code, str(exc.detail), "invalid_request_error")
 
     @app.exception_handler(APIError)
     async def _api(request: Request, exc: APIError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.type, exc.code, exc.headers)
+        return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
-        e = _translate(exc)
-        return _error(e.status, e.message, e.type, e.code, e.headers)
+        e = translate(exc)
+        return error_response(e.status, e.message, e.type, e.code, e.headers)
 
     # --- health, models, metrics -------------------------------------------------------
 
@@ -257,7 +221,7 @@ def create_app(frontend: Frontend) -> FastAPI:
         try:
             frontend.check_capacity(len(inputs))
         except Exception as exc:
-            raise _translate(exc) from None
+            raise translate(exc) from None
         program_id, thread_id, anonymous = program_of(request, req)
         streams = [
             frontend.stream(p, sp, program_id, thread_id)
@@ -285,7 +249,7 @@ def create_app(frontend: Frontend) -> FastAPI:
             try:
                 results = task.result()
             except Exception as exc:
-                raise _translate(exc) from None
+                raise translate(exc) from None
         finally:
             finish()
         return JSONResponse(render.whole(rid, created, results, req.n))
@@ -314,181 +278,3 @@ def create_app(frontend: Frontend) -> FastAPI:
         return await run(request, req, prompts, req.max_tokens, TextRender(frontend.model_name))
 
     return app
-
-
-async def collect(streams: list[AsyncIterator[RequestOutput]]) -> list[tuple[str, RequestOutput]]:
-    async def one(stream: AsyncIterator[RequestOutput]) -> tuple[str, RequestOutput]:
-        text, last = "", None
-        async for out in stream:
-            text += out.new_text
-            last = out
-        assert last is not None
-        return text, last
-
-    return list(await asyncio.gather(*(one(s) for s in streams)))
-
-
-async def merge(
-    streams: list[AsyncIterator[RequestOutput]],
-) -> AsyncIterator[tuple[int, RequestOutput]]:
-    """Interleave several calls' outputs as they come; closing this closes them all."""
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
-        try:
-            async for out in stream:
-                await queue.put((i, out))
-        except BaseException as exc:
-            await queue.put((i, exc))
-            raise
-        finally:
-            await queue.put((i, None))
-
-    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
-    done = 0
-    try:
-        while done < len(tasks):
-            i, item = await queue.get()
-            if item is None:
-                done += 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def usage(results: list[RequestOutput], n: int) -> dict:
-    """Results are prompt-major, n choices each; a prompt counts once, as OpenAI counts."""
-    prompt = sum(r.num_prompt_tokens for r in results[::n])
-    completion = sum(r.num_output_tokens for r in results)
-    cached = sum(r.num_cached_tokens for r in results)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
-    }
-
-
-async def sse(
-    render, streams, rid: str, created: int, n: int, include_usage: bool, finish
-) -> AsyncIterator[str]:
-    last: dict[int, RequestOutput] = {}
-    try:
-        for i in range(len(streams)):
-            first = render.first_chunk(rid, created, i)
-            if first is not None:
-                yield f"data: {json.dumps(first)}\n\n"
-        async for i, out in merge(streams):
-            last[i] = out
-            yield f"data: {json.dumps(render.chunk(rid, created, i, out))}\n\n"
-        if include_usage:
-            body = {
-                "id": rid,
-                "object": render.chunk_object,
-                "created": created,
-                "model": render.model,
-                "choices": [],
-                "usage": usage([last[i] for i in sorted(last)], n),
-            }
-            yield f"data: {json.dumps(body)}\n\n"
-        yield "data: [DONE]\n\n"
-    except Exception as exc:  # after the headers are out, an error can only be an event
-        e = _translate(exc)
-        yield f"data: {json.dumps(error_body(e.message, e.type, e.code))}\n\n"
-    finally:
-        finish()
-
-
-class ChatRender:
-    prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-
-    def first_chunk(self, rid: str, created: int, i: int) -> dict:
-        return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            ],
-        }
-
-    def chunk(self, rid: str, created: int, i: int, out: RequestOutput) -> dict:
-        delta = {"content": out.new_text} if out.new_text or not out.finished else {}
-        return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "delta": delta,
-                    "finish_reason": out.finish_reason if out.finished else None,
-                }
-            ],
-        }
-
-    def whole(self, rid: str, created: int, results, n: int) -> dict:
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": out.finish_reason,
-                }
-                for i, (text, out) in enumerate(results)
-            ],
-            "usage": usage([out for _, out in results], n),
-        }
-
-
-class TextRender:
-    prefix, chunk_object = "cmpl", "text_completion"
-
-    def __init__(self, model: str) -> None:
-        self.model = model
-
-    def first_chunk(self, rid: str, created: int, i: int) -> None:
-        return None
-
-    def chunk(self, rid: str, created: int, i: int, out: RequestOutput) -> dict:
-        return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "text": out.new_text,
-                    "logprobs": None,
-                    "finish_reason": out.finish_reason if out.finished else None,
-                }
-            ],
-        }
-
-    def whole(self, rid: str, created: int, results, n: int) -> dict:
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": out.finish_reason}
-                for i, (text, out) in enumerate(results)
-            ],
-            "usage": usage([out for _, out in results], n),
-        }

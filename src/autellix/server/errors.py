@@ -1,0 +1,47 @@
+"""Errors as OpenAI-shaped JSON, with the right status for each failure."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+from autellix.engine.llm_engine import RequestError
+from autellix.programs import ProgramEnded
+from autellix.server.frontend import Overloaded, Unavailable
+from autellix.server.protocol import error_body
+from autellix.server.replica import ReplicaDied
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+        self.headers = headers
+
+
+def error_response(
+    status: int,
+    message: str,
+    type_: str = "invalid_request_error",
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
+
+
+def translate(exc: Exception) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    if isinstance(exc, RequestError | ValueError | ProgramEnded):
+        return APIError(400, str(exc))
+    if isinstance(exc, Overloaded):
+        return APIError(429, str(exc), "rate_limit_error", headers={"Retry-After": "1"})
+    if isinstance(exc, Unavailable | ReplicaDied):
+        return APIError(503, str(exc), "service_unavailable")
+    return APIError(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error")
