@@ -48,10 +48,6 @@ class AsyncLLMEngine:
         self._ids = itertools.count()
         self.error: BaseException | None = None
 
-    @property
-    def num_active(self) -> int:
-        return len(self._streams)
-
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())

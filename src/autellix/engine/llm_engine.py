@@ -148,7 +148,7 @@ class LLMEngine:
             generator=params.make_generator(),
         )
         self.seqs[call_id] = seq
-        self.scheduler.add(seq, now)
+        self.policy.add(seq, now)
         return seq
 
     def encode(self, prompt: str | list[int]) -> list[int]:

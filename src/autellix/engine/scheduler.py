@@ -42,9 +42,6 @@ class Scheduler:
         self._last: ScheduledBatch | None = None
         self._steps_since_round = 0
 
-    def add(self, seq: Sequence, now: float) -> None:
-        self.policy.add(seq, now)
-
     def remove(self, seq: Sequence, now: float) -> None:
         """A call finished or was aborted: release everything it holds."""
         self.policy.remove(seq, now)
@@ -156,7 +153,6 @@ class Scheduler:
     def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
         """Free a call's device blocks: swap them to host memory, or drop them."""
         self.num_preemptions += 1
-        seq.preemptions += 1
         swap_ids = None
         if self.config.preemption == "swap":
             swap_ids = self.blocks.allocate_swap(len(seq.block_table))

@@ -33,7 +33,6 @@ class Sequence(CallState):
     generator: torch.Generator | None = None
     text: str = ""  # detokenized output so far
     finish_reason: str | None = None
-    preemptions: int = 0
 
     @property
     def output_ids(self) -> list[int]:
