@@ -11,8 +11,108 @@ from autellix.sim.toy import SCENARIOS, run_toy
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    result = run_toy(args.workload, args.policy, max_batch=args.max_batch)
-    print(json.dumps(result))
+    if args.workload in SCENARIOS:
+        result = run_toy(args.workload, args.policy or "atlas", max_batch=args.max_batch)
+        print(json.dumps(result))
+        return 0
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autellix.bench.report import write_results
+    from autellix.sim.sweep import profile_target, roofline_target, speed_table, sweep
+    from autellix.workloads import WORKLOADS, build_workload
+
+    if args.workload not in WORKLOADS:
+        raise ValueError(
+            f"unknown workload {args.workload!r}; choose from {', '.join([*WORKLOADS, *SCENARIOS])}"
+        )
+    variants = {}
+    for item in args.policies or SIM_VARIANTS:
+        name, engine_args = _variant(item)
+        variants[name] = _engine_config(
+            _parse_engine_flags(f"{SIM_ENGINE_DEFAULTS} {args.engine_args} {engine_args}")
+        )
+    block_size = next(iter(variants.values())).block_size
+    if args.profile:
+        target = profile_target(args.profile)
+    else:
+        target = roofline_target(args.gpu, args.model, args.tp, block_size)
+
+    def build(rate: float):
+        return build_workload(
+            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale
+        )
+
+    summaries, records, runs = sweep(
+        build,
+        variants,
+        args.rates,
+        target,
+        replicas=args.replicas,
+        balancer=args.balancer,
+        long_prompt_tokens=args.long_prompt_tokens,
+    )
+    out = Path(args.out or f"benchmarks/results/sim/{args.workload}")
+    title = (
+        f"{args.workload}: {args.programs} programs, scale {args.scale:g}, "
+        f"{args.replicas} x {target.description}, balancer {args.balancer}"
+    )
+    baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
+    console = Console()
+    markdown = write_results(out, title, summaries, records, baseline, args.bound)
+    speed = "\nSimulation speed:\n\n" + speed_table(runs)
+    with (out / "summary.md").open("a") as f:
+        f.write(speed)
+    console.print(markdown + speed)
+    console.print(f"results, plot (latency.png) and table under {out}")
+    return 0
+
+
+# The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
+SIM_VARIANTS = (
+    "vllm=fcfs:--no-prefix-caching --no-chunked-prefill",
+    "vllm-opt=fcfs:--schedule-every 8",
+    "mlfq",
+    "atlas",
+)
+SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
+
+
+def _variant(item: str) -> tuple[str, str]:
+    """NAME=POLICY:FLAGS (or POLICY, or POLICY:FLAGS) -> (name, engine flags)."""
+    head, _, extra = item.partition(":")
+    name, _, policy = head.rpartition("=")
+    return name or policy, f"--policy {policy} {extra}"
+
+
+def _parse_engine_flags(text: str) -> argparse.Namespace:
+    import shlex
+
+    parser = argparse.ArgumentParser(prog="engine flags", add_help=False)
+    _add_engine_flags(parser, ("srpt",))
+    args, unknown = parser.parse_known_args(shlex.split(text))
+    if unknown:
+        raise ValueError(f"unknown engine flags: {' '.join(unknown)}")
+    return args
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from autellix.sim.profile import measure
+
+    console = Console(stderr=True)
+    engine = _engine_config(args)
+    profile = measure(engine, on_progress=lambda what: console.print(f"profiling: {what}"))
+    profile.save(args.out)
+    a, b, c, d = profile.coefficients
+    print(
+        f"step time = {a * 1e3:.2f} ms + {b * 1e3:.3f} ms/new token + {c * 1e3:.3f} ms/sequence"
+        f" + {d * 1e6:.3f} us/context token (mean error {profile.error():.1%} over "
+        f"{len(profile.samples or [])} steps); swap {profile.swap_time_per_block * 1e6:.1f} "
+        f"us/block; saved to {args.out}"
+    )
     return 0
 
 
@@ -67,41 +167,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from autellix.engine.config import EngineConfig
     from autellix.engine.model import load_config
-    from autellix.scheduling import SchedulingConfig
-    from autellix.scheduling.config import geometric_boundaries
     from autellix.server.app import create_app
     from autellix.server.frontend import Frontend, ServeConfig
 
     if args.model is not None:
         load_config(args.model)  # a bad folder is a one-line error, before anything starts
-    boundaries = args.boundaries or geometric_boundaries(
-        args.first_boundary, args.boundary_ratio, args.num_queues
-    )
-    scheduling = SchedulingConfig(
-        boundaries=tuple(boundaries),
-        quanta=tuple(args.quanta) if args.quanta else None,
-        beta=args.beta,
-        skip_join=args.skip_join,
-    )
-    engine = EngineConfig(
-        model=args.model,
-        dtype=args.dtype,
-        policy=args.policy,
-        scheduling=scheduling,
-        block_size=args.block_size,
-        num_kv_blocks=args.num_kv_blocks,
-        kv_cache_bytes=int(args.kv_cache_gib * 2**30),
-        swap_blocks=args.swap_blocks,
-        preemption=args.preemption,
-        prefix_caching=not args.no_prefix_caching,
-        max_running=args.max_running,
-        max_prefill_tokens=args.max_prefill_tokens,
-        chunked_prefill=not args.no_chunked_prefill,
-        schedule_every=args.schedule_every,
-        max_model_len=args.max_model_len,
-    )
+    engine = _engine_config(args)
     config = ServeConfig(
         engine=engine,
         host=args.host,
@@ -117,6 +189,40 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(Frontend(config))
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _engine_config(args: argparse.Namespace):
+    """The engine and scheduling flags (`_add_engine_flags`) as an EngineConfig."""
+    from autellix.engine.config import EngineConfig
+    from autellix.scheduling import SchedulingConfig
+    from autellix.scheduling.config import geometric_boundaries
+
+    boundaries = args.boundaries or geometric_boundaries(
+        args.first_boundary, args.boundary_ratio, args.num_queues
+    )
+    scheduling = SchedulingConfig(
+        boundaries=tuple(boundaries),
+        quanta=tuple(args.quanta) if args.quanta else None,
+        beta=args.beta,
+        skip_join=args.skip_join,
+    )
+    return EngineConfig(
+        model=getattr(args, "model", None),
+        dtype=args.dtype,
+        policy=args.policy,
+        scheduling=scheduling,
+        block_size=args.block_size,
+        num_kv_blocks=args.num_kv_blocks,
+        kv_cache_bytes=int(args.kv_cache_gib * 2**30),
+        swap_blocks=args.swap_blocks,
+        preemption=args.preemption,
+        prefix_caching=not args.no_prefix_caching,
+        max_running=args.max_running,
+        max_prefill_tokens=args.max_prefill_tokens,
+        chunked_prefill=not args.no_chunked_prefill,
+        schedule_every=args.schedule_every,
+        max_model_len=args.max_model_len,
+    )
 
 
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
@@ -168,11 +274,16 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
         default=256,
         help="calls queued per replica beyond --max-running before 429 (default 256)",
     )
+    _add_engine_flags(p)
+
+
+def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()) -> None:
+    """Scheduling and engine settings, shared by `serve`, `simulate` and `profile`."""
     g = p.add_argument_group("scheduling")
     g.add_argument(
         "--policy",
         default="atlas",
-        choices=["fcfs", "mlfq", "plas", "atlas"],
+        choices=["fcfs", "mlfq", "plas", "atlas", *policies],
         help="atlas (default): program-level least attained service by critical path;"
         " for single-threaded programs it equals plas, so it serves both kinds",
     )
@@ -247,7 +358,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from autellix.bench.report import write_results
+    from autellix.bench.report import read_results, write_results
     from autellix.bench.sweep import serve_policy, sweep
     from autellix.workloads import WORKLOADS, build_workload
 
@@ -269,7 +380,9 @@ def _bench(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
     summaries, records, failed = {}, {}, {}
-    with open(out / "servers.log", "w") as log:
+    if args.append and (out / "results.json").exists():
+        summaries, records = read_results(out)
+    with open(out / "servers.log", "a" if args.append else "w") as log:
         for i, item in enumerate(policies):
             # NAME=POLICY:EXTRA-FLAGS, e.g. vllm=fcfs:--no-prefix-caching; or just POLICY
             head, _, extra = item.partition(":")
@@ -309,11 +422,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autellix", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    simulate = commands.add_parser("simulate", help="run a workload in virtual time")
-    simulate.add_argument("workload", choices=sorted(SCENARIOS), help="the scenario to run")
-    simulate.add_argument("--policy", choices=sorted(POLICIES), default="atlas")
-    simulate.add_argument("--max-batch", type=int, default=2, help="calls per step (default 2)")
+    simulate = commands.add_parser(
+        "simulate",
+        help="a workload through the real scheduler in virtual time, at GPU scale",
+        description="Run a workload through real engines (scheduler, KV cache, policy, "
+        "balancer) whose steps take what a latency model says: a roofline of a GPU and "
+        "model, or a profile of this machine from `autellix profile`. Also the paper's toy "
+        "scenarios (" + ", ".join(sorted(SCENARIOS)) + ").",
+    )
+    simulate.add_argument("workload", help="chatbot | react | lats | mixed, or a toy scenario")
+    simulate.add_argument(
+        "--policies",
+        nargs="+",
+        metavar="[NAME=]POLICY[:FLAGS]",
+        help="engine variants, each a policy with extra engine flags (default: "
+        + " ".join(repr(v) for v in SIM_VARIANTS)
+        + ")",
+    )
+    simulate.add_argument(
+        "--engine-args",
+        default="",
+        help=f"engine flags for every variant (on top of "
+        f"{SIM_ENGINE_DEFAULTS!r}; see `autellix serve --help`)",
+    )
+    simulate.add_argument("--gpu", default="a100", help="a100 | h100 (default a100)")
+    simulate.add_argument(
+        "--model", default="llama-3.1-8b", help="llama-3.1-8b | llama-3.1-70b (default 8b)"
+    )
+    simulate.add_argument("--tp", type=int, help="GPUs per replica (default: 1 for 8B, 4 for 70B)")
+    simulate.add_argument(
+        "--profile", help="a profile from `autellix profile` instead of the GPU roofline"
+    )
+    simulate.add_argument("--replicas", type=int, default=1)
+    simulate.add_argument(
+        "--balancer",
+        default="locality",
+        choices=["cache-aware", "least-used", "locality", "round-robin"],
+    )
+    simulate.add_argument("--long-prompt-tokens", type=int, default=2048)
+    simulate.add_argument("--programs", type=int, default=200, help="programs per rate")
+    simulate.add_argument(
+        "--rates", type=float, nargs="+", default=[0.5, 1, 2, 4], help="programs/s"
+    )
+    simulate.add_argument("--scale", type=float, default=1.0, help="workload scale (default 1)")
+    simulate.add_argument("--seed", type=int, default=0)
+    simulate.add_argument("--baseline", default="vllm", help="ratios are against this variant")
+    simulate.add_argument("--bound", type=float, help="token-latency bound for equal latency")
+    simulate.add_argument("--out", help="results folder (default benchmarks/results/sim/WORKLOAD)")
+    simulate.add_argument("--policy", choices=sorted(POLICIES), help="toy scenarios: the policy")
+    simulate.add_argument("--max-batch", type=int, default=2, help="toy scenarios: calls per step")
     simulate.set_defaults(run=_simulate)
+
+    profile = commands.add_parser(
+        "profile", help="time the engine's steps on this machine, for `simulate --profile`"
+    )
+    profile.add_argument("--model", help="Hugging Face model folder (default: the embedded one)")
+    profile.add_argument("--out", default="profile.json", help="where to write (profile.json)")
+    _add_engine_flags(profile)
+    profile.set_defaults(run=_profile)
 
     serve = commands.add_parser("serve", help="the OpenAI-compatible server with program sessions")
     _add_serve_flags(serve)
@@ -374,6 +540,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--bound", type=float, help="token-latency bound for equal latency")
     bench.add_argument("--timeout", type=float, help="seconds per (endpoint, rate) run")
     bench.add_argument("--out", help="results folder (default benchmarks/results/bench-WORKLOAD)")
+    bench.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the endpoints already in OUT/results.json and add these to the same tables",
+    )
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser(

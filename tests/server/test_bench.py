@@ -7,7 +7,7 @@ import asyncio
 import json
 
 from autellix.bench.metrics import Summary
-from autellix.bench.report import write_results
+from autellix.bench.report import read_results, write_results
 from autellix.bench.runner import Endpoint, run_specs
 from autellix.bench.sweep import sweep
 from autellix.workloads.spec import CallSpec, ProgramSpec, Stage
@@ -88,6 +88,9 @@ def test_sweep_and_report(serve, tmp_path) -> None:
     assert (tmp_path / "latency.png").stat().st_size > 10_000
     assert (tmp_path / "summary.csv").read_text().startswith("endpoint,rate")
     assert isinstance(summaries["atlas"][0], Summary)
+    # `bench --append` reads a run back whole, to add endpoints to the same tables
+    again_s, again_r = read_results(tmp_path)
+    assert again_s == {"atlas": summaries["atlas"]} and again_r == records
 
 
 def test_priority_peer_mode_sends_stamps(serve) -> None:

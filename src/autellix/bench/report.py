@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from autellix.bench.metrics import Summary, equal_latency_table
-from autellix.bench.runner import ProgramRecord
+from autellix.bench.runner import CallRecord, ProgramRecord
 
 
 def write_results(
@@ -44,6 +44,23 @@ def write_results(
     markdown = table(title, summaries, baseline, bound)
     (out / "summary.md").write_text(markdown)
     return markdown
+
+
+def read_results(
+    out: Path,
+) -> tuple[dict[str, list[Summary]], dict[tuple[str, float], list[ProgramRecord]]]:
+    """What `write_results` wrote, to add more endpoints to a run (`bench --append`)."""
+    data = json.loads((out / "results.json").read_text())
+    summaries: dict[str, list[Summary]] = {}
+    for row in data["summaries"]:
+        summaries.setdefault(row["endpoint"], []).append(Summary(**row))
+    records = {}
+    for key, recs in data["records"].items():
+        name, _, rate = key.rpartition("@")
+        records[(name, float(rate))] = [
+            ProgramRecord(**{**r, "calls": [CallRecord(**c) for c in r["calls"]]}) for r in recs
+        ]
+    return summaries, records
 
 
 def plot(path: Path, title: str, summaries: dict[str, list[Summary]]) -> None:

@@ -149,8 +149,9 @@ class ModelExecutor(Executor):
 
 
 class SimulatedExecutor(Executor):
-    """Step time from a latency model, on a virtual clock; emits `token_id` every step
-    (calls end by max_tokens, so simulated calls should set ignore_eos)."""
+    """Step time from a latency model, on a virtual clock. Emits the call's planned
+    output (`planned[call_id]`, set by whoever adds the call) or else `token_id`;
+    calls end by max_tokens, so simulated calls should set ignore_eos."""
 
     def __init__(
         self,
@@ -167,6 +168,7 @@ class SimulatedExecutor(Executor):
         self.num_swap_blocks = num_swap_blocks
         self.swap_time_per_block = swap_time_per_block
         self.token_id = token_id
+        self.planned: dict[str, list[int]] = {}
         self.now = 0.0
 
     def clock(self) -> float:
@@ -181,5 +183,9 @@ class SimulatedExecutor(Executor):
             self.step_time(batch) if batch.seqs else 0.0
         )
         self.now += elapsed
-        out = [self.token_id if s else None for s in tokens_to_sample(batch)]
+        out: list[int | None] = []
+        for seq, sample in zip(batch.seqs, tokens_to_sample(batch), strict=True):
+            planned = self.planned.get(seq.call_id, ())
+            n = len(seq.output_ids)
+            out.append((planned[n] if n < len(planned) else self.token_id) if sample else None)
         return out, elapsed

@@ -1,0 +1,195 @@
+"""The discrete-event simulator: workload specs through real engines in virtual time.
+
+Every replica is a real `LLMEngine` (scheduler, block manager, policy) whose executor
+is a `SimulatedExecutor`: a step takes what the latency model says, on a virtual
+clock. In front of the replicas sit the same `ProcessTable` and balancer as in
+`autellix serve`. Events (a program arriving, a stage starting after its tool delay,
+a replica finishing a step) are processed in time order from one heap; nothing
+sleeps, nothing runs in threads, and a run is deterministic for its specs.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from autellix.balancing import PrefixIndex, Route, make_balancer
+from autellix.bench.runner import CallRecord, ProgramRecord
+from autellix.engine.config import EngineConfig
+from autellix.engine.executor import SimulatedExecutor
+from autellix.engine.llm_engine import LLMEngine, RequestOutput
+from autellix.engine.model.sampler import SamplingParams
+from autellix.programs import ProcessTable
+from autellix.sim.latency import StepShape
+from autellix.sim.prompts import output_ids, prompt_ids
+from autellix.workloads.spec import ProgramSpec
+
+
+@dataclass
+class ClusterConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    replicas: int = 1
+    balancer: str = "locality"
+    long_prompt_tokens: int = 2048  # the locality balancer's threshold
+    num_kv_blocks: int = 4096  # per replica
+    num_swap_blocks: int = 4096  # per replica
+    swap_time_per_block: float = 0.0
+    max_model_len: int = 1 << 30
+
+
+class SimReplica:
+    """One engine and what the balancer sees of it (as `server.replica.Replica`)."""
+
+    def __init__(self, engine_id: int, config: ClusterConfig, step_time) -> None:
+        self.engine_id = engine_id
+        self.executor = SimulatedExecutor(
+            lambda batch: step_time(StepShape.of(batch)),
+            config.engine.block_size,
+            config.num_kv_blocks,
+            config.num_swap_blocks,
+            config.swap_time_per_block,
+        )
+        self.engine = LLMEngine(config.engine, self.executor, max_model_len=config.max_model_len)
+        self.routed = PrefixIndex(block_size=config.engine.block_size)
+        self.in_flight = 0
+        self.busy = False
+        self.steps = 0
+
+    @property
+    def active_calls(self) -> int:
+        return self.in_flight
+
+    def cached_prefix(self, tokens: Sequence[int]) -> int:
+        return self.routed.match(tokens)
+
+
+@dataclass
+class _Running:
+    """A program in flight: its spec, its record, and the stage it is in."""
+
+    index: int
+    spec: ProgramSpec
+    record: ProgramRecord
+    lengths: list[list[int]]
+    stage: int = 0
+    pending: int = 0
+
+
+class Simulation:
+    def __init__(self, config: ClusterConfig, step_time: Callable[[StepShape], float]) -> None:
+        self.config = config
+        self.step_time = step_time
+        self.now = 0.0
+        self.table = ProcessTable(ttl=math.inf, clock=lambda: self.now)
+        self.balancer = make_balancer(config.balancer)
+        if config.balancer == "locality":
+            self.balancer.long_prompt_tokens = config.long_prompt_tokens  # type: ignore[attr-defined]
+        self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
+        # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
+        self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._order = itertools.count()
+        self._calls: dict[str, tuple[_Running, CallRecord]] = {}
+
+    def at(self, time: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (time, next(self._order), action))
+
+    def run(self, specs: list[ProgramSpec]) -> list[ProgramRecord]:
+        """Every program to completion; their records, in the bench's format."""
+        programs = []
+        for i, spec in enumerate(specs):
+            record = ProgramRecord(spec.program_id, spec.workload, spec.arrival)
+            lengths = [[c.max_tokens for c in stage.calls] for stage in spec.stages]
+            program = _Running(i, spec, record, lengths)
+            programs.append(program)
+            self.at(spec.arrival, lambda p=program: self._start_stage(p))
+        while self._events:
+            self.now, _, action = heapq.heappop(self._events)
+            action()
+        for p in programs:
+            if p.record.end is None:
+                p.record.error = "not finished: no replica could schedule its calls"
+        return [p.record for p in programs]
+
+    def _start_stage(self, program: _Running) -> None:
+        spec, s = program.spec, program.stage
+        if s == len(spec.stages):
+            program.record.end = self.now
+            self.table.end(spec.program_id)
+            return
+        calls = spec.stages[s].calls
+        program.pending = len(calls)
+        remaining = sum(c.max_tokens for stage in spec.stages[s:] for c in stage.calls)
+        for i, call in enumerate(calls):
+            ids = prompt_ids(call, program.index, program.lengths)
+            meta, snapshot = self.table.call_arrived(spec.program_id, str(i))
+            replica = self.replicas[
+                self.balancer.pick(Route(ids, self.table.get(spec.program_id)), self.replicas)
+            ]
+            meta.engine = replica.engine_id
+            record = CallRecord(s, i, self.now, prompt_tokens=len(ids))
+            program.record.calls.append(record)
+            self._calls[meta.call_id] = (program, record)
+            replica.executor.now = self.now
+            replica.executor.planned[meta.call_id] = output_ids(
+                program.index, s, i, call.max_tokens
+            )
+            replica.engine.add_request(
+                ids,
+                SamplingParams(max_tokens=call.max_tokens, ignore_eos=True),
+                call_id=meta.call_id,
+                program_id=spec.program_id,
+                program=snapshot,
+                remaining_work=remaining * self.decode_unit,
+            )
+            replica.routed.insert(ids)
+            replica.in_flight += 1
+            if not replica.busy:
+                replica.busy = True
+                self.at(self.now, lambda r=replica: self._step(r))
+
+    def _step(self, replica: SimReplica) -> None:
+        """Run one engine step now; its outputs land when it ends."""
+        replica.executor.now = self.now
+        outputs = replica.engine.step()
+        end = replica.executor.now
+        if end == self.now and not outputs:  # nothing could be scheduled
+            replica.busy = False
+            return
+        replica.steps += 1
+        self.at(end, lambda: self._step_done(replica, outputs))
+
+    def _step_done(self, replica: SimReplica, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            program, record = self._calls[out.call_id]
+            if record.first_token is None:
+                record.first_token = self.now
+            if out.finished:
+                self._call_done(replica, out, program, record)
+        if replica.engine.has_unfinished():
+            self._step(replica)
+        else:
+            replica.busy = False
+
+    def _call_done(
+        self, replica: SimReplica, out: RequestOutput, program: _Running, record: CallRecord
+    ) -> None:
+        del self._calls[out.call_id]
+        replica.executor.planned.pop(out.call_id, None)
+        replica.in_flight -= 1
+        record.end = self.now
+        record.output_tokens = out.num_output_tokens
+        self.table.call_finished(
+            out.program_id, out.call_id, out.waiting, out.service, replica.engine_id
+        )
+        program.pending -= 1
+        if program.pending == 0:
+            spec = program.spec
+            delay = max(c.tool_delay for c in spec.stages[program.stage].calls)
+            program.stage += 1
+            if program.stage == len(spec.stages):
+                delay = 0.0
+            self.at(self.now + delay, lambda: self._start_stage(program))
