@@ -89,9 +89,12 @@ def _variant(item: str) -> tuple[str, str]:
 def _parse_engine_flags(text: str) -> argparse.Namespace:
     import shlex
 
-    parser = argparse.ArgumentParser(prog="engine flags", add_help=False)
+    parser = argparse.ArgumentParser(prog="engine flags", add_help=False, exit_on_error=False)
     _add_engine_flags(parser, ("srpt",))
-    args, unknown = parser.parse_known_args(shlex.split(text))
+    try:
+        args, unknown = parser.parse_known_args(shlex.split(text))
+    except argparse.ArgumentError as exc:
+        raise ValueError(f"engine flags: {exc}") from None
     if unknown:
         raise ValueError(f"unknown engine flags: {' '.join(unknown)}")
     return args

@@ -143,7 +143,7 @@ class ModelExecutor(Executor):
 
     def _banned(self, seq: Sequence) -> list[int]:
         """Before min_tokens, the end-of-sequence and stop tokens may not be sampled."""
-        if len(seq.output_ids) >= seq.params.min_tokens:
+        if seq.num_output_tokens >= seq.params.min_tokens:
             return []
         return [*self.eos_token_ids, *seq.params.stop_token_ids]
 
@@ -186,6 +186,6 @@ class SimulatedExecutor(Executor):
         out: list[int | None] = []
         for seq, sample in zip(batch.seqs, tokens_to_sample(batch), strict=True):
             planned = self.planned.get(seq.call_id, ())
-            n = len(seq.output_ids)
+            n = seq.num_output_tokens
             out.append((planned[n] if n < len(planned) else self.token_id) if sample else None)
         return out, elapsed

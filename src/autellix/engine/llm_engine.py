@@ -254,7 +254,7 @@ class LLMEngine:
     def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
         params = seq.params
         seq.token_ids.append(token)
-        n_out = len(seq.output_ids)
+        n_out = seq.num_output_tokens
         reason = None
         if token in params.stop_token_ids or (
             not params.ignore_eos and token in self.eos_token_ids
@@ -298,7 +298,7 @@ class LLMEngine:
             finished=seq.status is Status.FINISHED,
             finish_reason=seq.finish_reason,
             num_prompt_tokens=seq.num_prompt_tokens,
-            num_output_tokens=len(seq.output_ids),
+            num_output_tokens=seq.num_output_tokens,
             num_cached_tokens=seq.num_cached_prompt_tokens,
             waiting=seq.waited(self.executor.clock()),
             service=seq.service,

@@ -39,6 +39,10 @@ class Sequence(CallState):
         return self.token_ids[self.num_prompt_tokens :]
 
     @property
+    def num_output_tokens(self) -> int:
+        return len(self.token_ids) - self.num_prompt_tokens
+
+    @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
 

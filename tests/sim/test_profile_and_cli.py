@@ -1,0 +1,97 @@
+"""`autellix profile` on the tiny model, the fitted latency model, `autellix simulate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from autellix.cli import main
+from autellix.engine.config import EngineConfig
+from autellix.sim.latency import Profile, StepShape
+from autellix.sim.profile import measure
+
+
+def test_fit_recovers_a_linear_step_time() -> None:
+    shapes = [StepShape(n, s, c, 0.0) for n in (1, 8, 64, 300) for s in (1, 4) for c in (10, 900)]
+    truth = [0.002, 1e-4, 5e-4, 2e-6]
+    samples = [
+        (
+            sh,
+            truth[0]
+            + truth[1] * sh.new_tokens
+            + truth[2] * sh.num_seqs
+            + truth[3] * sh.context_tokens,
+        )
+        for sh in shapes
+    ]
+    profile = Profile.fit(
+        samples, swap_time_per_block=1e-5, bytes_per_block=1, block_size=16, num_blocks=10
+    )
+    assert profile.coefficients == pytest.approx(truth, rel=1e-6, abs=1e-12)
+    assert profile.error() < 1e-9
+    assert profile(StepShape(10, 2, 100, 0.0)) == pytest.approx(0.002 + 1e-3 + 1e-3 + 2e-4)
+
+
+def test_profile_measures_the_real_engine(tiny_llama: Path, tmp_path: Path) -> None:
+    config = EngineConfig(model=str(tiny_llama), num_kv_blocks=256, max_running=8)
+    profile = measure(config, batches=(1, 4), prompts=(8, 64), decode_tokens=4)
+    assert len(profile.samples or []) >= 2 * 2 * 4  # every generation's steps
+    assert profile.num_blocks == 256 and profile.swap_time_per_block > 0
+    # every step's time is positive and the fit predicts them to within a factor
+    assert all(t > 0 for _, t in profile.samples or [])
+    path = tmp_path / "p.json"
+    profile.save(path)
+    assert Profile.load(path).coefficients == profile.coefficients
+
+
+def test_simulate_cli_writes_the_bench_reports(tmp_path: Path, capsys) -> None:
+    profile = Profile([0.01, 1e-5, 1e-4, 0.0], 1e-5, 1, 16, 512, "test", "test")
+    profile.save(tmp_path / "profile.json")
+    out = tmp_path / "out"
+    argv = [
+        "simulate",
+        "chatbot",
+        "--programs",
+        "4",
+        "--scale",
+        "0.05",
+        "--rates",
+        "1",
+        "4",
+        "--profile",
+        str(tmp_path / "profile.json"),
+        "--policies",
+        "fcfs",
+        "atlas",
+        "srpt:--max-running 2",
+        "--baseline",
+        "fcfs",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    summary = (out / "summary.md").read_text()
+    for name in ("| fcfs | 1 | 4/4", "| atlas | 4 | 4/4", "| srpt | 4 | 4/4", "Simulation speed"):
+        assert name in summary
+    saved = json.loads((out / "results.json").read_text())
+    assert len(saved["records"]["srpt@4.0"]) == 4
+    assert (out / "latency.png").exists()
+
+
+def test_simulate_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    cases = [
+        (["simulate", "chatbot", "--gpu", "tpu"], "unknown GPU 'tpu'"),
+        (["simulate", "chatbot", "--model", "gpt-5"], "unknown model 'gpt-5'"),
+        (["simulate", "chatbot", "--model", "llama-3.1-70b", "--tp", "1"], "does not fit"),
+        (["simulate", "chatbot", "--profile", str(bad)], "is not a profile"),
+        (["simulate", "chatbot", "--policies", "atlas:--warp 9"], "unknown engine flags: --warp"),
+        (["simulate", "chatbot", "--policies", "lifo"], "invalid choice: 'lifo'"),
+    ]
+    for argv, message in cases:
+        assert main([*argv, "--programs", "1", "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("autellix: error: ") and message in err and err.count("\n") == 1
