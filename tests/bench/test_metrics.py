@@ -2,6 +2,8 @@
 
 import math
 
+import pytest
+
 from autellix.bench.metrics import Summary, equal_latency_table, percentile, throughput_at_latency
 from autellix.bench.runner import CallRecord, ProgramRecord
 
@@ -46,10 +48,16 @@ def summaries(name: str, points: list[tuple[float, float]], failed_at=()) -> lis
 def test_throughput_at_equal_latency_and_ratios() -> None:
     fcfs = summaries("fcfs", [(0.5, 0.1), (1.0, 0.3), (2.0, 2.0)])
     atlas = summaries("atlas", [(0.5, 0.1), (1.0, 0.12), (2.0, 0.15), (4.0, 0.5)])
-    assert throughput_at_latency(atlas, 0.2) == 2.0
+    # fcfs crosses 0.2 between 0.5 (0.1) and 1.0 (0.3); atlas between 2.0 and 4.0
+    assert throughput_at_latency(fcfs, 0.2) == (pytest.approx(0.75), False)
+    assert throughput_at_latency(atlas, 0.2) == (pytest.approx(2 + 2 * 0.05 / 0.35), False)
     bound, table = equal_latency_table({"fcfs": fcfs, "atlas": atlas}, "fcfs")
     assert bound == 0.2  # twice the baseline's latency at its lowest rate
-    assert table["fcfs"] == (0.5, 1.0) and table["atlas"] == (2.0, 4.0)
-    # a rate where programs failed does not count, however fast the rest were
+    assert table["fcfs"] == (pytest.approx(0.75), 1.0, False)
+    assert table["atlas"][1] == pytest.approx((2 + 2 * 0.05 / 0.35) / 0.75)
+    # never over the bound: the highest rate measured, marked as a lower bound
+    assert throughput_at_latency(atlas, 1.0) == (4.0, True)
+    assert throughput_at_latency(atlas, 0.05) == (0.0, False)
+    # a rate where programs failed counts as over the bound, however fast the rest were
     broken = summaries("atlas", [(0.5, 0.1), (2.0, 0.1)], failed_at=(2.0,))
-    assert throughput_at_latency(broken, 0.2) == 0.5
+    assert throughput_at_latency(broken, 0.2) == (0.5, False)

@@ -57,25 +57,39 @@ class Summary:
         )
 
 
-def throughput_at_latency(summaries: list[Summary], bound: float) -> float:
-    """The highest rate whose mean program token latency stays under `bound` (0 if none),
-    counting only rates at which every program completed."""
-    ok = [s.rate for s in summaries if s.failed == 0 and s.token_latency_mean <= bound]
-    return max(ok, default=0.0)
+def throughput_at_latency(summaries: list[Summary], bound: float) -> tuple[float, bool]:
+    """(the arrival rate at which mean program token latency reaches `bound`, capped).
+
+    Rates are walked upwards; where the latency first goes over the bound (or programs
+    first fail), the crossing is interpolated linearly from the rate before. 0 if even
+    the lowest rate is over; the highest rate and capped=True if none is, since the
+    real crossing lies beyond what was measured."""
+    points = sorted(summaries, key=lambda s: s.rate)
+    previous: Summary | None = None
+    for s in points:
+        if s.failed or not s.token_latency_mean <= bound:
+            if previous is None:
+                return 0.0, False
+            if s.failed or math.isnan(s.token_latency_mean):
+                return previous.rate, False
+            lo, hi = previous.token_latency_mean, s.token_latency_mean
+            return previous.rate + (bound - lo) / (hi - lo) * (s.rate - previous.rate), False
+        previous = s
+    return (previous.rate if previous else 0.0), True
 
 
 def equal_latency_table(
     by_endpoint: dict[str, list[Summary]], baseline: str, bound: float | None = None
-) -> tuple[float, dict[str, tuple[float, float]]]:
-    """(bound, {endpoint: (throughput, ratio to the baseline)}). The default bound is
-    twice the baseline's token latency at its lowest rate: "the same latency" as a
-    loaded but healthy baseline."""
+) -> tuple[float, dict[str, tuple[float, float, bool]]]:
+    """(bound, {endpoint: (throughput, ratio to the baseline, capped)}). The default
+    bound is twice the baseline's token latency at its lowest rate: "the same latency"
+    as a loaded but healthy baseline."""
     if bound is None:
         base = min(by_endpoint[baseline], key=lambda s: s.rate)
         bound = 2 * base.token_latency_mean
     out = {}
-    base_tp = throughput_at_latency(by_endpoint[baseline], bound)
+    base_tp, _ = throughput_at_latency(by_endpoint[baseline], bound)
     for name, summaries in by_endpoint.items():
-        tp = throughput_at_latency(summaries, bound)
-        out[name] = (tp, tp / base_tp if base_tp else math.inf)
+        tp, capped = throughput_at_latency(summaries, bound)
+        out[name] = (tp, tp / base_tp if base_tp else math.inf, capped)
     return bound, out

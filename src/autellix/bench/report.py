@@ -111,8 +111,17 @@ def table(
             f"Throughput at equal latency (mean program token latency <= "
             f"{bound:.3f} s/token), against {baseline}:",
             "",
-            "| endpoint | highest rate (prog/s) | ratio |",
+            "| endpoint | throughput (prog/s) | ratio |",
             "|---|---|---|",
         ]
-        lines += [f"| {n} | {tp:g} | {ratio:.2f}x |" for n, (tp, ratio) in tps.items()]
+        at_least = {True: ">= ", False: ""}
+        lines += [
+            f"| {n} | {at_least[capped]}{tp:.3g} | {at_least[capped]}{ratio:.2f}x |"
+            for n, (tp, ratio, capped) in tps.items()
+        ]
+        lines += [
+            "",
+            "Throughput: the arrival rate at which the mean program token latency reaches the "
+            "bound, interpolated between the measured rates; >= where it never did.",
+        ]
     return "\n".join(lines) + "\n"
