@@ -29,10 +29,8 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     variants = {}
     for item in args.policies or SIM_VARIANTS:
-        name, engine_args = _variant(item)
-        variants[name] = _engine_config(
-            _parse_engine_flags(f"{SIM_ENGINE_DEFAULTS} {args.engine_args} {engine_args}")
-        )
+        name, engine_args = variant(item)
+        variants[name] = engine_config(f"{SIM_ENGINE_DEFAULTS} {args.engine_args} {engine_args}")
     block_size = next(iter(variants.values())).block_size
     if args.profile:
         target = profile_target(args.profile)
@@ -79,25 +77,26 @@ SIM_VARIANTS = (
 SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
 
 
-def _variant(item: str) -> tuple[str, str]:
+def variant(item: str) -> tuple[str, str]:
     """NAME=POLICY:FLAGS (or POLICY, or POLICY:FLAGS) -> (name, engine flags)."""
     head, _, extra = item.partition(":")
     name, _, policy = head.rpartition("=")
     return name or policy, f"--policy {policy} {extra}"
 
 
-def _parse_engine_flags(text: str) -> argparse.Namespace:
+def engine_config(flags: str):
+    """EngineConfig from a string of engine flags, as `autellix serve` takes them."""
     import shlex
 
     parser = argparse.ArgumentParser(prog="engine flags", add_help=False, exit_on_error=False)
     _add_engine_flags(parser, ("srpt",))
     try:
-        args, unknown = parser.parse_known_args(shlex.split(text))
+        args, unknown = parser.parse_known_args(shlex.split(flags))
     except argparse.ArgumentError as exc:
         raise ValueError(f"engine flags: {exc}") from None
     if unknown:
         raise ValueError(f"unknown engine flags: {' '.join(unknown)}")
-    return args
+    return _engine_config(args)
 
 
 def _profile(args: argparse.Namespace) -> int:
