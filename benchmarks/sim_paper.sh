@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The paper's experiments in the simulator: Llama-3.1-8B on A100-80GB (roofline), the four
+# workloads at full scale. Results under benchmarks/results/sim/ (one folder per
+# experiment: summary.md with the tables and the simulation speed, latency.png, results.json,
+# summary.csv).
+#
+#   benchmarks/sim_paper.sh [main|balance|scale|sensitivity]...   (default: all four)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+sim=(.venv/bin/autellix simulate)
+out=benchmarks/results/sim
+variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--schedule-every 8"
+    mlfq atlas srpt)
+
+main() {  # latency vs arrival rate, baselines vs Autellix, SRPT as the clairvoyant bound
+    "${sim[@]}" mixed --programs 150 --rates 0.1 0.2 0.3 0.5 1 --policies "${variants[@]}" \
+        --out $out/mixed
+    "${sim[@]}" chatbot --programs 200 --rates 0.5 1 2 4 8 --policies "${variants[@]}" \
+        --out $out/chatbot
+    "${sim[@]}" react --programs 200 --rates 0.5 1 2 4 8 --policies "${variants[@]}" \
+        --out $out/react
+    "${sim[@]}" lats --programs 150 --rates 0.05 0.1 0.2 0.3 0.4 --policies "${variants[@]}" \
+        --out $out/lats
+}
+
+balance() {  # 4 replicas, Autellix's policy, each balancer
+    for b in locality round-robin least-used cache-aware; do
+        "${sim[@]}" chatbot --replicas 4 --balancer "$b" --programs 400 --rates 4 8 16 \
+            --policies "$b=atlas" --out $out/balance-chatbot-$b
+        "${sim[@]}" lats --replicas 4 --balancer "$b" --programs 300 --rates 0.4 0.8 1.2 \
+            --policies "$b=atlas" --out $out/balance-lats-$b
+    done
+}
+
+scale() {  # 1-8 replicas at a fixed load per replica
+    for n in 1 2 4 8; do
+        "${sim[@]}" mixed --replicas "$n" --programs $((100 * n)) \
+            --rates "$(python3 -c "print(0.3 * $n)")" \
+            --policies "vllm=fcfs:--no-prefix-caching --no-chunked-prefill" atlas \
+            --out $out/scale-$n
+    done
+}
+
+sensitivity() {  # Autellix's knobs, one at a time, on mixed near ATLAS's knee
+    "${sim[@]}" mixed --programs 150 --rates 0.3 --baseline K11 --out $out/sensitivity \
+        --policies K1=atlas:"--num-queues 1" K3=atlas:"--num-queues 3" \
+        K6=atlas:"--num-queues 6" K11=atlas K16=atlas:"--num-queues 16" \
+        Q0.25=atlas:"--first-boundary 0.25" Q4=atlas:"--first-boundary 4" \
+        beta1.5=atlas:"--beta 1.5" beta2=atlas:"--beta 2" beta10=atlas:"--beta 10" \
+        beta-off=atlas:"--beta 1e9" step4=atlas:"--schedule-every 4" \
+        step8=atlas:"--schedule-every 8" step16=atlas:"--schedule-every 16"
+}
+
+for experiment in "${@:-main balance scale sensitivity}"; do
+    for e in $experiment; do $e; done
+done
