@@ -98,16 +98,26 @@ def test_same_tokens_under_preemption(make_engine, reference, preemption, policy
         policy=policy, scheduling=STORM, preemption=preemption, num_kv_blocks=14, max_running=3
     )
     assert run(engine, PROMPTS, join_every=2) == reference
-    assert engine.scheduler.num_preemptions > 0
+    assert engine.scheduler.num_preemptions > 0 and engine.scheduler.num_evictions > 0
     if preemption == "swap":
         assert engine.scheduler.swapped_out_blocks > 0
         assert engine.scheduler.swapped_in_blocks == engine.scheduler.swapped_out_blocks
 
 
 def test_swap_pool_full_falls_back_to_recompute(make_engine, reference) -> None:
-    engine = make_engine(policy="mlfq", scheduling=STORM, swap_blocks=2, max_running=2)
+    engine = make_engine(
+        policy="mlfq", scheduling=STORM, swap_blocks=2, max_running=2, num_kv_blocks=14
+    )
+    assert run(engine, PROMPTS) == reference
+    assert engine.scheduler.num_evictions > 0  # with 2 swap blocks, most fall back to recompute
+
+
+def test_preempted_calls_keep_their_blocks_until_memory_is_needed(make_engine, reference) -> None:
+    # a big pool: MLFQ rotates the calls every step, but no block ever leaves the device
+    engine = make_engine(policy="mlfq", scheduling=STORM, max_running=2, num_kv_blocks=256)
     assert run(engine, PROMPTS) == reference
     assert engine.scheduler.num_preemptions > 0
+    assert engine.scheduler.num_evictions == 0 and engine.scheduler.swapped_out_blocks == 0
 
 
 def test_prefix_cache_hits_give_the_same_tokens(make_engine, reference) -> None:

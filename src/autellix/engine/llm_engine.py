@@ -221,6 +221,7 @@ class LLMEngine:
             "waiting": self.num_waiting,
             "swapped": self.num_swapped,
             "preemptions": self.scheduler.num_preemptions,
+            "evictions": self.scheduler.num_evictions,
             "swap_out_bytes": self.scheduler.swapped_out_blocks * self.executor.bytes_per_block,
             "swap_in_bytes": self.scheduler.swapped_in_blocks * self.executor.bytes_per_block,
             "kv_usage": self.kv_usage(),

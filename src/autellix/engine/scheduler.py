@@ -1,10 +1,12 @@
 """One scheduling round of the engine: the policy orders, this fits the batch in memory.
 
 The policy's scan (`select_batch`) asks `fits` for each call in priority order;
-`fits` gives the call its token budget and KV blocks, evicting the lowest-ranked
-running calls the scan has not reached when blocks run out (never for a waiting
-call under a non-preemptive policy). Running calls that fall out of the batch are
-preempted: swapped to host memory (one batched copy per round, done by the
+`fits` gives the call its token budget and KV blocks. Running calls that fall out of
+the batch are preempted but keep their KV blocks on the device ("resident"): resuming
+them costs nothing, and most priority preemptions never need the memory back. Only
+when blocks run out does `fits` evict, the lowest-ranked running or resident call the
+scan has not reached first (never for a waiting call under a non-preemptive policy):
+its blocks are swapped to host memory (one batched copy per round, done by the
 executor before the step) or dropped for recompute.
 """
 
@@ -24,7 +26,7 @@ class ScheduledBatch:
     num_new: list[int] = field(default_factory=list)  # tokens to compute, per sequence
     swap_out: list[tuple[int, int]] = field(default_factory=list)  # (device, host) blocks
     swap_in: list[tuple[int, int]] = field(default_factory=list)  # (host, device) blocks
-    preempted: list[Sequence] = field(default_factory=list)
+    evicted: list[Sequence] = field(default_factory=list)  # KV blocks left the device
 
     @property
     def is_decode_only(self) -> bool:
@@ -36,7 +38,9 @@ class Scheduler:
         self.config = config
         self.policy = policy
         self.blocks = blocks
-        self.num_preemptions = 0
+        self.num_preemptions = 0  # running calls that fell out of a batch
+        self.num_evictions = 0  # calls whose KV blocks left the device (swap or drop)
+        self.resident: dict[str, Sequence] = {}  # preempted, KV still on the device
         self.swapped_out_blocks = 0
         self.swapped_in_blocks = 0
         self._last: ScheduledBatch | None = None
@@ -45,6 +49,7 @@ class Scheduler:
     def remove(self, seq: Sequence, now: float) -> None:
         """A call finished or was aborted: release everything it holds."""
         self.policy.remove(seq, now)
+        self.resident.pop(seq.call_id, None)
         self.blocks.free(seq.block_table)
         self.blocks.free_swap(seq.swap_table)
         seq.block_table, seq.swap_table = [], []
@@ -109,7 +114,7 @@ class Scheduler:
                     self.blocks.free(matched)
                     return False
                 evicted.add(victim.call_id)
-                self._preempt(victim, batch)
+                self._evict(victim, batch)
             new_blocks = self.blocks.allocate(need)
             if seq.status is Status.SWAPPED:
                 k = len(seq.swap_table)
@@ -131,28 +136,33 @@ class Scheduler:
             return True
 
         chosen, preempted = select_batch(self.policy, now, self.config.max_running, fits)
+        self.num_preemptions += len(preempted)
+        for seq in chosen:
+            self.resident.pop(seq.call_id, None)
         for seq in preempted:
             if seq.call_id not in evicted:
-                self._preempt(seq, batch)
+                self.resident[seq.call_id] = seq  # type: ignore[index]
         self.blocks.free_swap(swap_freed)  # only now: this round's swap-outs may not reuse them
         batch.seqs = chosen  # type: ignore[assignment]
         batch.num_new = [planned[s.call_id] for s in chosen]
         return batch
 
     def _victim(self, seq: Sequence, scanned: set[str], evicted: set[str]) -> Sequence | None:
-        """The lowest-ranked running call the scan has not reached, if `seq` may evict."""
+        """The lowest-ranked call holding device blocks (running or resident) that the
+        scan has not reached, if `seq` may evict."""
         if not (self.policy.preemptive or seq.running):
             return None
         candidates = [
             c
-            for c in self.policy.running.values()
+            for c in [*self.policy.running.values(), *self.resident.values()]
             if c.call_id not in scanned and c.call_id not in evicted and c is not seq
         ]
         return max(candidates, key=self.policy.rank_key, default=None)  # type: ignore[return-value]
 
-    def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
+    def _evict(self, seq: Sequence, batch: ScheduledBatch) -> None:
         """Free a call's device blocks: swap them to host memory, or drop them."""
-        self.num_preemptions += 1
+        self.num_evictions += 1
+        self.resident.pop(seq.call_id, None)
         swap_ids = None
         if self.config.preemption == "swap":
             swap_ids = self.blocks.allocate_swap(len(seq.block_table))
@@ -167,4 +177,4 @@ class Scheduler:
             seq.status = Status.WAITING
         self.blocks.free(seq.block_table)
         seq.block_table = []
-        batch.preempted.append(seq)
+        batch.evicted.append(seq)
