@@ -13,36 +13,35 @@ variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--
     mlfq atlas srpt)
 
 main() {  # latency vs arrival rate, baselines vs Autellix, SRPT as the clairvoyant bound
-    "${sim[@]}" mixed --programs 150 --rates 0.1 0.2 0.3 0.5 1 --policies "${variants[@]}" \
+    "${sim[@]}" mixed --programs 400 --rates 0.5 1 2 4 --policies "${variants[@]}" \
         --out $out/mixed
-    "${sim[@]}" chatbot --programs 200 --rates 0.5 1 2 4 8 --policies "${variants[@]}" \
+    "${sim[@]}" chatbot --programs 400 --rates 2 4 8 16 --policies "${variants[@]}" \
         --out $out/chatbot
-    "${sim[@]}" react --programs 200 --rates 0.5 1 2 4 8 --policies "${variants[@]}" \
+    "${sim[@]}" react --programs 400 --rates 1 2 4 8 --policies "${variants[@]}" \
         --out $out/react
-    "${sim[@]}" lats --programs 150 --rates 0.05 0.1 0.2 0.3 0.4 --policies "${variants[@]}" \
+    "${sim[@]}" lats --programs 200 --rates 0.1 0.2 0.4 0.8 --policies "${variants[@]}" \
         --out $out/lats
 }
 
 balance() {  # 4 replicas, Autellix's policy, each balancer
     for b in locality round-robin least-used cache-aware; do
-        "${sim[@]}" chatbot --replicas 4 --balancer "$b" --programs 400 --rates 4 8 16 \
+        "${sim[@]}" chatbot --replicas 4 --balancer "$b" --programs 800 --rates 16 32 \
             --policies "$b=atlas" --out $out/balance-chatbot-$b
-        "${sim[@]}" lats --replicas 4 --balancer "$b" --programs 300 --rates 0.4 0.8 1.2 \
+        "${sim[@]}" lats --replicas 4 --balancer "$b" --programs 400 --rates 0.8 1.6 \
             --policies "$b=atlas" --out $out/balance-lats-$b
     done
 }
 
-scale() {  # 1-8 replicas at a fixed load per replica
+scale() {  # 1-8 replicas at the same load per replica
     for n in 1 2 4 8; do
-        "${sim[@]}" mixed --replicas "$n" --programs $((100 * n)) \
-            --rates "$(python3 -c "print(0.3 * $n)")" \
+        "${sim[@]}" mixed --replicas "$n" --programs $((200 * n)) --rates $((2 * n)) \
             --policies "vllm=fcfs:--no-prefix-caching --no-chunked-prefill" atlas \
             --out $out/scale-$n
     done
 }
 
-sensitivity() {  # Autellix's knobs, one at a time, on mixed near ATLAS's knee
-    "${sim[@]}" mixed --programs 150 --rates 0.3 --baseline K11 --out $out/sensitivity \
+sensitivity() {  # Autellix's knobs, one at a time, on mixed past the baselines' knees
+    "${sim[@]}" mixed --programs 400 --rates 2 --baseline K11 --out $out/sensitivity \
         --policies K1=atlas:"--num-queues 1" K3=atlas:"--num-queues 3" \
         K6=atlas:"--num-queues 6" K11=atlas K16=atlas:"--num-queues 16" \
         Q0.25=atlas:"--first-boundary 0.25" Q4=atlas:"--first-boundary 4" \

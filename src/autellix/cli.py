@@ -151,8 +151,13 @@ def _demo(args: argparse.Namespace) -> int:
             "bench",
             "mixed",
             "--policies",
-            "fcfs",
+            "vllm=fcfs:--no-prefix-caching",
+            "vllm-opt=fcfs",
             "atlas",
+            "--serve-args",
+            f"--max-running {args.max_running}",
+            "--baseline",
+            "vllm",
             "--programs",
             str(args.programs),
             "--rates",
@@ -550,7 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(run=_bench)
 
     demo = commands.add_parser(
-        "demo", help="the toy scenarios, then a mixed workload under FCFS and Autellix"
+        "demo",
+        help="the toy scenarios, then a mixed workload under FCFS (without and with prefix "
+        "caching) and Autellix",
     )
     demo.add_argument("--toy-only", action="store_true", help="only the toy scenarios")
     demo.add_argument("--programs", type=int, default=12, help="programs per rate (default 12)")
@@ -558,8 +565,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--rates",
         type=float,
         nargs="+",
-        default=[0.2, 0.6],
-        help="arrival rates, programs/s (default 0.2 0.6)",
+        default=[0.4],
+        help="arrival rates, programs/s (default 0.4)",
+    )
+    demo.add_argument(
+        "--max-running",
+        type=int,
+        default=4,
+        help="calls in a batch for every server (default 4: on two CPU cores this is what "
+        "makes calls queue, where scheduling matters)",
     )
     demo.add_argument("--scale", type=float, default=0.1, help="workload scale (default 0.1)")
     demo.set_defaults(run=_demo)
