@@ -2,12 +2,13 @@
 
 The policy's scan (`select_batch`) asks `fits` for each call in priority order;
 `fits` gives the call its token budget and KV blocks. Running calls that fall out of
-the batch are preempted but keep their KV blocks on the device ("resident"): resuming
-them costs nothing, and most priority preemptions never need the memory back. Only
-when blocks run out does `fits` evict, the lowest-ranked running or resident call the
-scan has not reached first (never for a waiting call under a non-preemptive policy):
-its blocks are swapped to host memory (one batched copy per round, done by the
-executor before the step) or dropped for recompute.
+the batch by priority are preempted but keep their KV blocks on the device
+("resident"): resuming them costs nothing, and most priority preemptions never need
+the memory back. When blocks run out, `fits` evicts the lowest-ranked running or
+resident call the scan has not reached (never for a waiting call under a
+non-preemptive policy), and a running call that finds no memory to grow into is
+evicted itself: their blocks are swapped to host memory (one batched copy per round,
+done by the executor before the step) or dropped for recompute.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Scheduler:
         planned: dict[str, int] = {}
         scanned: set[str] = set()
         evicted: set[str] = set()
+        short: set[str] = set()  # running calls that found no memory to grow into
         swap_freed: list[int] = []
 
         def fits(seq: Sequence) -> bool:
@@ -112,6 +114,7 @@ class Scheduler:
                 victim = self._victim(seq, scanned, evicted)
                 if victim is None:
                     self.blocks.free(matched)
+                    short.add(seq.call_id)
                     return False
                 evicted.add(victim.call_id)
                 self._evict(victim, batch)
@@ -140,7 +143,10 @@ class Scheduler:
         for seq in chosen:
             self.resident.pop(seq.call_id, None)
         for seq in preempted:
-            if seq.call_id not in evicted:
+            if seq.call_id in short:  # out for lack of memory: give its blocks up now
+                evicted.add(seq.call_id)
+                self._evict(seq, batch)  # type: ignore[arg-type]
+            elif seq.call_id not in evicted:
                 self.resident[seq.call_id] = seq  # type: ignore[index]
         self.blocks.free_swap(swap_freed)  # only now: this round's swap-outs may not reuse them
         batch.seqs = chosen  # type: ignore[assignment]
