@@ -2,7 +2,8 @@
 
 The engine runs batches of synthetic prompts (every batch size and prompt length on a
 grid, with chunked prefill and decode steps in between as the scheduler makes them);
-each step's shape and executor time is recorded, and the linear model of
+each step's shape and wall time (the whole `LLMEngine.step`) is recorded, and the
+linear model of
 `latency.Profile` is fitted to them. Swap time per block is timed on the executor's
 own pools.
 """
@@ -34,26 +35,34 @@ def measure(
     engine = LLMEngine.from_config(config)
     executor = engine.executor
     assert isinstance(executor, ModelExecutor)
-    samples: list[tuple[StepShape, float]] = []
+    shapes: list[StepShape] = []
     execute = executor.execute
 
-    def timed(batch):
-        shape = StepShape.of(batch)
-        tokens, elapsed = execute(batch)
+    def recorded(batch):
         if batch.seqs and not (batch.swap_in or batch.swap_out):
-            samples.append((shape, elapsed))
-        return tokens, elapsed
+            shapes.append(StepShape.of(batch))
+        return execute(batch)
 
-    executor.execute = timed  # type: ignore[method-assign]
+    executor.execute = recorded  # type: ignore[method-assign]
     rng = random.Random(0)
     vocab = executor.model.config.vocab_size
     engine.generate([[1, 2, 3]], SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
-    samples.clear()
+    samples: list[tuple[StepShape, float]] = []
     for n in batches:
         for length in prompts:
             on_progress(f"batch {n}, prompts of {length} tokens")
-            prompts_ = [[rng.randrange(vocab) for _ in range(length)] for _ in range(n)]
-            engine.generate(prompts_, SamplingParams(max_tokens=decode_tokens, ignore_eos=True))
+            params = SamplingParams(max_tokens=decode_tokens, ignore_eos=True)
+            for _ in range(n):
+                engine.add_request([rng.randrange(vocab) for _ in range(length)], params)
+            while engine.has_unfinished():
+                # the whole step, scheduling and output handling included: in a server
+                # they take the engine's time as much as the model does
+                shapes.clear()
+                start = time.perf_counter()
+                engine.step()
+                elapsed = time.perf_counter() - start
+                if shapes:
+                    samples.append((shapes[0], elapsed))
     swap = _swap_time_per_block(executor)
     engine.check_idle()
     return Profile.fit(
