@@ -4,7 +4,9 @@
 # experiment: summary.md with the tables and the simulation speed, latency.png, results.json,
 # summary.csv).
 #
-#   benchmarks/sim_paper.sh [main|balance|scale|sensitivity]...   (default: all four)
+#   benchmarks/sim_paper.sh [mixed|chatbot|react|lats|balance|scale|sensitivity]...
+#   (default: all of them, one after another; they are independent, so two shells can
+#   share the list)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 sim=(.venv/bin/autellix simulate)
@@ -12,14 +14,21 @@ out=benchmarks/results/sim
 variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--schedule-every 8"
     mlfq atlas srpt)
 
-main() {  # latency vs arrival rate, baselines vs Autellix, SRPT as the clairvoyant bound
+# latency vs arrival rate, baselines vs Autellix, SRPT as the clairvoyant bound
+mixed() {
     "${sim[@]}" mixed --programs 400 --rates 0.5 1 2 4 --policies "${variants[@]}" \
         --out $out/mixed
+}
+chatbot() {
     "${sim[@]}" chatbot --programs 400 --rates 2 4 8 16 --policies "${variants[@]}" \
         --out $out/chatbot
+}
+react() {
     "${sim[@]}" react --programs 400 --rates 1 2 4 8 --policies "${variants[@]}" \
         --out $out/react
-    "${sim[@]}" lats --programs 200 --rates 0.1 0.2 0.4 0.8 --policies "${variants[@]}" \
+}
+lats() {
+    "${sim[@]}" lats --programs 150 --rates 0.1 0.2 0.4 0.8 --policies "${variants[@]}" \
         --out $out/lats
 }
 
@@ -27,7 +36,7 @@ balance() {  # 4 replicas, Autellix's policy, each balancer
     for b in locality round-robin least-used cache-aware; do
         "${sim[@]}" chatbot --replicas 4 --balancer "$b" --programs 800 --rates 16 32 \
             --policies "$b=atlas" --out $out/balance-chatbot-$b
-        "${sim[@]}" lats --replicas 4 --balancer "$b" --programs 400 --rates 0.8 1.6 \
+        "${sim[@]}" lats --replicas 4 --balancer "$b" --programs 300 --rates 0.8 1.6 \
             --policies "$b=atlas" --out $out/balance-lats-$b
     done
 }
@@ -42,14 +51,12 @@ scale() {  # 1-8 replicas at the same load per replica
 
 sensitivity() {  # Autellix's knobs, one at a time, on mixed past the baselines' knees
     "${sim[@]}" mixed --programs 400 --rates 2 --baseline K11 --out $out/sensitivity \
-        --policies K1=atlas:"--num-queues 1" K3=atlas:"--num-queues 3" \
-        K6=atlas:"--num-queues 6" K11=atlas K16=atlas:"--num-queues 16" \
-        Q0.25=atlas:"--first-boundary 0.25" Q4=atlas:"--first-boundary 4" \
-        beta1.5=atlas:"--beta 1.5" beta2=atlas:"--beta 2" beta10=atlas:"--beta 10" \
-        beta-off=atlas:"--beta 1e9" step4=atlas:"--schedule-every 4" \
-        step8=atlas:"--schedule-every 8" step16=atlas:"--schedule-every 16"
+        --policies K1=atlas:"--num-queues 1" K3=atlas:"--num-queues 3" K11=atlas \
+        K16=atlas:"--num-queues 16" Q0.25=atlas:"--first-boundary 0.25" \
+        Q4=atlas:"--first-boundary 4" beta2=atlas:"--beta 2" beta-off=atlas:"--beta 1e9" \
+        step8=atlas:"--schedule-every 8"
 }
 
-for experiment in "${@:-main balance scale sensitivity}"; do
+for experiment in "${@:-mixed chatbot react lats balance scale sensitivity}"; do
     for e in $experiment; do $e; done
 done

@@ -67,7 +67,7 @@ class SimReplica:
 
 
 @dataclass
-class _Running:
+class ProgramRun:
     """A program in flight: its spec, its record, and the stage it is in."""
 
     index: int
@@ -92,7 +92,7 @@ class Simulation:
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._order = itertools.count()
-        self._calls: dict[str, tuple[_Running, CallRecord]] = {}
+        self._calls: dict[str, tuple[ProgramRun, CallRecord]] = {}
 
     def at(self, time: float, action: Callable[[], None]) -> None:
         heapq.heappush(self._events, (time, next(self._order), action))
@@ -103,7 +103,7 @@ class Simulation:
         for i, spec in enumerate(specs):
             record = ProgramRecord(spec.program_id, spec.workload, spec.arrival)
             lengths = [[c.max_tokens for c in stage.calls] for stage in spec.stages]
-            program = _Running(i, spec, record, lengths)
+            program = ProgramRun(i, spec, record, lengths)
             programs.append(program)
             self.at(spec.arrival, lambda p=program: self._start_stage(p))
         while self._events:
@@ -114,7 +114,7 @@ class Simulation:
                 p.record.error = "not finished: no replica could schedule its calls"
         return [p.record for p in programs]
 
-    def _start_stage(self, program: _Running) -> None:
+    def _start_stage(self, program: ProgramRun) -> None:
         spec, s = program.spec, program.stage
         if s == len(spec.stages):
             program.record.end = self.now
@@ -175,7 +175,7 @@ class Simulation:
             replica.busy = False
 
     def _call_done(
-        self, replica: SimReplica, out: RequestOutput, program: _Running, record: CallRecord
+        self, replica: SimReplica, out: RequestOutput, program: ProgramRun, record: CallRecord
     ) -> None:
         del self._calls[out.call_id]
         replica.executor.planned.pop(out.call_id, None)

@@ -41,11 +41,11 @@ def prompt_ids(call: CallSpec, program_index: int, lengths: list[list[int]]) -> 
     """`call`'s prompt as ids, exactly `call.prompt_tokens` long; a ref is the assistant
     turn's opening (the same ids the earlier prompt ended with), the referenced call's
     output ids, and the turn's closing."""
-    gen = _ids(GENERATION_PROMPT, tokens._generation_prompt())
+    gen = _ids(GENERATION_PROMPT, tokens.generation_prompt_tokens())
     close = max(0, tokens.message_tokens("assistant", "") - len(gen))
     ids: list[int] = []
     if not call.messages or call.messages[0]["role"] != "system":
-        ids += _ids(SYSTEM, tokens._implicit_system())
+        ids += _ids(SYSTEM, tokens.implicit_system_tokens())
     for m in call.messages:
         if is_ref(m):
             s, c = m["ref"]

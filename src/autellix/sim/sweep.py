@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from rich.progress import Progress
 
@@ -77,7 +77,7 @@ def simulate(
 ) -> tuple[list[ProgramRecord], Simulation]:
     blocks = engine.num_kv_blocks or target.num_kv_blocks
     config = ClusterConfig(
-        engine=replace(engine, max_model_len=engine.max_model_len or target.max_model_len),
+        engine=engine,
         replicas=replicas,
         balancer=balancer,
         long_prompt_tokens=long_prompt_tokens,

@@ -65,12 +65,12 @@ def _probe() -> int:
 
 
 @functools.cache
-def _generation_prompt() -> int:
+def generation_prompt_tokens() -> int:
     return render([PROBE], generation_prompt=True) - _probe()
 
 
 @functools.cache
-def _implicit_system() -> int:
+def implicit_system_tokens() -> int:
     """What the template adds when the first message is not a system message."""
     empty = {"role": "user", "content": ""}
     return render([empty]) - message_tokens("user", "")
@@ -78,9 +78,9 @@ def _implicit_system() -> int:
 
 def prompt_tokens(messages: list[Message], lengths: Sequence[Sequence[int]] = ()) -> int:
     """The prompt's token count, refs counted at ``lengths[stage][call]`` output tokens."""
-    total = _generation_prompt()
+    total = generation_prompt_tokens()
     if not messages or messages[0]["role"] != "system":
-        total += _implicit_system()
+        total += implicit_system_tokens()
     for m in messages:
         if is_ref(m):
             stage, call = m["ref"]
