@@ -54,7 +54,8 @@ sensitivity() {  # Autellix's knobs, one at a time, on mixed past the baselines'
         --policies K1=atlas:"--num-queues 1" K3=atlas:"--num-queues 3" K11=atlas \
         K16=atlas:"--num-queues 16" Q0.25=atlas:"--first-boundary 0.25" \
         Q4=atlas:"--first-boundary 4" beta2=atlas:"--beta 2" beta-off=atlas:"--beta 1e9" \
-        step8=atlas:"--schedule-every 8"
+        step8=atlas:"--schedule-every 8" evict=atlas:"--evict-preempted" \
+        mlfq mlfq-evict=mlfq:"--evict-preempted"
 }
 
 for experiment in "${@:-mixed chatbot react lats balance scale sensitivity}"; do

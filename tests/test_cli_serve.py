@@ -36,6 +36,7 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
         "--preemption",
         "recompute",
         "--no-prefix-caching",
+        "--evict-preempted",
         "--max-running",
         "7",
         "--schedule-every",
@@ -54,7 +55,7 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
     assert (config.max_waiting, config.program_ttl, config.long_prompt_tokens) == (9, 60, 100)
     engine = config.engine
     assert (engine.policy, engine.preemption, engine.prefix_caching) == ("plas", "recompute", False)
-    assert (engine.max_running, engine.schedule_every) == (7, 3)
+    assert (engine.max_running, engine.schedule_every, engine.keep_preempted) == (7, 3, False)
     assert engine.scheduling.boundaries == (0.5, 1.0, 2.0) and engine.scheduling.beta == 2
 
 

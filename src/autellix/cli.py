@@ -223,6 +223,7 @@ def _engine_config(args: argparse.Namespace):
         kv_cache_bytes=int(args.kv_cache_gib * 2**30),
         swap_blocks=args.swap_blocks,
         preemption=args.preemption,
+        keep_preempted=not args.evict_preempted,
         prefix_caching=not args.no_prefix_caching,
         max_running=args.max_running,
         max_prefill_tokens=args.max_prefill_tokens,
@@ -326,6 +327,11 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
         "--swap-blocks", type=int, help="host swap pool in blocks (default: as the KV pool)"
     )
     e.add_argument("--preemption", default="swap", choices=["swap", "recompute"])
+    e.add_argument(
+        "--evict-preempted",
+        action="store_true",
+        help="swap out (or drop) a call's KV as soon as it is preempted, not when memory is needed",
+    )
     e.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
     e.add_argument("--max-running", type=int, default=32, help="calls in a batch (default 32)")
     e.add_argument(

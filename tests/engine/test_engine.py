@@ -118,6 +118,12 @@ def test_preempted_calls_keep_their_blocks_until_memory_is_needed(make_engine, r
     assert run(engine, PROMPTS) == reference
     assert engine.scheduler.num_preemptions > 0
     assert engine.scheduler.num_evictions == 0 and engine.scheduler.swapped_out_blocks == 0
+    # the paper's semantics: out of the batch, out of device memory
+    engine = make_engine(
+        policy="mlfq", scheduling=STORM, max_running=2, num_kv_blocks=256, keep_preempted=False
+    )
+    assert run(engine, PROMPTS) == reference
+    assert engine.scheduler.num_evictions == engine.scheduler.num_preemptions > 0
 
 
 def test_prefix_cache_hits_give_the_same_tokens(make_engine, reference) -> None:

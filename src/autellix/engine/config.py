@@ -21,6 +21,7 @@ class EngineConfig:
     kv_cache_bytes: int = 1 << 30
     swap_blocks: int | None = None  # the host swap pool; None: as many as the KV pool
     preemption: Literal["swap", "recompute"] = "swap"
+    keep_preempted: bool = True  # a call preempted by priority keeps its KV until needed
     prefix_caching: bool = True
 
     max_running: int = 32  # calls in one batch

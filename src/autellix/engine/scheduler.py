@@ -143,7 +143,7 @@ class Scheduler:
         for seq in chosen:
             self.resident.pop(seq.call_id, None)
         for seq in preempted:
-            if seq.call_id in short:  # out for lack of memory: give its blocks up now
+            if seq.call_id in short or not self.config.keep_preempted:
                 evicted.add(seq.call_id)
                 self._evict(seq, batch)  # type: ignore[arg-type]
             elif seq.call_id not in evicted:
