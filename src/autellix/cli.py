@@ -58,7 +58,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
     console = Console()
-    markdown = write_results(out, title, summaries, records, baseline, args.bound)
+    markdown = write_results(out, title, summaries, records, baseline, args.bound, calls=False)
     speed = "\nSimulation speed:\n\n" + speed_table(runs)
     with (out / "summary.md").open("a") as f:
         f.write(speed)

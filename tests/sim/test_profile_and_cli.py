@@ -77,6 +77,8 @@ def test_simulate_cli_writes_the_bench_reports(tmp_path: Path, capsys) -> None:
         assert name in summary
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["records"]["srpt@4.0"]) == 4
+    record = saved["records"]["srpt@4.0"][0]  # totals, not every call
+    assert "calls" not in record and record["num_calls"] > 0 and record["decode_tokens"] > 0
     assert (out / "latency.png").exists()
 
 

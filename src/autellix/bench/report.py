@@ -18,9 +18,11 @@ def write_results(
     records: dict[tuple[str, float], list[ProgramRecord]],
     baseline: str,
     bound: float | None = None,
+    calls: bool = True,
 ) -> str:
     """Write results.json, summary.csv, latency.png and summary.md under `out`; return
-    the markdown."""
+    the markdown. Without `calls`, each program record keeps its totals but not its
+    calls (simulations at GPU scale have hundreds of thousands)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [dataclasses.asdict(s) for ss in summaries.values() for s in ss]
     (out / "results.json").write_text(
@@ -29,11 +31,11 @@ def write_results(
                 "title": title,
                 "summaries": rows,
                 "records": {
-                    f"{name}@{rate}": [dataclasses.asdict(r) for r in recs]
+                    f"{name}@{rate}": [_record(r, calls) for r in recs]
                     for (name, rate), recs in records.items()
                 },
             },
-            indent=1,
+            indent=None if not calls else 1,
         )
     )
     with (out / "summary.csv").open("w", newline="") as f:
@@ -46,16 +48,27 @@ def write_results(
     return markdown
 
 
+def _record(record: ProgramRecord, calls: bool) -> dict:
+    if calls:
+        return dataclasses.asdict(record)
+    fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    del fields["calls"]
+    return {**fields, "num_calls": len(record.calls), "decode_tokens": record.decode_tokens}
+
+
 def read_results(
     out: Path,
 ) -> tuple[dict[str, list[Summary]], dict[tuple[str, float], list[ProgramRecord]]]:
-    """What `write_results` wrote, to add more endpoints to a run (`bench --append`)."""
+    """What `write_results` wrote, to add more endpoints to a run (`bench --append`);
+    records only where they were written with their calls."""
     data = json.loads((out / "results.json").read_text())
     summaries: dict[str, list[Summary]] = {}
     for row in data["summaries"]:
         summaries.setdefault(row["endpoint"], []).append(Summary(**row))
     records = {}
     for key, recs in data["records"].items():
+        if recs and "calls" not in recs[0]:
+            continue  # written without calls: the summaries are what can be read back
         name, _, rate = key.rpartition("@")
         records[(name, float(rate))] = [
             ProgramRecord(**{**r, "calls": [CallRecord(**c) for c in r["calls"]]}) for r in recs
