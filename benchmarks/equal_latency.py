@@ -25,13 +25,20 @@ def main() -> None:
     p.add_argument("--reference", default="vllm-opt", help="the bound is set from this one")
     p.add_argument("--factor", type=float, default=2.0, help="bound = factor x its latency")
     p.add_argument("--baselines", nargs="+", default=["vllm", "vllm-opt", "mlfq"])
+    p.add_argument("--merge", action="store_true", help="one table over all the folders' runs")
     args = p.parse_args()
-    for folder in args.folders:
-        summaries, _ = read_results(folder)
+    runs = [(f.name, read_results(f)[0]) for f in args.folders]
+    if args.merge:
+        merged: dict = {}
+        for _, summaries in runs:
+            for name, ss in summaries.items():
+                merged.setdefault(name, []).extend(ss)
+        runs = [(" + ".join(f.name for f in args.folders), merged)]
+    for title, summaries in runs:
         lowest = min(summaries[args.reference], key=lambda s: s.rate)
         bound = args.factor * lowest.token_latency_mean
         print(
-            f"\n#### {folder.name}: bound {bound:.3f} s/token "
+            f"\n#### {title}: bound {bound:.3f} s/token "
             f"({args.factor:g} x {args.reference} at {lowest.rate:g} programs/s)\n"
         )
         baselines = [b for b in args.baselines if b in summaries]
