@@ -52,8 +52,8 @@ def main() -> None:
     for name, summaries in real.items():
         if name not in VARIANTS:
             continue
-        _, flags = variant(VARIANTS[name])
-        engine = engine_config(f"{args.engine_args} {flags}")
+        _, policy, extra = variant(VARIANTS[name])
+        engine = engine_config(f"{args.engine_args} --policy {policy} {extra}")
         for r in sorted(summaries, key=lambda s: s.rate):
             specs = build_workload(args.workload, args.programs, r.rate, args.seed, args.scale)
             records, _ = simulate(specs, engine, target)

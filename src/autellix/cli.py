@@ -29,8 +29,9 @@ def _simulate(args: argparse.Namespace) -> int:
         )
     variants = {}
     for item in args.policies or SIM_VARIANTS:
-        name, engine_args = variant(item)
-        variants[name] = engine_config(f"{SIM_ENGINE_DEFAULTS} {args.engine_args} {engine_args}")
+        name, policy, extra = variant(item)
+        flags = f"{SIM_ENGINE_DEFAULTS} {args.engine_args} --policy {policy} {extra}"
+        variants[name] = engine_config(flags)
     block_size = next(iter(variants.values())).block_size
     if args.profile:
         target = profile_target(args.profile)
@@ -77,11 +78,11 @@ SIM_VARIANTS = (
 SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
 
 
-def variant(item: str) -> tuple[str, str]:
-    """NAME=POLICY:FLAGS (or POLICY, or POLICY:FLAGS) -> (name, engine flags)."""
+def variant(item: str) -> tuple[str, str, str]:
+    """NAME=POLICY:FLAGS (or POLICY, or POLICY:FLAGS) -> (name, policy, extra flags)."""
     head, _, extra = item.partition(":")
     name, _, policy = head.rpartition("=")
-    return name or policy, f"--policy {policy} {extra}"
+    return name or policy, policy, extra
 
 
 def engine_config(flags: str):
@@ -397,10 +398,7 @@ def _bench(args: argparse.Namespace) -> int:
         summaries, records = read_results(out)
     with open(out / "servers.log", "a" if args.append else "w") as log:
         for i, item in enumerate(policies):
-            # NAME=POLICY:EXTRA-FLAGS, e.g. vllm=fcfs:--no-prefix-caching; or just POLICY
-            head, _, extra = item.partition(":")
-            name, _, policy = head.rpartition("=")
-            name = name or policy
+            name, policy, extra = variant(item)  # e.g. vllm=fcfs:--no-prefix-caching
             serve_args = shlex.split(args.serve_args) + shlex.split(extra)
             with contextlib.ExitStack() as stack:
                 try:
