@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from autellix.scheduling import POLICIES
@@ -588,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except BrokenPipeError:  # e.g. `autellix workload stats mixed | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
         print(f"autellix: error: {exc}", file=sys.stderr)
         return 2
