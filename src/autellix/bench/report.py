@@ -35,7 +35,7 @@ def write_results(
                     for (name, rate), recs in records.items()
                 },
             },
-            indent=None if not calls else 1,
+            indent=1 if calls else None,
         )
     )
     with (out / "summary.csv").open("w", newline="") as f:
