@@ -140,8 +140,9 @@ class Scheduler:
 
         chosen, preempted = select_batch(self.policy, now, self.config.max_running, fits)
         self.num_preemptions += len(preempted)
-        for seq in chosen:
-            self.resident.pop(seq.call_id, None)
+        if self.resident:
+            for seq in chosen:
+                self.resident.pop(seq.call_id, None)
         for seq in preempted:
             if seq.call_id in short or not self.config.keep_preempted:
                 evicted.add(seq.call_id)

@@ -80,9 +80,6 @@ class Roofline:
         return int(free // (block_size * self.model.kv_bytes_per_token))
 
 
-FEATURES = ("one", "new_tokens", "num_seqs", "context_tokens")
-
-
 def features(shape: StepShape) -> list[float]:
     return [1.0, shape.new_tokens, shape.num_seqs, shape.context_tokens]
 
