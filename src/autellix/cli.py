@@ -22,12 +22,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from autellix.bench.report import write_results
     from autellix.sim.sweep import profile_target, roofline_target, speed_table, sweep
-    from autellix.workloads import WORKLOADS, build_workload
+    from autellix.workloads import WORKLOADS, build_workload, workload_params
 
     if args.workload not in WORKLOADS:
         raise ValueError(
             f"unknown workload {args.workload!r}; choose from {', '.join([*WORKLOADS, *SCENARIOS])}"
         )
+    params = workload_params(args.workload_arg)
     variants = {}
     for item in args.policies or SIM_VARIANTS:
         name, policy, extra = variant(item)
@@ -41,7 +42,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     def build(rate: float):
         return build_workload(
-            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale
+            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale, **params
         )
 
     summaries, records, runs = sweep(
@@ -55,8 +56,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or f"benchmarks/results/sim/{args.workload}")
     title = (
-        f"{args.workload}: {args.programs} programs, scale {args.scale:g}, "
-        f"{args.replicas} x {target.description}, balancer {args.balancer}"
+        f"{_workload_title(args)}, {args.replicas} x {target.description}, balancer {args.balancer}"
     )
     baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
     console = Console()
@@ -166,6 +166,9 @@ def _demo(args: argparse.Namespace) -> int:
             *map(str, args.rates),
             "--scale",
             str(args.scale),
+            # a two-iteration search (22 calls, not ~160) keeps the demo to a few minutes
+            "--workload-arg",
+            "lats.iterations=2",
             "--out",
             "benchmarks/results/demo",
         ]
@@ -349,10 +352,29 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
     e.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
 
 
-def _workload_stats(args: argparse.Namespace) -> int:
-    from autellix.workloads import build_workload, format_stats, stats
+def _add_workload_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--workload-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a workload builder parameter, e.g. iterations=4 for lats, lats.iterations=4 "
+        "for mixed (repeatable)",
+    )
 
-    specs = build_workload(args.name, args.programs, rate=1.0, seed=args.seed, scale=args.scale)
+
+def _workload_title(args: argparse.Namespace) -> str:
+    extra = "".join(f", {item}" for item in args.workload_arg)
+    return f"{args.workload}: {args.programs} programs, scale {args.scale:g}{extra}"
+
+
+def _workload_stats(args: argparse.Namespace) -> int:
+    from autellix.workloads import build_workload, format_stats, stats, workload_params
+
+    params = workload_params(args.workload_arg)
+    specs = build_workload(
+        args.name, args.programs, rate=1.0, seed=args.seed, scale=args.scale, **params
+    )
     print(format_stats(stats(specs)))
     return 0
 
@@ -375,10 +397,11 @@ def _bench(args: argparse.Namespace) -> int:
 
     from autellix.bench.report import read_results, write_results
     from autellix.bench.sweep import serve_policy, sweep
-    from autellix.workloads import WORKLOADS, build_workload
+    from autellix.workloads import WORKLOADS, build_workload, workload_params
 
     if args.workload not in WORKLOADS:
         raise ValueError(f"unknown workload {args.workload!r}; choose from {', '.join(WORKLOADS)}")
+    params = workload_params(args.workload_arg)
     endpoints = [_endpoint(e, True, False, args.model) for e in args.endpoint or []]
     endpoints += [_endpoint(e, False, False, args.model) for e in args.peer or []]
     endpoints += [_endpoint(e, False, True, args.model) for e in args.peer_priority or []]
@@ -388,7 +411,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     def build(rate: float):
         return build_workload(
-            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale
+            args.workload, args.programs, rate=rate, seed=args.seed, scale=args.scale, **params
         )
 
     out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
@@ -424,7 +447,7 @@ def _bench(args: argparse.Namespace) -> int:
     if not summaries:
         raise ValueError("no endpoint produced results")
     baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
-    title = f"{args.workload}: {args.programs} programs, scale {args.scale:g}"
+    title = _workload_title(args)
     console.print(write_results(out, title, summaries, records, baseline, args.bound))
     console.print(f"results, plot (latency.png) and table under {out}")
     return 1 if failed else 0
@@ -478,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--scale", type=float, default=1.0, help="workload scale (default 1)")
     simulate.add_argument("--seed", type=int, default=0)
+    _add_workload_arg(simulate)
     simulate.add_argument("--baseline", default="vllm", help="ratios are against this variant")
     simulate.add_argument("--bound", type=float, help="token-latency bound for equal latency")
     simulate.add_argument("--out", help="results folder (default benchmarks/results/sim/WORKLOAD)")
@@ -504,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     wstats.add_argument("--programs", type=int, default=200)
     wstats.add_argument("--scale", type=float, default=1.0)
     wstats.add_argument("--seed", type=int, default=0)
+    _add_workload_arg(wstats)
     wstats.set_defaults(run=_workload_stats)
 
     bench = commands.add_parser(
@@ -520,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--scale", type=float, default=0.05, help="shrink lengths for CPU runs")
     bench.add_argument("--seed", type=int, default=0)
+    _add_workload_arg(bench)
     bench.add_argument(
         "--policies",
         nargs="*",

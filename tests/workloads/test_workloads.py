@@ -8,7 +8,15 @@ import statistics
 
 import pytest
 
-from autellix.workloads import PAPER, WORKLOADS, build_workload, format_stats, resolve, stats
+from autellix.workloads import (
+    PAPER,
+    WORKLOADS,
+    build_workload,
+    format_stats,
+    resolve,
+    stats,
+    workload_params,
+)
 from autellix.workloads.sampling import poisson_arrivals
 from autellix.workloads.spec import ProgramSpec
 
@@ -101,8 +109,11 @@ def test_scale_shrinks_lengths(name: str) -> None:
     full, tenth = stats(list(small(name))), stats(list(small(name, 0.1)))
     assert tenth["decode_tokens_per_call"] < 0.15 * full["decode_tokens_per_call"]
     assert tenth["prefill_tokens_per_call"] < 0.3 * full["prefill_tokens_per_call"]
-    if name == "lats":
-        assert tenth["calls_per_program"] < 0.2 * full["calls_per_program"]
+    # the programs keep their shape: a LATS search is as long at any scale
+    assert (
+        stats(list(built(name, 30, 0.1)))["calls_per_program"]
+        == stats(list(built(name, 30)))["calls_per_program"]
+    )
 
 
 @pytest.mark.parametrize("branching", [5, 3])
@@ -134,3 +145,18 @@ def test_mixed_has_all_three_kinds_in_equal_shares() -> None:
 def test_format_stats_shows_the_paper_beside_ours() -> None:
     table = format_stats(stats(list(small("react", 0.1))))
     assert "735.06" in table and "calls / program" in table
+
+
+def test_workload_params_reach_the_builders() -> None:
+    assert workload_params(["lats.iterations=2", "lats.c=0.5", "react.tool_delay=0"]) == {
+        "lats": {"iterations": 2, "c": 0.5},
+        "react": {"tool_delay": 0},
+    }
+    small_search = build_workload(
+        "mixed", 6, 1.0, scale=0.1, **workload_params(["lats.iterations=1"])
+    )
+    assert max(len(p.stages) for p in small_search if p.workload == "lats") <= 3
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        workload_params(["iterations"])
+    with pytest.raises(ValueError, match=r"workload lats: .*depth"):
+        build_workload("lats", 2, 1.0, depth=3)

@@ -1,7 +1,8 @@
 """Agentic workloads as program specs: chatbot (ShareGPT), react (BFCL), lats (HumanEval),
 and mixed (an equal share of the three). See spec.py for what a spec holds."""
 
-from collections.abc import Callable
+import ast
+from collections.abc import Callable, Iterable
 
 from autellix.workloads import chatbot, lats, mixed, react
 from autellix.workloads.spec import CallSpec, ProgramSpec, Stage, load, resolve, save
@@ -23,7 +24,32 @@ def build_workload(
 ) -> list[ProgramSpec]:
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
-    return WORKLOADS[name](num_programs, rate, seed, scale, **params)
+    try:
+        return WORKLOADS[name](num_programs, rate, seed, scale, **params)
+    except TypeError as exc:
+        if "keyword argument" not in str(exc):
+            raise
+        raise ValueError(f"workload {name}: {exc}") from None
+
+
+def workload_params(items: Iterable[str]) -> dict:
+    """``KEY=VALUE`` strings as builder parameters; ``lats.iterations=2`` is
+    ``{"lats": {"iterations": 2}}`` (mixed takes its parameters per workload)."""
+    params: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"a workload parameter is KEY=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        *parents, leaf = key.split(".")
+        node = params
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return params
 
 
 __all__ = [
@@ -38,4 +64,5 @@ __all__ = [
     "resolve",
     "save",
     "stats",
+    "workload_params",
 ]

@@ -14,6 +14,10 @@ iterations of 11 calls on average (and a long tail); ``max_depth=3`` and two int
 tests (the first asserts of the hidden test) keep the mean prompt at ~470 tokens; an
 implementation is as long as the canonical solution with its signature (x0.75-1.25);
 value and reflection outputs average 75 and 80 tokens (x0.5-1.5).
+
+``scale`` shrinks texts and output lengths, never the search budget: a search keeps its
+~160 calls, so at any scale a LATS program stays the long one beside a chat or a ReAct
+loop, as in the paper's mix (pass ``iterations`` for a smaller search).
 """
 
 from __future__ import annotations
@@ -82,7 +86,6 @@ def build(
 ) -> list[ProgramSpec]:
     """``params``: the fields of :class:`Params`."""
     p = Params(**params)
-    p.iterations = scaled(p.iterations, scale)
     rng = random.Random(seed)
     picks = draw(problems(), rng)
     return [
