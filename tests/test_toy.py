@@ -59,3 +59,16 @@ def test_demo_prints_every_policy(capsys: pytest.CaptureFixture) -> None:
     out = capsys.readouterr().out
     for name in ("fcfs", "mlfq", "plas", "atlas", "srpt", "toy-fig2", "toy-atlas"):
         assert name in out
+
+
+def test_demo_benches_a_small_mixed_workload(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autellix.cli as cli
+
+    seen = []
+    monkeypatch.setattr(cli, "_toy_tables", lambda: None)
+    monkeypatch.setattr(cli, "_bench", lambda args: seen.append(args) or 0)
+    assert main(["demo"]) == 0
+    (args,) = seen
+    assert (args.workload, args.programs, args.scale) == ("mixed", 12, 0.1)
+    assert args.workload_arg == ["lats.iterations=2"]  # a few minutes, not an hour
+    assert args.policies == ["vllm=fcfs:--no-prefix-caching", "vllm-opt=fcfs", "atlas"]
