@@ -160,3 +160,14 @@ def test_workload_params_reach_the_builders() -> None:
         workload_params(["iterations"])
     with pytest.raises(ValueError, match=r"workload lats: .*depth"):
         build_workload("lats", 2, 1.0, depth=3)
+
+
+def test_workload_stats_cli_takes_parameters(capsys: pytest.CaptureFixture) -> None:
+    from autellix.cli import main
+
+    assert main(["workload", "stats", "lats", "--programs", "3", "--scale", "0.1",
+                 "--workload-arg", "iterations=1"]) == 0  # fmt: skip
+    calls = next(line for line in capsys.readouterr().out.splitlines() if "calls / program" in line)
+    assert float(calls.split()[3]) <= 11  # one iteration: 5 samples, 5 values, 1 reflection
+    assert main(["workload", "stats", "lats", "--workload-arg", "depth=3"]) == 2
+    assert capsys.readouterr().err.startswith("autellix: error: workload lats: ")
