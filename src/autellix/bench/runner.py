@@ -14,6 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import httpx
 import openai
 
 from autellix.workloads.spec import ProgramSpec, resolve
@@ -131,8 +132,16 @@ async def run_specs(
     specs: list[ProgramSpec], endpoint: Endpoint, on_done=None, timeout: float | None = None
 ) -> list[ProgramRecord]:
     """All programs against one endpoint; `on_done(record)` after each program."""
+    # No retries: an overloaded or failing endpoint must show. Idle connections are
+    # dropped after 1 s, before a server closes them (uvicorn's and vLLM's keep-alive is
+    # 5 s, httpx's default expiry too), or a call sent on a closing connection fails.
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=1)
     async with openai.AsyncOpenAI(
-        base_url=endpoint.base_url, api_key=endpoint.api_key, max_retries=0, timeout=3600
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        max_retries=0,
+        timeout=3600,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
     ) as client:
         t0 = time.monotonic()
         # the same specs run again (another rate) must be new programs to the server
