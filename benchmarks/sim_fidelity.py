@@ -9,7 +9,8 @@ token latency are compared.
     .venv/bin/autellix profile --max-running 4 --out benchmarks/results/sim/profile-cpu.json
     .venv/bin/python benchmarks/sim_fidelity.py --bench benchmarks/results/cpu-mixed \\
         --profile benchmarks/results/sim/profile-cpu.json --workload mixed --programs 16 \\
-        --scale 0.1 --engine-args "--max-running 4 --kv-cache-gib 1"
+        --scale 0.1 --workload-arg lats.iterations=2 \\
+        --engine-args "--max-running 4 --kv-cache-gib 1"
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from autellix.bench.metrics import Summary
 from autellix.bench.report import read_results
 from autellix.cli import engine_config, variant
 from autellix.sim.sweep import profile_target, simulate
-from autellix.workloads import build_workload
+from autellix.workloads import build_workload, workload_params
 
 # the engine flags each of our bench endpoints was started with (side_by_side_cpu.sh)
 VARIANTS = {
@@ -41,10 +42,12 @@ def main() -> None:
     p.add_argument("--workload", required=True)
     p.add_argument("--programs", type=int, required=True)
     p.add_argument("--scale", type=float, required=True)
+    p.add_argument("--workload-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine-args", default="")
     p.add_argument("--out", help="markdown to write (default: BENCH/fidelity.md)")
     args = p.parse_args()
+    params = workload_params(args.workload_arg)
 
     real, _ = read_results(Path(args.bench))
     target = profile_target(args.profile)
@@ -55,12 +58,15 @@ def main() -> None:
         _, policy, extra = variant(VARIANTS[name])
         engine = engine_config(f"{args.engine_args} --policy {policy} {extra}")
         for r in sorted(summaries, key=lambda s: s.rate):
-            specs = build_workload(args.workload, args.programs, r.rate, args.seed, args.scale)
+            specs = build_workload(
+                args.workload, args.programs, r.rate, args.seed, args.scale, **params
+            )
             records, _ = simulate(specs, engine, target)
             rows.append((name, r, Summary.of(name, r.rate, records)))
 
     lines = [
-        f"### Simulator fidelity: {args.workload}, {args.programs} programs, scale {args.scale:g}",
+        f"### Simulator fidelity: {args.workload}, {args.programs} programs, scale {args.scale:g}"
+        + "".join(f", {item}" for item in args.workload_arg),
         "",
         f"Real: `{args.bench}`. Simulated: step time from `{args.profile}`, engine flags "
         f"`{args.engine_args}` plus each endpoint's own.",
