@@ -4,7 +4,7 @@
 # experiment: summary.md with the tables and the simulation speed, latency.png, results.json,
 # summary.csv).
 #
-#   benchmarks/sim_paper.sh [mixed|chatbot|react|lats|balance|scale|sensitivity]...
+#   benchmarks/sim_paper.sh [mixed|plas|chatbot|react|lats|balance|scale|sensitivity]...
 #   (default: all of them, one after another; they are independent, so two shells can
 #   share the list)
 set -euo pipefail
@@ -18,6 +18,10 @@ variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--
 mixed() {
     "${sim[@]}" mixed --programs 400 --rates 0.5 1 2 4 --policies "${variants[@]}" \
         --out $out/mixed
+}
+plas() {  # PLAS (charged every call's service) against ATLAS (charged the critical path)
+    "${sim[@]}" mixed --programs 400 --rates 0.5 1 2 4 --out $out/mixed-plas \
+        --policies "vllm=fcfs:--no-prefix-caching --no-chunked-prefill" plas atlas
 }
 chatbot() {
     "${sim[@]}" chatbot --programs 400 --rates 2 4 8 16 --policies "${variants[@]}" \
@@ -58,6 +62,6 @@ sensitivity() {  # Autellix's knobs, one at a time, on mixed past the baselines'
         mlfq mlfq-evict=mlfq:"--evict-preempted"
 }
 
-for experiment in "${@:-mixed chatbot react lats balance scale sensitivity}"; do
+for experiment in "${@:-mixed plas chatbot react lats balance scale sensitivity}"; do
     for e in $experiment; do $e; done
 done
