@@ -22,6 +22,8 @@ mixed() {
 plas() {  # PLAS (charged every call's service) against ATLAS (charged the critical path)
     "${sim[@]}" mixed --programs 400 --rates 0.5 1 2 4 --out $out/mixed-plas \
         --policies "vllm=fcfs:--no-prefix-caching --no-chunked-prefill" plas atlas
+    "${sim[@]}" lats --programs 150 --rates 0.1 0.2 0.4 0.8 --policies plas atlas \
+        --baseline atlas --out $out/lats-plas
 }
 chatbot() {
     "${sim[@]}" chatbot --programs 400 --rates 2 4 8 16 --policies "${variants[@]}" \
