@@ -395,7 +395,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from autellix.bench.report import read_results, write_results
+    from autellix.bench.report import merge_summaries, read_results, write_results
     from autellix.bench.sweep import serve_policy, sweep
     from autellix.workloads import WORKLOADS, build_workload, workload_params
 
@@ -433,12 +433,12 @@ def _bench(args: argparse.Namespace) -> int:
                     failed[name] = str(exc)
                     continue
                 s, r, f = sweep(build, [ep], args.rates, args.timeout)
-                summaries.update(s)
+                merge_summaries(summaries, s)
                 records.update(r)
                 failed.update(f)
         if endpoints:
             s, r, f = sweep(build, endpoints, args.rates, args.timeout)
-            summaries.update(s)
+            merge_summaries(summaries, s)
             records.update(r)
             failed.update(f)
     for name, why in failed.items():
@@ -581,7 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--append",
         action="store_true",
-        help="keep the endpoints already in OUT/results.json and add these to the same tables",
+        help="keep what OUT/results.json holds and add these endpoints or rates to the same "
+        "tables (a rate run again replaces the old one)",
     )
     bench.set_defaults(run=_bench)
 

@@ -61,3 +61,22 @@ def test_throughput_at_equal_latency_and_ratios() -> None:
     # a rate where programs failed counts as over the bound, however fast the rest were
     broken = summaries("atlas", [(0.5, 0.1), (2.0, 0.1)], failed_at=(2.0,))
     assert throughput_at_latency(broken, 0.2) == (0.5, False)
+
+
+def test_append_adds_rates_and_replaces_a_rate_run_again() -> None:
+    from autellix.bench.report import merge_summaries
+
+    def at(name: str, rate: float, end: float) -> Summary:
+        return Summary.of(name, rate, [program(0.0, end, [10])])
+
+    saved = {
+        "atlas": [at("atlas", 0.1, 1.0), at("atlas", 0.2, 2.0)],
+        "vllm": [at("vllm", 0.1, 5.0)],
+    }
+    merge_summaries(saved, {"atlas": [at("atlas", 0.4, 4.0), at("atlas", 0.1, 3.0)]})
+    assert [(s.rate, s.latency_mean) for s in saved["atlas"]] == [
+        (0.1, 3.0),
+        (0.2, 2.0),
+        (0.4, 4.0),
+    ]
+    assert [s.rate for s in saved["vllm"]] == [0.1]

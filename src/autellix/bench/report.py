@@ -56,6 +56,14 @@ def _record(record: ProgramRecord, calls: bool) -> dict:
     return {**fields, "num_calls": len(record.calls), "decode_tokens": record.decode_tokens}
 
 
+def merge_summaries(into: dict[str, list[Summary]], new: dict[str, list[Summary]]) -> None:
+    """Add `new` to `into` (`bench --append`): new endpoints, or new rates of one already
+    there; a rate measured again replaces the old measurement."""
+    for name, summaries in new.items():
+        by_rate = {s.rate: s for s in into.get(name, [])} | {s.rate: s for s in summaries}
+        into[name] = sorted(by_rate.values(), key=lambda s: s.rate)
+
+
 def read_results(
     out: Path,
 ) -> tuple[dict[str, list[Summary]], dict[tuple[str, float], list[ProgramRecord]]]:
