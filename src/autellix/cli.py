@@ -385,7 +385,7 @@ def _endpoint(text: str, sessions: bool, priority: bool, model: str | None):
     name, sep, url = text.partition("=")
     if not sep or not url.startswith("http"):
         raise ValueError(f"an endpoint is NAME=URL (http://host:port/v1), got {text!r}")
-    return Endpoint(name, url.rstrip("/"), model or "default", sessions, priority)
+    return Endpoint(name, url.rstrip("/"), model, sessions, priority)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -573,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=URL",
         help="a peer in priority mode: calls stamped with the program's tokens so far",
     )
-    bench.add_argument("--model", help="model name for --endpoint/--peer")
+    bench.add_argument(
+        "--model", help="model name for --endpoint/--peer (default: the first one each serves)"
+    )
     bench.add_argument("--baseline", default="fcfs", help="ratios are against this endpoint")
     bench.add_argument("--bound", type=float, help="token-latency bound for equal latency")
     bench.add_argument("--timeout", type=float, help="seconds per (endpoint, rate) run")

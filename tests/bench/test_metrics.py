@@ -80,3 +80,22 @@ def test_append_adds_rates_and_replaces_a_rate_run_again() -> None:
         (0.4, 4.0),
     ]
     assert [s.rate for s in saved["vllm"]] == [0.1]
+
+
+def test_table_names_the_machine_and_warns_when_rows_come_from_several() -> None:
+    from autellix.bench.report import table
+    from autellix.bench.sweep import this_machine
+
+    here = this_machine()
+    assert here.endswith(" cores") and len(here) > len(" cores")
+
+    def at(name: str, machine: str) -> Summary:
+        return Summary.of(name, 0.1, [program(0.0, 1.0, [10])], machine)
+
+    one = table("t", {"a": [at("a", "cpu X")], "b": [at("b", "cpu X")]}, "a")
+    assert "Machine: cpu X." in one and "different machines" not in one
+    two = table("t", {"a": [at("a", "cpu X")], "b": [at("b", "cpu Y")], "c": [at("c", "")]}, "a")
+    assert "**Measured on different machines" in two
+    assert "cpu X: a; cpu Y: b; not recorded: c." in two
+    # results written before machines were recorded (and simulations) say nothing
+    assert "Machine" not in table("t", {"a": [at("a", "")]}, "a")

@@ -75,10 +75,11 @@ def test_runner_feeds_real_outputs_and_names_programs(serve) -> None:
 
 def test_sweep_and_report(serve, tmp_path) -> None:
     server = serve()
-    ok = Endpoint("atlas", server.base_url, MODEL)
+    ok = Endpoint("atlas", server.base_url, None)  # no model name: the one it serves
     dead = Endpoint("gone", "http://127.0.0.1:9/v1", MODEL, sessions=False)
     summaries, records, failed = sweep(specs, [ok, dead], rates=[1.0, 2.0])
     assert set(failed) == {"gone"} and "unreachable" in failed["gone"]
+    assert ok.model == MODEL
     assert [s.rate for s in summaries["atlas"]] == [1.0, 2.0]
     assert all(s.completed == 2 for s in summaries["atlas"])
     markdown = write_results(tmp_path, "t", {"atlas": summaries["atlas"]}, records, "atlas")

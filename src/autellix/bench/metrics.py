@@ -32,9 +32,12 @@ class Summary:
     token_latency_p99: float
     ttft_mean: float  # first token of each call: its waiting plus prefill
     decode_tokens: int
+    machine: str = ""  # where it was measured ("" for simulations and older results)
 
     @classmethod
-    def of(cls, endpoint: str, rate: float, records: list[ProgramRecord]) -> Summary:
+    def of(
+        cls, endpoint: str, rate: float, records: list[ProgramRecord], machine: str = ""
+    ) -> Summary:
         done = [r for r in records if r.error is None and r.latency is not None]
         lat = [r.latency for r in done]  # type: ignore[misc]
         tok = [r.token_latency for r in done if r.token_latency is not None]
@@ -54,6 +57,7 @@ class Summary:
             percentile(tok, 99),
             mean(ttft),
             sum(r.decode_tokens for r in done),
+            machine,
         )
 
 

@@ -125,6 +125,7 @@ def table(
                 f"| {s.latency_p95:.2f} | {s.latency_p99:.2f} | {s.token_latency_mean:.3f} "
                 f"| {s.token_latency_p95:.3f} | {s.token_latency_p99:.3f} | {s.ttft_mean:.2f} |"
             )
+    lines += machines(summaries)
     if baseline in summaries:
         bound, tps = equal_latency_table(summaries, baseline, bound)
         lines += [
@@ -146,3 +147,19 @@ def table(
             "bound, interpolated between the measured rates; >= where it never did.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def machines(summaries: dict[str, list[Summary]]) -> list[str]:
+    """A line naming the machine, or a warning when the rows come from several."""
+    by_machine: dict[str, list[str]] = {}
+    for name, ss in summaries.items():
+        for s in ss:
+            label = s.machine or "not recorded"
+            if name not in by_machine.setdefault(label, []):
+                by_machine[label].append(name)
+    if set(by_machine) <= {"not recorded"}:
+        return []
+    if len(by_machine) == 1:
+        return ["", f"Machine: {next(iter(by_machine))}."]
+    groups = "; ".join(f"{m}: {', '.join(names)}" for m, names in by_machine.items())
+    return ["", f"**Measured on different machines; compare only rows of one machine.** {groups}."]

@@ -24,7 +24,7 @@ from autellix.workloads.spec import ProgramSpec, resolve
 class Endpoint:
     name: str
     base_url: str
-    model: str
+    model: str | None  # None: the first model the endpoint serves (see sweep.reachable)
     sessions: bool = True  # send X-Autellix-Program / X-Autellix-Thread
     priority: bool = False  # stamp each call with its program's decode tokens so far
     api_key: str = "EMPTY"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 from rich.progress import Progress
@@ -36,13 +39,28 @@ def wait_healthy(
         time.sleep(0.5)
 
 
+def this_machine() -> str:
+    """The CPU and its core count: each summary records it, so that rows measured on
+    different machines (sessions land on different VMs) are not read side by side."""
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.partition(":")[2].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 def reachable(endpoint: Endpoint) -> str | None:
-    """None if the endpoint answers /models, else why not."""
+    """None if the endpoint answers /models, else why not. An endpoint without a model
+    name takes the first model it serves."""
     try:
         r = httpx.get(f"{endpoint.base_url}/models", timeout=10)
         r.raise_for_status()
+        if endpoint.model is None:
+            endpoint.model = r.json()["data"][0]["id"]
         return None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as exc:
         return f"{type(exc).__name__}: {exc}"
 
 
@@ -76,6 +94,7 @@ def sweep(
     summaries: dict[str, list[Summary]] = {e.name: [] for e in endpoints}
     records: dict[tuple[str, float], list[ProgramRecord]] = {}
     failed: dict[str, str] = {}
+    machine = this_machine()
     with Progress() as progress:
         for endpoint in endpoints:
             if reachable(endpoint) is None:
@@ -99,7 +118,7 @@ def sweep(
                     )
                 )
                 records[(endpoint.name, rate)] = recs
-                summaries[endpoint.name].append(Summary.of(endpoint.name, rate, recs))
+                summaries[endpoint.name].append(Summary.of(endpoint.name, rate, recs, machine))
                 if all(r.error for r in recs) and reachable(endpoint) is not None:
                     failed[endpoint.name] = "crashed during the run"
     return summaries, records, failed
