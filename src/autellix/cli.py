@@ -365,7 +365,8 @@ def _add_workload_arg(p: argparse.ArgumentParser) -> None:
 
 def _workload_title(args: argparse.Namespace) -> str:
     extra = "".join(f", {item}" for item in args.workload_arg)
-    return f"{args.workload}: {args.programs} programs, scale {args.scale:g}{extra}"
+    seed = f", seed {args.seed}" if args.seed else ""  # seed 0 unnamed: older titles hold
+    return f"{args.workload}: {args.programs} programs, scale {args.scale:g}{seed}{extra}"
 
 
 def _workload_stats(args: argparse.Namespace) -> int:

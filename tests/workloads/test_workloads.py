@@ -171,3 +171,20 @@ def test_workload_stats_cli_takes_parameters(capsys: pytest.CaptureFixture) -> N
     assert float(calls.split()[3]) <= 11  # one iteration: 5 samples, 5 values, 1 reflection
     assert main(["workload", "stats", "lats", "--workload-arg", "depth=3"]) == 2
     assert capsys.readouterr().err.startswith("autellix: error: workload lats: ")
+
+
+def test_results_title_names_the_seed_and_the_parameters() -> None:
+    import argparse
+
+    from autellix.cli import _workload_title
+
+    def title(seed: int, *items: str) -> str:
+        args = argparse.Namespace(
+            workload="mixed", programs=12, scale=0.1, seed=seed, workload_arg=list(items)
+        )
+        return _workload_title(args)
+
+    assert title(0) == "mixed: 12 programs, scale 0.1"  # as every earlier run is titled
+    assert title(1, "lats.iterations=2") == (
+        "mixed: 12 programs, scale 0.1, seed 1, lats.iterations=2"
+    )
