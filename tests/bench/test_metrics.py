@@ -84,7 +84,7 @@ def test_append_adds_rates_and_replaces_a_rate_run_again() -> None:
 
 def test_table_names_the_machine_and_warns_when_rows_come_from_several() -> None:
     from autellix.bench.report import table
-    from autellix.bench.sweep import this_machine
+    from autellix.machine import this_machine
 
     here = this_machine()
     assert here.endswith(" cores") and len(here) > len(" cores")

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import platform
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import httpx
 from rich.progress import Progress
 
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import Endpoint, ProgramRecord, run_specs
+from autellix.machine import this_machine
 from autellix.workloads.spec import ProgramSpec
 
 
@@ -37,18 +35,6 @@ def wait_healthy(
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not start within {timeout:g} s")
         time.sleep(0.5)
-
-
-def this_machine() -> str:
-    """The CPU and its core count: each summary records it, so that rows measured on
-    different machines (sessions land on different VMs) are not read side by side."""
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.partition(":")[2].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def reachable(endpoint: Endpoint) -> str | None:

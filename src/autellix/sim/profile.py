@@ -10,7 +10,6 @@ own pools.
 
 from __future__ import annotations
 
-import platform
 import random
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.executor import ModelExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.model.sampler import SamplingParams
+from autellix.machine import this_machine
 from autellix.sim.latency import Profile, StepShape
 
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -71,7 +71,7 @@ def measure(
         bytes_per_block=executor.bytes_per_block,
         block_size=executor.block_size,
         num_blocks=executor.num_blocks,
-        machine=f"{platform.machine()} {platform.processor() or ''} {_cpu_count()} cores".strip(),
+        machine=this_machine(),
         model=str(config.model or "SmolLM2-135M-Instruct (embedded default)"),
     )
 
@@ -86,9 +86,3 @@ def _swap_time_per_block(executor: ModelExecutor, blocks: int = 64, repeats: int
         executor.swap([], pairs)
         best = min(best, time.perf_counter() - start)
     return best / (2 * n)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
