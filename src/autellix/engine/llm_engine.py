@@ -13,6 +13,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.executor import Executor, ModelExecutor
 from autellix.engine.kv_cache import BlockManager, block_hash
 from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.output_text import OutputText
 from autellix.engine.scheduler import Scheduler
 from autellix.engine.sequence import Sequence, Status
 from autellix.programs import ProgramSnapshot
@@ -60,6 +61,7 @@ class RequestOutput:
     new_text: str
     finished: bool = False
     finish_reason: str | None = None  # stop | length | abort
+    stop_reason: int | str | None = None  # the stop token id or stop string, as vLLM says
     num_prompt_tokens: int = 0
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
@@ -146,6 +148,7 @@ class LLMEngine:
             num_prompt_tokens=len(token_ids),
             params=params,
             generator=params.make_generator(),
+            output=OutputText(params.stop, params.include_stop_str_in_output),
         )
         self.seqs[call_id] = seq
         self.policy.add(seq, now)
@@ -228,6 +231,7 @@ class LLMEngine:
             "num_kv_blocks": self.blocks.num_blocks,
             "prefix_queried_tokens": self.blocks.queried_tokens,
             "prefix_hit_tokens": self.blocks.hit_tokens,
+            "computed_tokens": self.scheduler.computed_tokens,
         }
 
     def check_idle(self) -> None:
@@ -255,34 +259,27 @@ class LLMEngine:
     def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
         params = seq.params
         seq.token_ids.append(token)
-        n_out = seq.num_output_tokens
         reason = None
         if token in params.stop_token_ids or (
             not params.ignore_eos and token in self.eos_token_ids
         ):
             reason = "stop"
-        elif n_out >= params.max_tokens:
+            seq.stop_reason = token if token in params.stop_token_ids else None
+        elif seq.num_output_tokens >= params.max_tokens:
             reason = "length"
         new_text = ""
         if self.tokenizer is not None:
-            ids = seq.output_ids[:-1] if reason == "stop" else seq.output_ids
+            drop_last = reason == "stop" and not params.include_stop_str_in_output
+            ids = seq.output_ids[:-1] if drop_last else seq.output_ids
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if not text.endswith("\ufffd") or reason:  # hold back half a character
-                stop_at = self._find_stop(seq, text) if n_out >= params.min_tokens else -1
-                if stop_at >= 0:
-                    text, reason = text[:stop_at], "stop"
-                new_text = text[len(seq.text) :]
-                seq.text = text
+            check_stops = seq.num_output_tokens >= params.min_tokens
+            new_text, stop = seq.output.update(text, check_stops, final=reason is not None)
+            if stop is not None:
+                reason, seq.stop_reason = "stop", stop
         if reason:
             seq.finish_reason = reason
             return self._finish(seq, [token], new_text)
         return self._output(seq, [token], new_text)
-
-    def _find_stop(self, seq: Sequence, text: str) -> int:
-        found = [
-            i for s in seq.params.stop if (i := text.find(s, max(0, len(seq.text) - len(s)))) >= 0
-        ]
-        return min(found, default=-1)
 
     def _finish(self, seq: Sequence, new_ids: list[int], new_text: str) -> RequestOutput:
         self.scheduler.remove(seq, self.executor.clock())
@@ -298,6 +295,7 @@ class LLMEngine:
             new_text,
             finished=seq.status is Status.FINISHED,
             finish_reason=seq.finish_reason,
+            stop_reason=seq.stop_reason,
             num_prompt_tokens=seq.num_prompt_tokens,
             num_output_tokens=seq.num_output_tokens,
             num_cached_tokens=seq.num_cached_prompt_tokens,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.output_text import OutputText
 from autellix.scheduling import CallState
 
 
@@ -31,8 +32,13 @@ class Sequence(CallState):
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks
     num_cached_prompt_tokens: int = 0  # prefix-cache hits at the first prefill
     generator: torch.Generator | None = None
-    text: str = ""  # detokenized output so far
+    output: OutputText = field(default_factory=OutputText)
     finish_reason: str | None = None
+    stop_reason: int | str | None = None  # the stop token id or stop string it ended on
+
+    @property
+    def text(self) -> str:
+        return self.output.text
 
     @property
     def output_ids(self) -> list[int]:

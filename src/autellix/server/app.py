@@ -188,6 +188,7 @@ def create_app(frontend: Frontend) -> FastAPI:
                 stop_token_ids=tuple(req.stop_token_ids or ()),
                 ignore_eos=req.ignore_eos,
                 min_tokens=req.min_tokens,
+                include_stop_str_in_output=req.include_stop_str_in_output,
             )
         except ValueError as exc:
             raise APIError(400, str(exc)) from None

@@ -29,6 +29,7 @@ class SamplingFields(BaseModel):
     top_k: int = Field(default=0, ge=-1)
     ignore_eos: bool = False
     min_tokens: int = Field(default=0, ge=0)
+    include_stop_str_in_output: bool = False
     stop_token_ids: list[int] | None = None
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)

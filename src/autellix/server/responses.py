@@ -128,6 +128,7 @@ class ChatRender:
                     "index": i,
                     "delta": delta,
                     "finish_reason": out.finish_reason if out.finished else None,
+                    "stop_reason": out.stop_reason,
                 }
             ],
         }
@@ -143,6 +144,7 @@ class ChatRender:
                     "index": i,
                     "message": {"role": "assistant", "content": text},
                     "finish_reason": out.finish_reason,
+                    "stop_reason": out.stop_reason,
                 }
                 for i, (text, out) in enumerate(results)
             ],
@@ -171,6 +173,7 @@ class TextRender:
                     "text": out.new_text,
                     "logprobs": None,
                     "finish_reason": out.finish_reason if out.finished else None,
+                    "stop_reason": out.stop_reason,
                 }
             ],
         }
@@ -182,7 +185,13 @@ class TextRender:
             "created": created,
             "model": self.model,
             "choices": [
-                {"index": i, "text": text, "logprobs": None, "finish_reason": out.finish_reason}
+                {
+                    "index": i,
+                    "text": text,
+                    "logprobs": None,
+                    "finish_reason": out.finish_reason,
+                    "stop_reason": out.stop_reason,
+                }
                 for i, (text, out) in enumerate(results)
             ],
             "usage": usage([out for _, out in results], n),

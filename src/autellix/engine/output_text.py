@@ -1,0 +1,59 @@
+"""A call's output text: cut at its stop strings, and held back while it could still
+become one, so that no part of a stop string is ever sent (vLLM's semantics).
+
+Generation stops at the first token after which a stop string appears anywhere in the
+text; the text is cut before that occurrence (or after it, with
+``include_stop_str_in_output``). A stop string may span any number of tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+HALF_CHARACTER = "\ufffd"  # a multi-byte character whose rest is in the next token
+
+
+def find_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, str] | None:
+    """The earliest stop string in `text` that ends after `text[:start]` (the shortest one
+    where two begin at the same place): (where it begins, the string)."""
+    hits = [(i, s) for s in stops if (i := text.find(s, max(0, start - len(s) + 1))) >= 0]
+    return min(hits, key=lambda hit: (hit[0], len(hit[1])), default=None)
+
+
+def partial_stop(text: str, stops: Sequence[str]) -> int:
+    """How many of the last characters of `text` are the beginning of some stop string."""
+    longest = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), longest, -1):
+            if text.endswith(s[:k]):
+                longest = k
+                break
+    return longest
+
+
+@dataclass
+class OutputText:
+    """What a call has said so far, and how much of it has been sent."""
+
+    stops: tuple[str, ...] = ()
+    include_stop: bool = False
+    text: str = ""
+    sent: int = 0  # characters of `text` already handed out
+
+    def update(self, text: str, check_stops: bool, final: bool) -> tuple[str, str | None]:
+        """Take the call's whole text after a new token; return the text to send now and
+        the stop string it reached, if any (the call's text is then cut there)."""
+        if text.endswith(HALF_CHARACTER) and not final:
+            return "", None
+        start, self.text = len(self.text), text
+        stop = None
+        if check_stops and (hit := find_stop(text, self.stops, start)) is not None:
+            at, stop = hit
+            self.text = text[: at + len(stop) if self.include_stop else at]
+        end = len(self.text)
+        if stop is None and not final and not self.include_stop:
+            end -= partial_stop(self.text, self.stops)
+        new = self.text[self.sent : end]
+        self.sent = max(self.sent, end)
+        return new, stop
