@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import openai
+
 from autellix.bench.metrics import Summary
 from autellix.bench.report import read_results, write_results
 from autellix.bench.runner import Endpoint, run_specs
@@ -94,10 +96,26 @@ def test_sweep_and_report(serve, tmp_path) -> None:
     assert again_s == {"atlas": summaries["atlas"]} and again_r == records
 
 
-def test_priority_peer_mode_sends_stamps(serve) -> None:
+def test_priority_peer_mode_sends_stamps(serve, monkeypatch) -> None:
+    """Each call is stamped with its program's output tokens so far, as sent on the wire."""
     server = serve()
+    sent: list[tuple[str, int | None]] = []
+    client = openai.DefaultAsyncHttpxClient  # the bench's http client
+    send = client.send
+
+    async def recording(self, request, **kw):
+        if request.url.path.endswith("/chat/completions"):
+            body = json.loads(request.content)
+            sent.append((body["messages"][0]["content"], body.get("priority")))
+        return await send(self, request, **kw)
+
+    monkeypatch.setattr(client, "send", recording)
     peer = Endpoint("peer", server.base_url, MODEL, sessions=False, priority=True)
     records = asyncio.run(run_specs(specs(), peer))
     assert all(r.error is None for r in records)
+    # chat: 5 tokens, then its second turn; fan: three parallel calls of 3, then one
+    assert sorted(sent) == sorted(
+        [("w1 w2", 0), ("w1 w2", 5), ("w0 w9", 0), ("w1 w9", 0), ("w2 w9", 0), ("w5", 9)]
+    )
     # without sessions every call is a program of one call: none is left in the table
     assert "chat" not in server.frontend.table
