@@ -1,10 +1,11 @@
 """Agentic workloads as program specs: chatbot (ShareGPT), react (BFCL), lats (HumanEval),
-and mixed (an equal share of the three). See spec.py for what a spec holds."""
+mixed (an equal share of the three), and agents (synthetic chats, fan-outs and tree
+searches; light- or heavy-tailed). See spec.py for what a spec holds."""
 
 import ast
 from collections.abc import Callable, Iterable
 
-from autellix.workloads import chatbot, lats, mixed, react
+from autellix.workloads import agents, chatbot, lats, mixed, react
 from autellix.workloads.spec import CallSpec, ProgramSpec, Stage, load, resolve, save
 from autellix.workloads.stats import PAPER, format_stats, stats
 
@@ -16,6 +17,7 @@ WORKLOADS: dict[str, Builder] = {
     "react": react.build,
     "lats": lats.build,
     "mixed": mixed.build,
+    "agents": agents.build,
 }
 
 
