@@ -16,14 +16,15 @@ from autellix.workloads.sampling import poisson_arrivals
 from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage
 from autellix.workloads.tokens import prompt_tokens, scaled
 
-WORDS = (
+TEXT = (
     "the plan needs a short list of steps to check each result before the next tool call "
     "and a clear answer for the user about what changed in the code or the data today"
-).split()
+)
 
 
 def words(rng: random.Random, n: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(max(1, n)))
+    vocabulary = TEXT.split(" ")
+    return " ".join(rng.choice(vocabulary) for _ in range(max(1, n)))
 
 
 def build(
