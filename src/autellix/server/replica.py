@@ -8,6 +8,7 @@ on its side, so routing never waits on a replica.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing as mp
 import threading
 from abc import ABC, abstractmethod
@@ -166,7 +167,8 @@ class ProcessReplica(Replica):
 
     async def stop(self) -> None:
         if self.alive:
-            self._send(("stop",))
+            with contextlib.suppress(ReplicaDied):
+                self._send(("stop",))
         await asyncio.to_thread(self.process.join, 10)
         if self.process.is_alive():
             self.process.kill()
@@ -176,8 +178,12 @@ class ProcessReplica(Replica):
         self.process.kill()
 
     def _send(self, msg: tuple) -> None:
-        with self._send_lock:
-            self._conn.send(msg)
+        try:
+            with self._send_lock:
+                self._conn.send(msg)
+        except OSError as exc:  # the child is gone and the reader has not said so yet
+            self.alive = False
+            raise ReplicaDied(f"engine replica {self.engine_id} died") from exc
 
     def _read(self) -> None:
         try:
@@ -233,6 +239,6 @@ class ProcessReplica(Replica):
         if not self.alive:
             raise ReplicaDied(f"engine replica {self.engine_id} is dead")
         future = self._loop.create_future()
-        self._stats.append(future)
         self._send(("stats",))
+        self._stats.append(future)  # after the send: a failed one leaves no future behind
         return await asyncio.wait_for(future, 10)
