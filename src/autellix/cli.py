@@ -296,7 +296,7 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
     g.add_argument(
         "--policy",
         default="atlas",
-        choices=["fcfs", "mlfq", "plas", "atlas", *policies],
+        choices=["fcfs", "mlfq", "plas", "atlas", "gittins", *policies],
         help="atlas (default): program-level least attained service by critical path;"
         " for single-threaded programs it equals plas, so it serves both kinds",
     )

@@ -5,7 +5,9 @@
         branch = program.thread()          # a parallel branch: its calls carry a thread id
 
 A session starts on entry and ends on exit, also when the body raises. `client` is
-the official openai client with the program's id in every call's headers.
+the official openai client with the program's id in every call's headers. `kind` names
+the program's class (programs of one kind are expected to be of similar size; the
+Gittins policy learns each kind's sizes).
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ THREAD_HEADER = "X-Autellix-Thread"
 
 
 class _Session:
-    def __init__(self, base_url: str, api_key: str, program_id: str | None) -> None:
+    def __init__(
+        self, base_url: str, api_key: str, program_id: str | None, kind: str | None
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.requested_id = program_id
+        self.kind = kind
         self.id: str = ""
 
     def _start_body(self) -> dict[str, Any]:
-        return {"program_id": self.requested_id} if self.requested_id else {}
+        body = {"program_id": self.requested_id, "kind": self.kind}
+        return {k: v for k, v in body.items() if v is not None}
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
@@ -40,9 +46,10 @@ class Program(_Session):
         base_url: str = "http://127.0.0.1:8000/v1",
         api_key: str = "EMPTY",
         program_id: str | None = None,
+        kind: str | None = None,
         **client_kwargs: Any,
     ) -> None:
-        super().__init__(base_url, api_key, program_id)
+        super().__init__(base_url, api_key, program_id, kind)
         self._http = httpx.Client(headers=self._headers(), timeout=30)
         self._client_kwargs = client_kwargs
         self.client: openai.OpenAI
@@ -85,9 +92,10 @@ class AsyncProgram(_Session):
         base_url: str = "http://127.0.0.1:8000/v1",
         api_key: str = "EMPTY",
         program_id: str | None = None,
+        kind: str | None = None,
         **client_kwargs: Any,
     ) -> None:
-        super().__init__(base_url, api_key, program_id)
+        super().__init__(base_url, api_key, program_id, kind)
         self._http = httpx.AsyncClient(headers=self._headers(), timeout=30)
         self._client_kwargs = client_kwargs
         self.client: openai.AsyncOpenAI

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 
@@ -19,3 +20,15 @@ def this_machine() -> str:
                 break
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} cores"
+
+
+def this_commit() -> str:
+    """The commit the code ran at, marked "+changes" when the work tree differs from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent
+        ).stdout.strip()
+
+    commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return f"{commit}+changes" if git("status", "--porcelain", "--untracked-files=no") else commit

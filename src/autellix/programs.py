@@ -9,9 +9,11 @@ call's service to `service`, ATLAS takes
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 
@@ -31,6 +33,7 @@ class ProgramSnapshot:
     service: float = 0.0  # T_program: PLAS priority, the sum of completed calls' service
     critical_path: float = 0.0  # ATLAS priority
     waiting: float = 0.0  # W_program: the sum of completed calls' waiting
+    sizes: tuple[float, ...] = ()  # total service of past programs of its class, sorted
 
 
 @dataclass
@@ -60,13 +63,15 @@ class Program:
     last_arrival: float | None = None
     last_completion: float | None = None
     ended: bool = False  # ended by the client; leaves the table when its calls finish
+    kind: str | None = None  # its class: programs of one kind share a size law
+    observed: float | None = None  # the size last reported to the size model
 
     @property
     def last_activity(self) -> float:
         return max(self.started, self.last_arrival or 0.0, self.last_completion or 0.0)
 
-    def snapshot(self) -> ProgramSnapshot:
-        return ProgramSnapshot(self.service, self.critical_path, self.waiting)
+    def snapshot(self, sizes: tuple[float, ...] = ()) -> ProgramSnapshot:
+        return ProgramSnapshot(self.service, self.critical_path, self.waiting, sizes)
 
     def live_service(self) -> float:
         """Service including what active calls have attained so far."""
@@ -83,12 +88,60 @@ class Program:
         return self.last_completion - self.first_arrival
 
 
-class ProcessTable:
-    """Every live program, keyed by id. Not thread-safe: one owner (the frontend's loop)."""
+class SizeModel:
+    """The sizes (total service) of the last programs of each class, and of all classes
+    together for a class with too few of its own."""
 
-    def __init__(self, ttl: float = 600.0, clock=time.monotonic) -> None:
+    def __init__(self, keep: int = 256, min_samples: int = 8) -> None:
+        self.keep = keep
+        self.min_samples = min_samples
+        self._sizes: dict[str | None, OrderedDict[str, float]] = {}
+        self._sorted: dict[str | None, tuple[float, ...]] = {}
+
+    def observe(self, kind: str | None, program_id: str, size: float) -> None:
+        """A program's size as of now; a later report of the same program replaces it."""
+        for key in {kind, None}:
+            sizes = self._sizes.setdefault(key, OrderedDict())
+            sizes.pop(program_id, None)
+            sizes[program_id] = size
+            while len(sizes) > self.keep:
+                sizes.popitem(last=False)
+            self._sorted.pop(key, None)
+
+    def sizes(self, kind: str | None) -> tuple[float, ...]:
+        """Sorted sizes for a program of this class: its own, else everyone's, else none."""
+        for key in (kind, None):
+            if len(self._sizes.get(key, ())) >= self.min_samples:
+                if key not in self._sorted:
+                    self._sorted[key] = tuple(sorted(self._sizes[key].values()))
+                return self._sorted[key]
+        return ()
+
+
+def kind_of(messages: list[dict]) -> str | None:
+    """A program's class when its client names none: the start of its system prompt (the
+    instructions that agents of one kind share), or None without one."""
+    if messages and messages[0].get("role") == "system":
+        content = str(messages[0].get("content"))[:256]
+        return "system-" + hashlib.sha256(content.encode()).hexdigest()[:12]
+    return None
+
+
+class ProcessTable:
+    """Every live program, keyed by id. Not thread-safe: one owner (the frontend's loop).
+
+    It also learns what sizes programs come in (for the Gittins policy): a program's size
+    is reported when it ends, is reaped, or has been idle for `idle_after` seconds (it
+    may be done; if it comes back, its next report replaces that one).
+    """
+
+    def __init__(
+        self, ttl: float = 600.0, clock=time.monotonic, idle_after: float = 10.0
+    ) -> None:
         self.ttl = ttl
         self.clock = clock
+        self.idle_after = idle_after
+        self.sizes = SizeModel()
         self.programs: dict[str, Program] = {}
         self.reaped = 0  # programs removed for being idle past the TTL
         self._call_ids = itertools.count()
@@ -99,11 +152,11 @@ class ProcessTable:
     def __contains__(self, program_id: str) -> bool:
         return program_id in self.programs
 
-    def start(self, program_id: str | None = None) -> Program:
+    def start(self, program_id: str | None = None, kind: str | None = None) -> Program:
         program_id = program_id or f"prog-{uuid.uuid4().hex[:16]}"
         if program_id in self.programs:
             raise ValueError(f"program {program_id!r} already exists")
-        program = Program(program_id, started=self.clock())
+        program = Program(program_id, started=self.clock(), kind=kind)
         self.programs[program_id] = program
         return program
 
@@ -119,14 +172,19 @@ class ProcessTable:
         program = self.get(program_id)
         program.ended = True
         if not program.calls:
-            del self.programs[program_id]
+            self._leave(program)
         return program
 
     def call_arrived(
-        self, program_id: str | None, thread_id: str | None = None, call_id: str | None = None
+        self,
+        program_id: str | None,
+        thread_id: str | None = None,
+        call_id: str | None = None,
+        kind: str | None = None,
     ) -> tuple[Call, ProgramSnapshot]:
         """Register a call. An unknown program id starts that program; no id makes a
-        program of one call (ended as soon as the call finishes)."""
+        program of one call (ended as soon as the call finishes). A program's first call
+        that names a kind sets it."""
         now = self.clock()
         if program_id is None:
             program = self.start()
@@ -138,10 +196,11 @@ class ProcessTable:
         call_id = call_id or f"call-{next(self._call_ids)}"
         call = Call(call_id, program.program_id, thread_id, now, program.critical_path)
         program.calls[call_id] = call
+        program.kind = program.kind or kind
         if program.first_arrival is None:
             program.first_arrival = now
         program.last_arrival = now
-        return call, program.snapshot()
+        return call, program.snapshot(self.sizes.sizes(program.kind))
 
     def call_progress(
         self,
@@ -177,16 +236,28 @@ class ProcessTable:
         if engine is not None:
             program.engines.add(engine)
         if program.ended and not program.calls:
-            del self.programs[program_id]
+            self._leave(program)
         return program
 
     def reap(self) -> list[Program]:
-        """Remove programs with no call in flight and no activity for `ttl` seconds."""
+        """Remove programs with no call in flight and no activity for `ttl` seconds, and
+        report the size of those idle for `idle_after`."""
         now = self.clock()
-        stale = [
-            p for p in self.programs.values() if not p.calls and now - p.last_activity > self.ttl
-        ]
+        idle = [p for p in self.programs.values() if not p.calls]
+        for program in idle:
+            if now - program.last_activity > self.idle_after:
+                self._observe(program)
+        stale = [p for p in idle if now - p.last_activity > self.ttl]
         for program in stale:
-            del self.programs[program.program_id]
+            self._leave(program)
         self.reaped += len(stale)
         return stale
+
+    def _leave(self, program: Program) -> None:
+        self._observe(program)
+        del self.programs[program.program_id]
+
+    def _observe(self, program: Program) -> None:
+        if program.observed != program.service and program.completed_calls:
+            self.sizes.observe(program.kind, program.program_id, program.service)
+            program.observed = program.service

@@ -92,3 +92,24 @@ def test_fcfs_keeps_arrival_order(serve) -> None:
 def test_through_ray_actors(ray_cluster, serve) -> None:
     server = serve(engine={"max_running": 1, "policy": "plas"}, ray="auto")
     assert served_order(server, "plas") == ["light", "heavy"]
+
+
+def test_a_program_kind_from_the_sdk_a_header_or_the_system_prompt(serve) -> None:
+    from autellix.client import Program
+    from autellix.programs import kind_of
+
+    server = serve()
+    table = server.frontend.table
+    ask = {"model": MODEL, "max_tokens": 2, "extra_body": FIXED}
+    system = [{"role": "system", "content": "w4 w5"}, {"role": "user", "content": "w6"}]
+    with Program(server.base_url, kind="search") as program:
+        program.client.chat.completions.create(messages=system, **ask)
+        assert program.info()["kind"] == "search"  # the SDK's kind wins
+    with openai.OpenAI(base_url=server.base_url, api_key="x") as c:
+        headers = {"X-Autellix-Program": "p1", "X-Autellix-Kind": "chat"}
+        c.chat.completions.create(messages=system, extra_headers=headers, **ask)
+        c.chat.completions.create(
+            messages=system, extra_headers={"X-Autellix-Program": "p2"}, **ask
+        )
+    assert table.get("p1").kind == "chat"
+    assert table.get("p2").kind == kind_of(system) is not None

@@ -3,13 +3,14 @@
 from autellix.scheduling.call import CallState
 from autellix.scheduling.config import SchedulingConfig
 from autellix.scheduling.fcfs import FCFS
+from autellix.scheduling.gittins import Gittins, gittins_rank
 from autellix.scheduling.las import ATLAS, PLAS
 from autellix.scheduling.mlfq import MLFQ
 from autellix.scheduling.policy import Policy, select_batch
 from autellix.scheduling.queues import MultiLevelPolicy
 from autellix.scheduling.srpt import SRPT
 
-POLICIES: dict[str, type[Policy]] = {p.name: p for p in (FCFS, MLFQ, PLAS, ATLAS, SRPT)}
+POLICIES: dict[str, type[Policy]] = {p.name: p for p in (FCFS, MLFQ, PLAS, ATLAS, Gittins, SRPT)}
 
 
 def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
@@ -30,9 +31,11 @@ __all__ = [
     "POLICIES",
     "SRPT",
     "CallState",
+    "Gittins",
     "MultiLevelPolicy",
     "Policy",
     "SchedulingConfig",
+    "gittins_rank",
     "make_policy",
     "select_batch",
 ]

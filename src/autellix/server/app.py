@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autellix.engine.llm_engine import RequestError
 from autellix.engine.model.sampler import SamplingParams
-from autellix.programs import Program, UnknownProgram
+from autellix.programs import Program, UnknownProgram, kind_of
 from autellix.server.errors import APIError, error_response, translate
 from autellix.server.frontend import Frontend
 from autellix.server.protocol import (
@@ -29,12 +29,14 @@ from autellix.server.responses import ChatRender, TextRender, collect, sse
 
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
+KIND_HEADER = "X-Autellix-Kind"
 
 
 def program_json(p: Program) -> dict[str, Any]:
     return {
         "id": p.program_id,
         "object": "program",
+        "kind": p.kind,
         "started": p.started,
         "ended": p.ended,
         "service": p.service,
@@ -139,7 +141,7 @@ def create_app(frontend: Frontend) -> FastAPI:
         raw = await request.body()
         body = ProgramCreate.model_validate_json(raw) if raw.strip() else ProgramCreate()
         try:
-            return program_json(frontend.table.start(body.program_id))
+            return program_json(frontend.table.start(body.program_id, body.kind))
         except ValueError as exc:
             raise APIError(409, str(exc), code="program_exists") from None
 
@@ -210,6 +212,7 @@ def create_app(frontend: Frontend) -> FastAPI:
         prompts: list[list[int]],
         max_tokens: int | None,
         render,
+        kind: str | None = None,
     ) -> Response:
         """Start n calls per prompt and answer, streamed or whole."""
         params = [sampling(req, max_tokens, len(p), i) for p in prompts for i in range(req.n)]
@@ -225,7 +228,7 @@ def create_app(frontend: Frontend) -> FastAPI:
             raise translate(exc) from None
         program_id, thread_id, anonymous = program_of(request, req)
         streams = [
-            frontend.stream(p, sp, program_id, thread_id)
+            frontend.stream(p, sp, program_id, thread_id, request.headers.get(KIND_HEADER) or kind)
             for p, sp in zip(inputs, params, strict=True)
         ]
         rid, created = new_id(render.prefix), now()
@@ -268,6 +271,7 @@ def create_app(frontend: Frontend) -> FastAPI:
             [prompt],
             req.max_completion_tokens or req.max_tokens,
             ChatRender(frontend.model_name),
+            kind_of(messages),
         )
 
     @app.post("/v1/completions")

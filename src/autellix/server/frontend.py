@@ -125,10 +125,15 @@ class Frontend:
             raise Overloaded(f"every replica has {bound} calls in flight; retry later")
 
     async def stream(
-        self, token_ids: list[int], params: SamplingParams, program_id: str, thread_id: str | None
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        program_id: str,
+        thread_id: str | None,
+        kind: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """One call of a program, streamed; the process table is updated however it ends."""
-        call, snapshot = self.table.call_arrived(program_id, thread_id)
+        call, snapshot = self.table.call_arrived(program_id, thread_id, kind=kind)
         program = self.table.get(program_id)
         started = time.monotonic()
         last: RequestOutput | None = None
@@ -174,7 +179,8 @@ class Frontend:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(max(0.05, min(self.config.program_ttl / 4, 30.0)))
+            period = min(self.config.program_ttl / 4, self.table.idle_after / 2, 30.0)
+            await asyncio.sleep(max(0.05, period))
             for program in self.table.reap():
                 self.metrics.observe_program(program)
 

@@ -95,6 +95,7 @@ class ProgramCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
+    kind: str | None = Field(default=None, min_length=1, max_length=256)
 
 
 def now() -> int:

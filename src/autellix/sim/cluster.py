@@ -22,7 +22,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine, RequestOutput
 from autellix.engine.model.sampler import SamplingParams
-from autellix.programs import ProcessTable
+from autellix.programs import ProcessTable, kind_of
 from autellix.sim.latency import StepShape
 from autellix.sim.prompts import output_ids, prompt_ids
 from autellix.workloads.spec import ProgramSpec
@@ -125,7 +125,9 @@ class Simulation:
         remaining = sum(c.max_tokens for stage in spec.stages[s:] for c in stage.calls)
         for i, call in enumerate(calls):
             ids = prompt_ids(call, program.index, program.lengths)
-            meta, snapshot = self.table.call_arrived(spec.program_id, str(i))
+            meta, snapshot = self.table.call_arrived(
+                spec.program_id, str(i), kind=kind_of(call.messages)
+            )
             replica = self.replicas[
                 self.balancer.pick(Route(ids, self.table.get(spec.program_id)), self.replicas)
             ]

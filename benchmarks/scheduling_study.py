@@ -1,0 +1,176 @@
+"""Why and where program-level scheduling wins, in the profile-calibrated simulator.
+
+For each workload: the law of program sizes (total service: mean, CV, and the mean
+residual service at quantiles, which rises with attained service when the hazard rate
+falls, i.e. heavy tails, and falls when sizes are alike); then the load where FCFS's mean
+program token latency is `--load` times its light-load value, found by bisection on the
+rate; there every policy runs on the same seeds, and each ratio to FCFS (mean and p95
+program token latency) is given as a geometric mean over seeds with its 95% confidence
+interval (Student t on the per-seed log ratios).
+
+    .venv/bin/python benchmarks/scheduling_study.py --profile PROFILE.json \\
+        --workloads agents agents:searches=0.25 mixed:scale=0.1 --seeds 0 1 2 3 4 \\
+        --out benchmarks/results/scheduling-study
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import statistics
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from scipy import stats as scipy_stats
+
+from autellix.cli import engine_config
+from autellix.machine import this_commit, this_machine
+from autellix.sim.sweep import profile_target, simulate
+from autellix.workloads import build_workload
+
+VARIANTS = {
+    "vllm": "--policy fcfs --no-prefix-caching",
+    "fcfs": "--policy fcfs",
+    "mlfq": "--policy mlfq",
+    "plas": "--policy plas",
+    "atlas": "--policy atlas",
+    "gittins": "--policy gittins",
+    "srpt": "--policy srpt",
+}
+
+
+def parse_workload(text: str) -> tuple[str, dict]:
+    name, _, rest = text.partition(":")
+    params: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        params[key] = float(value) if "." in value else int(value)
+    return name, params
+
+
+def run(workload: str, params: dict, programs: int, rate: float, seed: int, flags: str, target):
+    params = dict(params)
+    scale = params.pop("scale", 1.0)
+    specs = build_workload(workload, programs, rate, seed, scale, **params)
+    records, sim = simulate(specs, engine_config(flags), target)
+    latencies = [r.token_latency for r in records]
+    preemptions = sum(r.engine.scheduler.num_preemptions for r in sim.replicas)
+    return latencies, sim, preemptions
+
+
+def mean_latency(args, workload, params, rate, flags, target) -> float:
+    return statistics.mean(
+        statistics.mean(run(workload, params, args.programs, rate, s, flags, target)[0])
+        for s in args.seeds
+    )
+
+
+def find_rate(args, workload, params, target, flags) -> tuple[float, float, float]:
+    """(light-load latency, the rate where FCFS reaches load x that, its latency)."""
+    light = mean_latency(args, workload, params, 1e-4, flags, target)
+    goal = args.load * light
+    lo, hi = 1e-3, 1e-3
+    while mean_latency(args, workload, params, hi, flags, target) < goal and hi < 1e3:
+        lo, hi = hi, hi * 4
+    for _ in range(args.bisections):
+        mid = math.sqrt(lo * hi)
+        if mean_latency(args, workload, params, mid, flags, target) < goal:
+            lo = mid
+        else:
+            hi = mid
+    rate = math.sqrt(lo * hi)
+    return light, rate, mean_latency(args, workload, params, rate, flags, target)
+
+
+def ratio_ci(base: list[float], other: list[float]) -> str:
+    """Geometric mean of base/other over seeds, with a 95% t interval."""
+    logs = [math.log(b / o) for b, o in zip(base, other, strict=True)]
+    mean = statistics.mean(logs)
+    if len(logs) < 2:
+        return f"{math.exp(mean):.2f}"
+    half = scipy_stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return f"{math.exp(mean):.2f} [{math.exp(mean - half):.2f}, {math.exp(mean + half):.2f}]"
+
+
+def size_law(sizes: list[float]) -> str:
+    sizes = sorted(sizes)
+    mean = statistics.mean(sizes)
+    cv = statistics.pstdev(sizes) / mean
+    residual = []
+    for q in (0.0, 0.5, 0.9):
+        a = sizes[int(q * (len(sizes) - 1))] if q else 0.0
+        beyond = [s - a for s in sizes if s > a]
+        residual.append(statistics.mean(beyond) if beyond else 0.0)
+    return (
+        f"{len(sizes)} programs, mean {mean:.1f} s, CV {cv:.2f}; mean residual service "
+        f"at 0 / median / p90 attained: {residual[0]:.1f} / {residual[1]:.1f} / "
+        f"{residual[2]:.1f} s"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--profile", required=True)
+    p.add_argument("--workloads", nargs="+", default=["agents", "agents:searches=0.25"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--engine-args", default="", help="engine flags for every variant")
+    p.add_argument("--programs", type=int, default=40)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--load", type=float, default=2.0)
+    p.add_argument("--bisections", type=int, default=6)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    target = profile_target(args.profile)
+    lines = [
+        "# Scheduling study (simulator, profile-calibrated)",
+        "",
+        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
+        f"- machine: {this_machine()}; commit {this_commit()}; "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"- profile: {args.profile}; engine flags: `{args.engine_args or '(defaults)'}`; "
+        f"{args.programs} programs a run; seeds {args.seeds}",
+        "",
+    ]
+    for text in args.workloads:
+        workload, params = parse_workload(text)
+        fcfs = f"{args.engine_args} {VARIANTS['fcfs']}"
+        light, rate, loaded = find_rate(args, workload, params, target, fcfs)
+        _, sim, _ = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)
+        sizes = list(sim.table.sizes.sizes(None))
+        lines += [
+            f"## {text}",
+            "",
+            f"- sizes (FCFS, light load, seed {args.seeds[0]}): {size_law(sizes)}",
+            f"- FCFS mean program token latency: {light:.3f} s/token at light load, "
+            f"{loaded:.3f} at {rate:.3g} programs/s (the load where it is {args.load:g}x)",
+            "",
+            "| variant | mean s/token | p95 | FCFS / it, mean [95% CI] | p95 [95% CI] "
+            "| preemptions / run |",
+            "|---|---|---|---|---|---|",
+        ]
+        results = {}
+        for name in args.variants:
+            flags = f"{args.engine_args} {VARIANTS[name]}"
+            runs = [
+                run(workload, params, args.programs, rate, s, flags, target) for s in args.seeds
+            ]
+            means = [statistics.mean(lat) for lat, _, _ in runs]
+            p95s = [statistics.quantiles(lat, n=20)[-1] for lat, _, _ in runs]
+            results[name] = (means, p95s, statistics.mean(pre for _, _, pre in runs))
+        base_means, base_p95s, _ = results["fcfs"]
+        for name, (means, p95s, pre) in results.items():
+            lines.append(
+                f"| {name} | {statistics.mean(means):.3f} | {statistics.mean(p95s):.3f} "
+                f"| {ratio_ci(base_means, means)} | {ratio_ci(base_p95s, p95s)} | {pre:.0f} |"
+            )
+        lines.append("")
+        print("\n".join(lines), flush=True)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "study.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The Gittins policy and the size model the process table learns for it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autellix.programs import ProcessTable, ProgramSnapshot, SizeModel, kind_of
+from autellix.scheduling import CallState, Gittins, SchedulingConfig, gittins_rank, select_batch
+
+
+def brute_rank(sizes: list[float], a: float) -> float:
+    """The definition: min over quanta d of E[min(S-a, d) | S>a] / P(S-a <= d | S>a),
+    with d tried at every size beyond a and at a fine grid in between."""
+    beyond = [s for s in sizes if s > a]
+    if not beyond:
+        return a
+    grid = sorted({s - a for s in beyond} | {(s - a) * f for s in beyond for f in (0.3, 0.7)})
+    best = math.inf
+    for d in grid:
+        done = sum(1 for s in beyond if s - a <= d) / len(beyond)
+        expected = sum(min(s - a, d) for s in beyond) / len(beyond)
+        if done:
+            best = min(best, expected / done)
+    return best
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.floats(0.01, 100, allow_nan=False), min_size=1, max_size=30),
+    a=st.floats(0, 120, allow_nan=False),
+)
+def test_rank_is_the_definition(sizes: list[float], a: float) -> None:
+    sizes.sort()
+    assert gittins_rank(sizes, a) == pytest.approx(brute_rank(sizes, a), rel=1e-9, abs=1e-9)
+
+
+def test_rank_follows_the_hazard_rate() -> None:
+    alike = [10.0] * 20  # sizes alike: what is nearly done goes first (SRPT)
+    assert [gittins_rank(alike, a) for a in (0, 4, 9)] == pytest.approx([10, 6, 1])
+    heavy = [1.0] * 18 + [100.0, 200.0]  # mostly small, a few huge: least attained first
+    assert gittins_rank(heavy, 0) == pytest.approx(20 / 18)  # quantum 1: 90% finish
+    assert gittins_rank(heavy, 2) == pytest.approx(148)  # past the small ones: huge
+    assert gittins_rank((), 7.5) == 7.5  # nothing learned yet: PLAS
+
+
+def call(call_id: str, service: float, sizes=(), arrival: float = 0.0) -> CallState:
+    return CallState(call_id, call_id, arrival, ProgramSnapshot(service, 0.0, 0.0, sizes))
+
+
+def test_alike_sizes_finish_the_older_program_first() -> None:
+    """PLAS would run the fresh program first; with sizes alike Gittins finishes the one
+    that is nearly done."""
+    policy = Gittins(SchedulingConfig(boundaries=(1, 2, 4, 8, 16)))
+    sizes = tuple([10.0] * 20)
+    old, fresh = call("old", 9.5, sizes), call("fresh", 0.0, sizes, arrival=1.0)
+    policy.add(fresh, 1.0)
+    policy.add(old, 1.0)
+    batch, _ = select_batch(policy, 1.0, max_running=1)
+    assert batch == [old]
+
+
+def test_a_running_call_is_reranked_up_and_down() -> None:
+    config = SchedulingConfig(boundaries=(1, 2, 4, 8, 16))
+    sizes = tuple([10.0] * 20)
+    policy = Gittins(config)
+    c = call("c", 0.0, sizes)
+    policy.add(c, 0.0)
+    assert c.level == config.queue_of(10.0)
+    select_batch(policy, 0.0, 1)
+    policy.add_service(c, config.quanta[c.level])  # 8 s: 2 s left, a better rank
+    assert c.level == config.queue_of(2.0)
+    light = [1.0] * 18 + [100.0, 200.0]
+    d = call("d", 0.0, tuple(light))
+    policy.add(d, 0.0)
+    entry = d.level
+    policy.add_service(d, config.quanta[d.level])
+    assert d.level > entry  # past the small programs: it is probably huge
+
+
+def test_size_model_keeps_recent_sizes_per_kind_and_falls_back() -> None:
+    model = SizeModel(keep=4, min_samples=2)
+    assert model.sizes("chat") == ()
+    model.observe("chat", "a", 3.0)
+    assert model.sizes("chat") == ()  # one is too few
+    model.observe("search", "b", 50.0)
+    assert model.sizes("chat") == (3.0, 50.0)  # everyone's, until chat has its own
+    model.observe("chat", "c", 1.0)
+    model.observe("chat", "a", 4.0)  # a report replaces the program's earlier one
+    assert model.sizes("chat") == (1.0, 4.0)
+    for i in range(5):
+        model.observe("chat", f"n{i}", 10.0 + i)
+    assert model.sizes("chat") == (11.0, 12.0, 13.0, 14.0)  # the last `keep`
+
+
+def test_the_table_reports_sizes_when_programs_end_idle_or_reaped() -> None:
+    now = 0.0
+    table = ProcessTable(ttl=100.0, clock=lambda: now, idle_after=5.0)
+    table.sizes.min_samples = 1
+
+    def one_call(program_id: str | None, service: float, kind: str | None = None) -> None:
+        c, _ = table.call_arrived(program_id, kind=kind)
+        table.call_finished(c.program_id, c.call_id, 0.0, service)
+
+    one_call(None, 2.0)  # a program of one call ends with it
+    assert table.sizes.sizes(None) == (2.0,)
+    one_call("chat", 3.0, kind="k")
+    one_call("chat", 4.0)
+    table.reap()
+    assert table.sizes.sizes("k") == (2.0,)  # not idle long enough yet
+    now = 6.0
+    table.reap()
+    assert table.sizes.sizes("k") == (7.0,) and "chat" in table
+    _, snapshot = table.call_arrived("chat")
+    assert snapshot.sizes == (7.0,) and snapshot.service == 7.0
+    now = 200.0
+    table.end("chat")  # still has a call: stays until it finishes
+    table.call_finished("chat", next(iter(table.get("chat").calls)), 0.0, 1.0)
+    assert table.sizes.sizes("k") == (8.0,) and "chat" not in table
+
+
+def test_kind_is_the_system_prompt() -> None:
+    system = {"role": "system", "content": "You are a search agent."}
+    a = kind_of([system, {"role": "user", "content": "task 1"}])
+    assert a == kind_of([system, {"role": "user", "content": "task 2"}])
+    assert a != kind_of([{"role": "system", "content": "You chat."}])
+    assert kind_of([{"role": "user", "content": "hi"}]) is None
