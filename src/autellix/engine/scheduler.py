@@ -41,6 +41,7 @@ class Scheduler:
         self.blocks = blocks
         self.num_preemptions = 0  # running calls that fell out of a batch
         self.num_evictions = 0  # calls whose KV blocks left the device (swap or drop)
+        self.computed_tokens = 0  # tokens run through the model so far (prompts and outputs)
         self.resident: dict[str, Sequence] = {}  # preempted, KV still on the device
         self.swapped_out_blocks = 0
         self.swapped_in_blocks = 0
@@ -60,10 +61,11 @@ class Scheduler:
         reuse = self._last is not None and self._steps_since_round < self.config.schedule_every
         if reuse and (batch := self._continue_decodes()) is not None:
             self._steps_since_round += 1
-            return batch
-        batch = self._round(now)
-        self._last = batch if batch.seqs and batch.is_decode_only else None
-        self._steps_since_round = 1
+        else:
+            batch = self._round(now)
+            self._last = batch if batch.seqs and batch.is_decode_only else None
+            self._steps_since_round = 1
+        self.computed_tokens += sum(batch.num_new)
         return batch
 
     def _continue_decodes(self) -> ScheduledBatch | None:
