@@ -39,6 +39,8 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
         "--evict-preempted",
         "--max-running",
         "7",
+        "--service-accounting",
+        "share",
         "--schedule-every",
         "3",
         "--max-waiting",
@@ -56,6 +58,7 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
     engine = config.engine
     assert (engine.policy, engine.preemption, engine.prefix_caching) == ("plas", "recompute", False)
     assert (engine.max_running, engine.schedule_every, engine.keep_preempted) == (7, 3, False)
+    assert engine.service_accounting == "share"
     assert engine.scheduling.boundaries == (0.5, 1.0, 2.0) and engine.scheduling.beta == 2
 
 

@@ -229,6 +229,7 @@ def _engine_config(args: argparse.Namespace):
         swap_blocks=args.swap_blocks,
         preemption=args.preemption,
         keep_preempted=not args.evict_preempted,
+        service_accounting=args.service_accounting,
         prefix_caching=not args.no_prefix_caching,
         max_running=args.max_running,
         max_prefill_tokens=args.max_prefill_tokens,
@@ -339,6 +340,13 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
     )
     e.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
     e.add_argument("--max-running", type=int, default=32, help="calls in a batch (default 32)")
+    e.add_argument(
+        "--service-accounting",
+        default="step",
+        choices=["step", "share"],
+        help="a call's service for a step: the whole step time (step, default) or its share by"
+        " the tokens it computed (share)",
+    )
     e.add_argument(
         "--max-prefill-tokens", type=int, default=512, help="prompt tokens per step (default 512)"
     )

@@ -43,6 +43,20 @@ def test_virtual_time_and_service() -> None:
     engine.check_idle()
 
 
+def test_share_accounting_charges_each_call_its_tokens() -> None:
+    engine = make(service_accounting="share")
+    params = SamplingParams(max_tokens=5, ignore_eos=True)
+    a = engine.add_request(list(range(3, 40)), params)
+    b = engine.add_request(list(range(3, 20)), params)
+    while engine.has_unfinished():
+        engine.step()
+    # a prefill step of 37 + 17 tokens, then four decode steps of one token each
+    prefill, decode = 0.010 + 0.054, 0.012
+    assert a.service == pytest.approx(prefill * 37 / 54 + 4 * decode / 2)
+    assert b.service == pytest.approx(prefill * 17 / 54 + 4 * decode / 2)
+    assert a.service + b.service == pytest.approx(engine.executor.clock())
+
+
 def test_program_priority_orders_calls() -> None:
     engine = make(max_running=1)
     params = SamplingParams(max_tokens=3, ignore_eos=True)

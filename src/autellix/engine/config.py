@@ -25,6 +25,9 @@ class EngineConfig:
     prefix_caching: bool = True
 
     max_running: int = 32  # calls in one batch
+    # A call's service for a step: the whole step time ("step", as the paper charges), or
+    # its share by the tokens it computed ("share"), which does not grow with the batch.
+    service_accounting: Literal["step", "share"] = "step"
     max_prefill_tokens: int = 512  # prompt tokens per step (decodes are not counted)
     chunked_prefill: bool = True  # split prompts longer than what is left of the budget
     schedule_every: int = 1  # multi-step: a scheduling round every N decode steps
@@ -37,6 +40,8 @@ class EngineConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
             raise ValueError("num_kv_blocks must be at least 1")
+        if self.service_accounting not in ("step", "share"):
+            raise ValueError("service_accounting must be 'step' or 'share'")
         if self.preemption not in ("swap", "recompute"):
             raise ValueError("preemption must be 'swap' or 'recompute'")
         if self.dtype not in ("float32", "bfloat16"):

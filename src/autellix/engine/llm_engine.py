@@ -185,9 +185,11 @@ class LLMEngine:
         if not batch.seqs and not batch.swap_out:
             return []
         tokens, elapsed = self.executor.execute(batch)
+        share = self.config.service_accounting == "share"
+        per_token = elapsed / max(1, sum(batch.num_new))
         outputs = []
         for seq, n, token in zip(batch.seqs, batch.num_new, tokens, strict=True):
-            self.policy.add_service(seq, elapsed)
+            self.policy.add_service(seq, per_token * n if share else elapsed)
             seq.num_computed += n
             self._register_blocks(seq)
             if token is not None:
