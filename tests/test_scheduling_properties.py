@@ -1,6 +1,7 @@
 """Property tests: random programs, arrivals, step lengths, memory refusals and aborts
 driven through a policy and the process table, checking the invariants every round."""
 
+import itertools
 import math
 import random
 
@@ -19,6 +20,7 @@ from autellix.scheduling import (
 
 CONFIG = SchedulingConfig(boundaries=(0.5, 1.0, 2.0, 4.0, 8.0), beta=1.5)
 EPS = 1e-9
+STEPS = (0.1, 0.25, 0.5, 1.0)  # a round's step lengths
 
 calls_strategy = st.lists(
     st.tuples(
@@ -53,10 +55,12 @@ def check_starvation(policy: MultiLevelPolicy, now: float) -> None:
         assert waited < beta * max(program_service + c.starve_service, floor) + EPS
 
 
-@pytest.mark.parametrize("policy_name", ["fcfs", "mlfq", "plas", "atlas", "srpt"])
+@pytest.mark.parametrize("policy_name", ["fcfs", "mlfq", "plas", "atlas", "gittins", "srpt"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(calls=calls_strategy, seed=st.integers(0, 2**32 - 1))
 def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int) -> None:
+    """Random rounds (aborts, refusals, batch sizes), then a drain with neither aborts nor
+    refusals: every call finishes, within a bound of rounds."""
     rng = random.Random(seed)  # per-round choices: aborts, batch size, refusals, step
     now = 0.0
     table = ProcessTable(ttl=math.inf, clock=lambda: now)
@@ -77,7 +81,10 @@ def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int
         reported.setdefault(call.program_id, []).append((call.waiting, call.service, start))
         del states[call.call_id]
 
-    for _ in range(400):
+    def play_round(chaos: bool) -> None:
+        """One round: arrivals, maybe an abort, select_batch, a step. Without chaos no
+        call is aborted and fits() refuses nothing."""
+        nonlocal now, preemptions
         while pending and pending[0][1][1] <= now:
             index, (program, _, service) = pending.pop(0)
             record, snapshot = table.call_arrived(f"p{program}", call_id=f"c{index}")
@@ -87,25 +94,33 @@ def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int
             policy.add(state, now)
             states[state.call_id] = state
             needed[state.call_id] = service
-        if not states and not pending:
-            break
-        if states and rng.random() < 0.1:
+        if chaos and states and rng.random() < 0.1:
             victim = rng.choice(sorted(states))
             finish(states[victim])
 
         max_running = rng.randint(1, 4)
-        refusals = [rng.random() < 0.15 for _ in range(8)]
+        refusals = [chaos and rng.random() < 0.15 for _ in range(8)]
         answers = iter(refusals)
+        refused: list[str] = []
 
-        def fits(call: CallState, answers=answers) -> bool:
-            return not next(answers, False)
+        def fits(call: CallState) -> bool:
+            if next(answers, False):
+                refused.append(call.call_id)
+                return False
+            return True
 
         running_before = len(policy.running)
+        # the policy's order this round (ranking first applies this round's promotions,
+        # which select_batch would apply the same way at the same `now`)
+        top = [c.call_id for c in itertools.islice(policy.ranked(now), max_running)]
         batch, preempted = select_batch(policy, now, max_running, fits=fits)
         preemptions += len(preempted)
         assert len(batch) <= max_running
         assert set(policy.running) == {c.call_id for c in batch}
         assert all(c.running for c in batch) and not any(c.running for c in preempted)
+        if not refused:  # liveness: nothing refused, so the batch is full, and the top calls
+            assert len(batch) == min(max_running, len(policy)), (len(batch), len(policy))
+            assert {c.call_id for c in batch} == set(top)
         if not policy.preemptive:  # FCFS preempts only for memory (or a smaller batch)
             assert len(preempted) <= sum(refusals) + max(0, running_before - max_running)
         if isinstance(policy, MultiLevelPolicy):
@@ -113,11 +128,13 @@ def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int
             check_starvation(policy, now)
             for c in policy.calls.values():
                 level, promotions = levels.get(c.call_id, (c.level, c.promotions))
-                if c.level < level:  # moved up: only anti-starvation does that, to Q1
+                # moved up: only anti-starvation does that, to Q1 (Gittins re-ranks a call
+                # as it gains service, up as well as down)
+                if c.level < level and policy.name != "gittins":
                     assert c.level == 0 and c.promotions > promotions
                 levels[c.call_id] = (c.level, c.promotions)
 
-        step = rng.choice([0.1, 0.25, 0.5, 1.0])
+        step = rng.choice(STEPS)
         for call in batch:
             policy.add_service(call, step)
             needed[call.call_id] -= step
@@ -127,6 +144,23 @@ def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int
                 finish(call)
         if not states and pending:
             now = max(now, pending[0][1][1])
+
+    for _ in range(rng.randint(0, 300)):  # a random length, so that the drain has calls
+        if not states and not pending:
+            break
+        play_round(chaos=True)
+
+    # The drain: every round serves at least one call for at least min(STEPS), so the
+    # calls left (and still to arrive) finish within this many rounds.
+    left = [needed[c] for c in states] + [service for _, (_, _, service) in pending]
+    bound = sum(math.ceil(n / min(STEPS) - 1e-6) for n in left) + len(pending) + 1
+    rounds = 0
+    while (states or pending) and rounds < bound:
+        play_round(chaos=False)
+        rounds += 1
+    assert not states and not pending, f"{len(states)} calls unfinished after {rounds} rounds"
+    assert len(policy) == 0 and not policy.running
+    assert all(not p.calls for p in table.programs.values())
 
     # the process table's totals are the sums of what the engine reported
     for program_id, calls_reported in reported.items():

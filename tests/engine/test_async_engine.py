@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,9 @@ from autellix.engine.model.sampler import SamplingParams
 
 PARAMS = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 PROMPTS = [[5, 6, 7], list(range(10, 40)), [9], list(range(50, 62))]
+# A call that cannot finish by itself within a test: tens of seconds of decoding.
+LONG = 30_000
+ENDLESS = SamplingParams(max_tokens=LONG, ignore_eos=True)
 
 
 @pytest.fixture
@@ -22,6 +27,33 @@ def engine(tiny_llama: Path):
     engine = LLMEngine.from_config(config)
     yield engine
     engine.check_idle()
+
+
+@pytest.fixture
+def long_engine(make_tiny_model: Callable[..., Path]):
+    """The tiny model with a context long enough for a call of LONG tokens."""
+    folder = make_tiny_model(max_position_embeddings=LONG + 64)
+    config = EngineConfig(model=str(folder), block_size=4, num_kv_blocks=LONG // 4 + 64)
+    engine = LLMEngine.from_config(config)
+    yield engine
+    engine.check_idle()
+
+
+async def eventually(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        await asyncio.sleep(0.01)
+
+
+async def assert_stopped(engine: LLMEngine) -> None:
+    """The engine lets go of the call at once (no call, no KV block) and computes no
+    more tokens, far fewer than the call asked for: it was stopped, it did not finish."""
+    await eventually(lambda: not engine.seqs and engine.kv_usage() == 0, "the engine let go")
+    computed = engine.scheduler.computed_tokens
+    await asyncio.sleep(0.1)
+    assert engine.scheduler.computed_tokens == computed, "the engine still computes"
+    assert engine.stats()["computed_tokens"] == computed < LONG
 
 
 async def collect(aengine: AsyncLLMEngine, prompt, params=PARAMS) -> list[int]:
@@ -45,34 +77,44 @@ def test_streams_match_the_sync_engine(engine: LLMEngine) -> None:
     assert asyncio.run(main()) == expected
 
 
-def test_leaving_the_stream_aborts_the_call(engine: LLMEngine) -> None:
+def test_leaving_the_stream_aborts_the_call(long_engine: LLMEngine) -> None:
+    engine = long_engine
     aborted = []
 
     async def main() -> None:
         aengine = AsyncLLMEngine(engine, on_abort=aborted.append)
-        stream = aengine.generate(PROMPTS[1], SamplingParams(max_tokens=50, ignore_eos=True))
+        stream = aengine.generate(PROMPTS[1], ENDLESS, call_id="leaver")
         async for out in stream:
             assert not out.finished
-            break
+            if out.num_output_tokens == 3:
+                break
         await stream.aclose()
+        await assert_stopped(engine)
         other = await collect(aengine, PROMPTS[0])  # the loop keeps serving
         assert len(other) == 8
-        await asyncio.sleep(0.05)
         await aengine.stop()
 
     asyncio.run(main())
-    assert [o.finish_reason for o in aborted] == ["abort"]
-    assert aborted[0].service > 0
+    assert [(o.call_id, o.finish_reason) for o in aborted] == [("leaver", "abort")]
+    assert aborted[0].service > 0 and 3 <= aborted[0].num_output_tokens < LONG
 
 
-def test_cancelled_task_aborts_its_call(engine: LLMEngine) -> None:
+def test_cancelled_task_aborts_its_call(long_engine: LLMEngine) -> None:
+    engine = long_engine
+
     async def main() -> None:
         aengine = AsyncLLMEngine(engine)
-        task = asyncio.create_task(collect(aengine, PROMPTS[1], SamplingParams(max_tokens=200)))
-        await asyncio.sleep(0.2)
+        task = asyncio.create_task(collect(aengine, PROMPTS[1], ENDLESS))
+        # cancelled while it decodes, not before it reached the engine
+        await eventually(
+            lambda: any(s.num_output_tokens >= 3 for s in list(engine.seqs.values())),
+            "the call decodes",
+        )
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        await collect(aengine, PROMPTS[2])
+        assert task.cancelled()
+        await assert_stopped(engine)
+        assert len(await collect(aengine, PROMPTS[2])) == 8
         await aengine.stop()
 
     asyncio.run(main())

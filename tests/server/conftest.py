@@ -67,9 +67,41 @@ class Running:
         loop = self.frontend._reaper.get_loop()
         return asyncio.run_coroutine_threadsafe(coro, loop).result(30)
 
+    def engine_stats(self, index: int = 0) -> dict:
+        """A replica's engine stats, asked on the server's loop (a child process or an
+        actor answers over its channel)."""
+        return self.call(self.frontend.replicas[index].stats())
+
+    def wait_engines_stopped(self, below: int, timeout: float = 10) -> None:
+        """After a client left: within `timeout`, no engine holds a call or a KV block,
+        and the engines compute no more tokens, fewer than `below` in all (the tokens
+        computed so far, plus what the left calls asked for: they were stopped, they did
+        not finish). Does not wait for calls to end by themselves."""
+        n = len(self.frontend.replicas)
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = [self.engine_stats(i) for i in range(n)]
+            if all(s["running"] == s["waiting"] == 0 and s["kv_usage"] == 0 for s in stats):
+                break
+            assert time.monotonic() < deadline, f"engines still hold calls: {stats}"
+            time.sleep(0.02)
+        computed = sum(s["computed_tokens"] for s in stats)
+        time.sleep(0.2)
+        assert sum(self.engine_stats(i)["computed_tokens"] for i in range(n)) == computed
+        assert computed < below, (computed, below)
+
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(30)
+
+
+@pytest.fixture
+def long_context(make_tiny_model: Callable[..., Path]) -> dict:
+    """serve(engine=long_context): the tiny model with a context of 32k tokens and the
+    KV blocks for it, so that a call of 30_000 tokens is valid and takes tens of seconds:
+    it cannot end by itself within a test."""
+    folder = make_tiny_model(max_position_embeddings=32_768)
+    return {"model": str(folder), "num_kv_blocks": 32_768 // 4}
 
 
 @pytest.fixture

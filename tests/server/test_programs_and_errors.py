@@ -14,6 +14,7 @@ import autellix
 
 MODEL = "tiny"
 FIXED = {"ignore_eos": True}
+ENDLESS = 30_000  # max_tokens of a call that cannot finish within a test (long_context)
 
 
 def test_program_routes(serve) -> None:
@@ -160,44 +161,72 @@ def test_full_queue_answers_429_with_retry_after(serve) -> None:
     assert asyncio.run(main()) == [429, 200, 200]
 
 
-def test_disconnect_mid_stream_aborts_the_call(serve) -> None:
-    server = serve()
-    body = {"model": MODEL, "prompt": "w1 w2", "max_tokens": 200, "stream": True, **FIXED}
+def eventually(condition, what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["local", "child-process"])
+def test_disconnect_mid_stream_aborts_the_call(serve, long_context, processes: bool) -> None:
+    """The engine stops the call once the client leaves: a call it could not finish in
+    the test's time is gone from it within seconds, and no more tokens are computed."""
+    server = serve(engine=long_context, processes=processes)
+    body = {"model": MODEL, "prompt": "w1 w2", "max_tokens": ENDLESS, "stream": True, **FIXED}
     with (
         httpx.Client(base_url=server.base_url, timeout=60) as http,
         http.stream(
             "POST", "/completions", json=body, headers={"X-Autellix-Program": "leaver"}
         ) as r,
     ):
-        lines = r.iter_lines()
-        first = next(line for line in lines if line.startswith("data:"))
-        assert json.loads(first[5:])["choices"][0]["text"] is not None
-    server.wait_idle()  # the engine let go of the call: no blocks leak (checked after)
+        events = (json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:"))
+        for _ in range(3):  # the call decodes
+            assert next(events)["choices"][0]["text"] is not None
+    server.wait_engines_stopped(below=ENDLESS)
     program = server.frontend.table.get("leaver")
-    assert program.calls == {} and program.completed_calls == 1
-    assert program.service > 0
+    eventually(lambda: program.calls == {}, "the process table closed the call")
+    assert program.completed_calls == 1 and program.service > 0
+    assert server.frontend.replicas[0].in_flight == 0
 
 
-def test_disconnect_while_waiting_aborts_the_call(serve) -> None:
-    server = serve(engine={"max_running": 1})
-    slow_down(server)
-    body = {"model": MODEL, "prompt": "w1", "max_tokens": 100, **FIXED}
+def test_disconnect_while_waiting_aborts_the_call(serve, long_context) -> None:
+    """A call that leaves while it waits behind a running one is dropped from the
+    engine's queue at once; then the running one leaves too and the engine stops."""
+    server = serve(engine={**long_context, "max_running": 1})
+    engine = server.frontend.replicas[0].engine
+    body = {"model": MODEL, "prompt": "w1", "max_tokens": ENDLESS, **FIXED}
+
+    def stats() -> dict:
+        return server.engine_stats()
+
+    async def until(condition, what: str) -> None:
+        await asyncio.to_thread(eventually, condition, what)
 
     async def main() -> None:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
-            hog = asyncio.create_task(http.post("/completions", json=body))
-            await asyncio.sleep(0.2)
+            hog = asyncio.create_task(
+                http.post("/completions", json=body, headers={"X-Autellix-Program": "hog"})
+            )
+            await until(lambda: stats()["running"] == 1, "the hog runs")
             waiter = asyncio.create_task(
                 http.post("/completions", json=body, headers={"X-Autellix-Program": "impatient"})
             )
-            await asyncio.sleep(0.3)
+            await until(lambda: stats()["waiting"] == 1, "the second call waits")
+            waiting = [s.call_id for s in list(engine.seqs.values()) if not s.running]
+            assert len(waiting) == 1
+            assert set(server.frontend.table.get("impatient").calls) == set(waiting)
             waiter.cancel()  # closes the connection while the call waits
             await asyncio.gather(waiter, return_exceptions=True)
-            deadline = time.monotonic() + 10
-            while server.frontend.table.get("impatient").calls and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            assert server.frontend.table.get("impatient").calls == {}
-            assert (await hog).status_code == 200
+            await until(lambda: stats()["waiting"] == 0, "the waiting call left the engine")
+            assert waiting[0] not in engine.seqs and stats()["running"] == 1  # the hog runs on
+            await until(
+                lambda: server.frontend.table.get("impatient").calls == {},
+                "the process table closed the waiting call",
+            )
+            hog.cancel()
+            await asyncio.gather(hog, return_exceptions=True)
+            await asyncio.to_thread(server.wait_engines_stopped, 2 * ENDLESS)
 
     asyncio.run(main())
 

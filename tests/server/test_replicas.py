@@ -11,6 +11,7 @@ import pytest
 
 MODEL = "tiny"
 FIXED = {"ignore_eos": True}
+ENDLESS = 30_000  # max_tokens of a call that cannot finish within a test (long_context)
 LONG = " ".join(f"w{i}" for i in range(3, 40))  # 37 tokens: long for a threshold of 16
 
 
@@ -83,8 +84,8 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_replicas(local_ray, serve) -> None:
-    server = serve(replicas=2, ray="auto", balancer="least-used")
+def test_ray_replicas(local_ray, serve, long_context) -> None:
+    server = serve(engine=long_context, replicas=2, ray="auto", balancer="least-used")
 
     async def main() -> list[str]:
         async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x") as c:
@@ -106,14 +107,18 @@ def test_ray_replicas(local_ray, serve) -> None:
     assert len(texts) == 6 and all(texts)
     assert server.frontend.table.get("rayed").engines == {0, 1}
     assert server.frontend.table.get("rayed").completed_calls == 6
-    # leaving a stream early cancels the actor's call
+    # leaving a stream early cancels the actor's call: the actor stops computing at once,
+    # long before the call could have ended by itself
+    before = sum(server.engine_stats(i)["computed_tokens"] for i in range(2))
     with (
         httpx.Client(base_url=server.base_url, timeout=60) as http,
         http.stream(
             "POST",
             "/completions",
-            json={"model": MODEL, "prompt": "w1", "max_tokens": 200, "stream": True, **FIXED},
+            json={"model": MODEL, "prompt": "w1", "max_tokens": ENDLESS, "stream": True, **FIXED},
         ) as r,
     ):
-        next(line for line in r.iter_lines() if line.startswith("data:"))
-    # (the fixture then checks that no actor holds a call or a KV block)
+        events = (line for line in r.iter_lines() if line.startswith("data:"))
+        for _ in range(3):  # the call decodes
+            next(events)
+    server.wait_engines_stopped(below=before + ENDLESS)
