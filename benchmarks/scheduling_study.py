@@ -115,6 +115,13 @@ def main() -> None:
     p.add_argument("--profile", required=True)
     p.add_argument("--workloads", nargs="+", default=["agents", "agents:searches=0.25"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        metavar="NAME=FLAGS",
+        help="more variants, each a name and its engine flags",
+    )
     p.add_argument("--engine-args", default="", help="engine flags for every variant")
     p.add_argument("--programs", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -123,6 +130,8 @@ def main() -> None:
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     target = profile_target(args.profile)
+    variants = {n: f for n, f in VARIANTS.items() if n in args.variants or n == "fcfs"}
+    variants.update(item.split("=", 1) for item in args.extra)
     lines = [
         "# Scheduling study (simulator, profile-calibrated)",
         "",
@@ -151,8 +160,8 @@ def main() -> None:
             "|---|---|---|---|---|---|",
         ]
         results = {}
-        for name in args.variants:
-            flags = f"{args.engine_args} {VARIANTS[name]}"
+        for name, variant_flags in variants.items():
+            flags = f"{args.engine_args} {variant_flags}"
             runs = [
                 run(workload, params, args.programs, rate, s, flags, target) for s in args.seeds
             ]
@@ -162,8 +171,9 @@ def main() -> None:
         base_means, base_p95s, _ = results["fcfs"]
         for name, (means, p95s, pre) in results.items():
             lines.append(
-                f"| {name} | {statistics.mean(means):.3f} | {statistics.mean(p95s):.3f} "
-                f"| {ratio_ci(base_means, means)} | {ratio_ci(base_p95s, p95s)} | {pre:.0f} |"
+                f"| {name} (`{variants[name]}`) | {statistics.mean(means):.3f} "
+                f"| {statistics.mean(p95s):.3f} | {ratio_ci(base_means, means)} "
+                f"| {ratio_ci(base_p95s, p95s)} | {pre:.0f} |"
             )
         lines.append("")
         print("\n".join(lines), flush=True)
