@@ -1,0 +1,206 @@
+"""The KV block manager on its own: allocation order, ref counts, prefix matching over
+chained hashes, LRU eviction of cached free blocks, swap space, and the idle check."""
+
+from __future__ import annotations
+
+import pytest
+
+from autellix.engine.kv_cache import BlockManager, CacheFull, block_hash
+
+SIZE = 4
+
+
+def chain(tokens: list[int], size: int = SIZE) -> list[int]:
+    """The chained hashes of the full blocks of `tokens`, as the engine computes them."""
+    hashes: list[int] = []
+    for i in range(len(tokens) // size):
+        hashes.append(block_hash(hashes[-1] if hashes else None, tokens[i * size : (i + 1) * size]))
+    return hashes
+
+
+def computed(manager: BlockManager, tokens: list[int]) -> list[int]:
+    """A call that computed `tokens` into fresh blocks and registered its full ones."""
+    table = manager.allocate(manager.blocks_for(len(tokens)))
+    for block_id, h in zip(table, chain(tokens), strict=False):
+        manager.register(block_id, h)
+    return table
+
+
+def test_a_fresh_manager_hands_out_blocks_from_zero_and_counts_them() -> None:
+    manager = BlockManager(num_blocks=5, block_size=SIZE, num_swap_blocks=3)
+    assert (manager.num_blocks, manager.num_free, manager.num_free_swap) == (5, 5, 3)
+    assert manager.allocate(2) == [0, 1]
+    assert manager.allocate(3) == [2, 3, 4]
+    assert manager.num_free == 0
+    assert [b.ref_count for b in manager.blocks] == [1] * 5
+    manager.free([0, 1, 2, 3, 4])
+    assert manager.num_free == 5
+    manager.check_idle()
+
+
+@pytest.mark.parametrize(
+    "tokens, blocks", [(0, 0), (1, 1), (SIZE - 1, 1), (SIZE, 1), (SIZE + 1, 2), (3 * SIZE, 3)]
+)
+def test_blocks_for_rounds_up(tokens: int, blocks: int) -> None:
+    assert BlockManager(1, SIZE, 0).blocks_for(tokens) == blocks
+
+
+def test_allocate_takes_exactly_what_is_free_and_no_more() -> None:
+    manager = BlockManager(3, SIZE, 0)
+    with pytest.raises(CacheFull, match="4 blocks wanted, 3 free"):
+        manager.allocate(4)
+    assert manager.num_free == 3  # a refused allocation takes nothing
+    assert sorted(manager.allocate(3)) == [0, 1, 2]
+    with pytest.raises(CacheFull):
+        manager.allocate(1)
+    assert manager.allocate(0) == []
+
+
+def test_block_hash_is_chained_over_the_blocks_before() -> None:
+    a, b = [1, 2, 3, 4], [5, 6, 7, 8]
+    assert block_hash(None, a) == block_hash(None, tuple(a))
+    assert block_hash(None, a) != block_hash(None, b)
+    # the same block content after a different prefix is a different block
+    assert block_hash(block_hash(None, a), b) != block_hash(block_hash(None, b), b)
+    assert block_hash(block_hash(None, a), b) != block_hash(None, b)
+
+
+def test_a_prefix_is_matched_block_by_block_and_leaves_one_token_to_compute() -> None:
+    manager = BlockManager(8, SIZE, 0)
+    prompt = list(range(100, 112))  # three full blocks
+    table = computed(manager, prompt)
+    manager.free(table)
+    assert manager.num_free == 8  # freed, but still findable
+    # the same prompt: the third block is not matched, one token is always computed
+    assert manager.match_prefix(prompt) == table[:2]
+    # one token more: all three full blocks match
+    assert manager.match_prefix([*prompt, 7]) == table
+    # a prompt that differs inside the second block matches only the first
+    assert manager.match_prefix([*prompt[:5], 0, *prompt[6:], 7]) == table[:1]
+    # a different first block: nothing, even though later tokens agree
+    assert manager.match_prefix([0, *prompt[1:], 7]) == []
+    # a prompt no longer than one block has nothing to match
+    assert manager.match_prefix(prompt[:SIZE]) == []
+
+
+def test_matched_blocks_are_taken_and_ref_counted() -> None:
+    manager = BlockManager(6, SIZE, 0)
+    prompt = list(range(9))  # two full blocks and one token
+    table = computed(manager, prompt)
+    assert manager.num_free == 3
+    # matching a block still held by the first call shares it (ref count 2)
+    shared = manager.match_prefix(prompt)
+    assert shared == table[:2]
+    assert [manager.blocks[i].ref_count for i in table] == [2, 2, 1]
+    manager.free(table)
+    assert [manager.blocks[i].ref_count for i in table] == [1, 1, 0]
+    assert manager.num_free == 4  # only the partial block came back
+    manager.free(shared)
+    assert manager.num_free == 6
+    # matching free cached blocks takes them off the free list
+    again = manager.match_prefix(prompt)
+    assert again == table[:2] and manager.num_free == 4
+    assert [manager.blocks[i].ref_count for i in again] == [1, 1]
+    manager.free(again)
+    manager.check_idle()
+
+
+def test_without_prefix_caching_nothing_is_registered_or_matched() -> None:
+    manager = BlockManager(4, SIZE, 0, prefix_caching=False)
+    prompt = list(range(9))
+    table = computed(manager, prompt)
+    assert manager.by_hash == {} and all(manager.blocks[i].hash is None for i in table)
+    manager.free(table)
+    assert manager.match_prefix(prompt) == []
+    assert manager.num_free == 4
+
+
+def test_register_keeps_the_first_block_for_a_content_and_a_block_s_first_hash() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    first, second = manager.allocate(2)
+    manager.register(first, 11)
+    manager.register(second, 11)  # the same content computed twice
+    assert manager.by_hash == {11: first} and manager.blocks[second].hash is None
+    manager.register(first, 22)  # a block is registered once
+    assert manager.by_hash == {11: first} and manager.blocks[first].hash == 11
+    # the duplicate never became findable, so it goes back to the plain free list
+    manager.free([first, second])
+    assert list(manager.cached_free) == [first] and second in manager.free_ids
+
+
+def test_plain_free_blocks_are_used_before_cached_ones() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    table = computed(manager, list(range(8)))  # blocks 0 and 1, both hashed
+    manager.free(table)
+    assert manager.allocate(2) == [2, 3]  # the never-hashed blocks first
+    assert manager.match_prefix(list(range(9))) == table  # the cached ones survived
+
+
+def test_eviction_takes_the_least_recently_freed_block_tail_first() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    old = list(range(8))  # two full blocks each
+    new = list(range(50, 58))
+    old_table = computed(manager, old)
+    new_table = computed(manager, new)
+    manager.free(old_table)  # freed first: tail (block 1) before head (block 0)
+    manager.free(new_table)
+    assert list(manager.cached_free) == [old_table[1], old_table[0], *new_table[::-1]]
+    # evicting one block takes the old prompt's tail: its head still matches
+    (taken,) = manager.allocate(1)
+    assert taken == old_table[1] and manager.blocks[taken].hash is None
+    assert manager.match_prefix([*old, 0]) == old_table[:1]
+    # the matched head is held now; the next eviction takes the new prompt's tail
+    assert manager.allocate(1) == [new_table[1]]
+    assert manager.match_prefix([*new, 0]) == new_table[:1]
+    assert manager.num_free == 0
+    manager.free([taken, new_table[1], *old_table[:1], *new_table[:1]])
+    manager.check_idle()
+
+
+def test_an_evicted_block_cannot_be_found_by_its_old_hash() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    prompt = list(range(5))
+    (block, _) = computed(manager, prompt)
+    manager.free([block, _])
+    h = manager.blocks[block].hash
+    assert manager.allocate(2) == [_, block]  # the plain one, then the cached one
+    assert h not in manager.by_hash
+    manager.free([block])
+    assert manager.match_prefix(prompt) == []
+
+
+def test_freeing_a_block_twice_is_an_error() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    (block,) = manager.allocate(1)
+    manager.free([block])
+    with pytest.raises(RuntimeError, match=f"block {block} freed twice"):
+        manager.free([block])
+
+
+def test_swap_space_is_all_or_nothing() -> None:
+    manager = BlockManager(1, SIZE, num_swap_blocks=3)
+    assert manager.allocate_swap(4) is None
+    assert manager.num_free_swap == 3
+    assert manager.allocate_swap(3) == [0, 1, 2]  # exactly what is left
+    assert manager.allocate_swap(1) is None
+    assert manager.allocate_swap(0) == []
+    manager.free_swap([1, 0])
+    assert manager.num_free_swap == 2
+    with pytest.raises(AssertionError, match="swap blocks still held"):
+        manager.check_idle()
+    manager.free_swap([2])
+    manager.check_idle()
+
+
+def test_check_idle_names_the_held_blocks() -> None:
+    manager = BlockManager(3, SIZE, 0)
+    manager.allocate(2)
+    with pytest.raises(AssertionError, match=r"KV blocks still held: \[0, 1\]"):
+        manager.check_idle()
+
+
+def test_lookup_statistics_add_up() -> None:
+    manager = BlockManager(1, SIZE, 0)
+    manager.count_lookup(10, 4)
+    manager.count_lookup(6, 0)
+    assert (manager.queried_tokens, manager.hit_tokens) == (16, 4)

@@ -1,0 +1,94 @@
+"""What the process table teaches the size model (for the Gittins policy): which
+programs are reported, when, under which class, and which sizes are kept."""
+
+from __future__ import annotations
+
+from autellix.programs import ProcessTable, SizeModel, kind_of
+
+
+def test_a_re_reported_program_counts_as_recent() -> None:
+    model = SizeModel(keep=2, min_samples=1)
+    model.observe("k", "a", 1.0)
+    model.observe("k", "b", 2.0)
+    model.observe("k", "a", 3.0)  # a again: now the most recent
+    model.observe("k", "c", 4.0)  # over `keep`: b, the least recent, goes
+    assert model.sizes("k") == (3.0, 4.0)
+    assert model.sizes(None) == (3.0, 4.0)
+
+
+def test_one_class_per_system_prompt_start() -> None:
+    head = "x" * 256
+    a = kind_of([{"role": "system", "content": head + "task one"}])
+    b = kind_of([{"role": "system", "content": head + "task two"}])
+    assert a == b  # only the first 256 characters name the class
+    c = kind_of([{"role": "system", "content": "y" + head[1:] + "task one"}])
+    assert a != c and a is not None
+    assert kind_of([]) is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def table_with(clock: Clock, keep: int = 256) -> ProcessTable:
+    table = ProcessTable(ttl=1000.0, clock=clock, idle_after=5.0)
+    table.sizes = SizeModel(keep=keep, min_samples=1)
+    return table
+
+
+def run_call(table: ProcessTable, program_id: str, service: float, kind: str = "k") -> None:
+    call, _ = table.call_arrived(program_id, kind=kind)
+    table.call_finished(program_id, call.call_id, 0.0, service)
+
+
+def test_every_program_of_a_class_adds_its_own_size() -> None:
+    clock = Clock()
+    table = table_with(clock)
+    run_call(table, "p", 2.0)
+    run_call(table, "q", 3.0)
+    table.end("p")
+    table.end("q")
+    assert table.sizes.sizes("k") == (2.0, 3.0)
+
+
+def test_a_program_with_no_finished_call_teaches_nothing() -> None:
+    clock = Clock()
+    table = table_with(clock)
+    table.start("empty", kind="k")
+    clock.now = 100.0
+    table.reap()  # idle long enough to be reported, but it has no size yet
+    table.end("empty")
+    assert table.sizes.sizes("k") == ()
+
+
+def test_idleness_is_measured_from_the_last_activity() -> None:
+    clock = Clock()
+    table = table_with(clock)
+    clock.now = 100.0
+    run_call(table, "p", 2.0)
+    clock.now = 104.0  # idle 4 s of 5
+    table.reap()
+    assert table.sizes.sizes("k") == ()
+    clock.now = 105.5
+    table.reap()
+    assert table.sizes.sizes("k") == (2.0,)
+
+
+def test_an_idle_program_is_reported_once_until_its_size_changes() -> None:
+    clock = Clock()
+    table = table_with(clock, keep=2)
+    run_call(table, "old", 1.0)
+    clock.now = 10.0
+    table.reap()  # old is reported
+    run_call(table, "mid", 2.0)
+    table.end("mid")
+    clock.now = 20.0
+    table.reap()  # old is still idle, with the same size: not reported again
+    run_call(table, "new", 3.0)
+    table.end("new")  # over `keep`: the least recent report (old's) goes
+    assert table.sizes.sizes("k") == (2.0, 3.0)
+    assert "old" in table
