@@ -67,7 +67,7 @@ def test_defaults() -> None:
     assert (args.host, args.port, args.policy, args.balancer, args.replicas) == (
         "127.0.0.1",
         8000,
-        "atlas",
+        "plas",
         "locality",
         1,
     )

@@ -71,4 +71,4 @@ def test_demo_benches_a_small_mixed_workload(monkeypatch: pytest.MonkeyPatch) ->
     (args,) = seen
     assert (args.workload, args.programs, args.scale) == ("mixed", 12, 0.1)
     assert args.workload_arg == ["lats.iterations=2"]  # a few minutes, not an hour
-    assert args.policies == ["vllm=fcfs:--no-prefix-caching", "vllm-opt=fcfs", "atlas"]
+    assert args.policies == ["vllm=fcfs:--no-prefix-caching", "vllm-opt=fcfs", "plas"]

@@ -155,7 +155,7 @@ def _demo(args: argparse.Namespace) -> int:
             "--policies",
             "vllm=fcfs:--no-prefix-caching",
             "vllm-opt=fcfs",
-            "atlas",
+            "plas",
             "--serve-args",
             f"--max-running {args.max_running}",
             "--baseline",
@@ -296,10 +296,12 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
     g = p.add_argument_group("scheduling")
     g.add_argument(
         "--policy",
-        default="atlas",
+        default="plas",
         choices=["fcfs", "mlfq", "plas", "atlas", "gittins", *policies],
-        help="atlas (default): program-level least attained service by critical path;"
-        " for single-threaded programs it equals plas, so it serves both kinds",
+        help="plas (default): program-level least attained service, a program's rank the sum"
+        " of its calls' service; atlas ranks by the longest critical path instead (it favours"
+        " fan-outs over chats); gittins ranks by the Gittins index of the sizes learned per"
+        " program kind",
     )
     g.add_argument("--num-queues", type=int, default=11, help="K priority queues (default 11)")
     g.add_argument(
@@ -415,7 +417,7 @@ def _bench(args: argparse.Namespace) -> int:
     endpoints += [_endpoint(e, False, False, args.model) for e in args.peer or []]
     endpoints += [_endpoint(e, False, True, args.model) for e in args.peer_priority or []]
     policies = (
-        args.policies if args.policies is not None else ([] if endpoints else ["fcfs", "atlas"])
+        args.policies if args.policies is not None else ([] if endpoints else ["fcfs", "plas"])
     )
 
     def build(rate: float):
@@ -560,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         metavar="[NAME=]POLICY[:FLAGS]",
         help="start `autellix serve` per policy, with extra serve flags if given, e.g. "
-        "vllm=fcfs:--no-prefix-caching (default: fcfs atlas when no endpoint is given)",
+        "vllm=fcfs:--no-prefix-caching (default: fcfs plas when no endpoint is given)",
     )
     bench.add_argument("--serve-args", default="", help="extra flags for those servers")
     bench.add_argument("--port", type=int, default=8400, help="first port for those servers")

@@ -67,7 +67,7 @@ def check_blocks(engine: LLMEngine) -> None:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
-    policy=st.sampled_from(["fcfs", "mlfq", "plas", "atlas"]),
+    policy=st.sampled_from(["fcfs", "mlfq", "plas", "atlas", "gittins"]),
     preemption=st.sampled_from(["swap", "recompute"]),
     num_blocks=st.integers(8, 40),
     max_running=st.integers(1, 5),

@@ -13,7 +13,7 @@ class EngineConfig:
     model: str | None = None  # a Hugging Face folder; None: the embedded default (SmolLM2)
     dtype: Literal["float32", "bfloat16"] = "float32"
     device: str = "cpu"
-    policy: str = "atlas"  # fcfs | mlfq | plas | atlas | srpt
+    policy: str = "plas"  # fcfs | mlfq | plas | atlas | gittins | srpt
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
 
     block_size: int = 16  # tokens per KV block
