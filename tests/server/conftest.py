@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 import uvicorn
 
@@ -145,3 +146,16 @@ def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
             assert all(not p.calls for p in r.frontend.table.programs.values())
         finally:
             r.stop()
+
+
+@pytest.fixture
+def server(serve) -> Running:
+    """A server with the default settings of `serve`."""
+    return serve()
+
+
+@pytest.fixture
+def client(server: Running) -> Iterator[openai.OpenAI]:
+    """The official openai client of `server` (no retries: a test sees every error)."""
+    with openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0) as c:
+        yield c

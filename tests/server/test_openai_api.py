@@ -7,7 +7,6 @@ import asyncio
 
 import httpx
 import openai
-import pytest
 
 from autellix.engine.model.sampler import SamplingParams
 
@@ -15,17 +14,6 @@ MODEL = "tiny"  # the served name in conftest
 PROMPT = "w5 w17 w3 w99 w42"
 MESSAGES = [{"role": "user", "content": "w7 w8 w9"}]
 FIXED = {"ignore_eos": True}
-
-
-@pytest.fixture
-def server(serve):
-    return serve()
-
-
-@pytest.fixture
-def client(server):
-    with openai.OpenAI(base_url=server.base_url, api_key="none") as c:
-        yield c
 
 
 def direct_text(server, prompt: str, max_tokens: int) -> str:

@@ -6,26 +6,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import openai
-import pytest
-
 from autellix.engine.model.sampler import SamplingParams
 
 MODEL = "tiny"  # the served name in conftest
 PROMPT = "w5 w17 w3 w99 w42"
 OTHER = "w7 w8 w9"
 FIXED = {"ignore_eos": True}
-
-
-@pytest.fixture
-def server(serve):
-    return serve()
-
-
-@pytest.fixture
-def client(server):
-    with openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0) as c:
-        yield c
 
 
 def direct_ids(server, prompt: str | list[int], **params) -> list[int]:

@@ -35,12 +35,6 @@ def streamed(chunks, chat: bool) -> tuple[dict[int, str], dict[int, list[str]]]:
     return dict(texts), dict(reasons)
 
 
-@pytest.fixture
-def client(serve):
-    with openai.OpenAI(base_url=serve().base_url, api_key="none") as c:
-        yield c
-
-
 @pytest.mark.parametrize("include", [False, True])
 def test_completions_stop_across_tokens(client, include: bool) -> None:
     greedy = client.completions.create(
