@@ -80,7 +80,7 @@ def create_app(frontend: Frontend) -> FastAPI:
         if first.get("type") == "json_invalid":
             return error_response(400, "the request body is not valid JSON", code="invalid_json")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
-        message = first.get("msg", "invalid request")
+        message = first.get("msg", "invalid request").removeprefix("Value error, ")
         message = f"{where}: {message}" if where else message
         return error_response(400, message, code="invalid_value")
 

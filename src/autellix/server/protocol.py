@@ -6,15 +6,45 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
+# Fields of OpenAI's API that this server does not serve, each with the test of whether a
+# request asks for it: such a request is refused (400), never answered as if it had not.
+UNSERVED: dict[str, Any] = {
+    "tools": bool,
+    "functions": bool,
+    "tool_choice": lambda v: v not in (None, "none"),
+    "function_call": lambda v: v not in (None, "none"),
+    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
+    "logprobs": lambda v: v not in (None, False),
+    "top_logprobs": lambda v: v not in (None, 0),
+    "logit_bias": bool,
+    "frequency_penalty": bool,
+    "presence_penalty": bool,
+    "echo": bool,
+    "suffix": bool,
+    "best_of": lambda v: v not in (None, 1),
+    "audio": bool,
+    "prediction": bool,
+}
+
+
 class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _served(cls, body: Any) -> Any:
+        if isinstance(body, dict):
+            for name, asks in UNSERVED.items():
+                if body.get(name) is not None and asks(body[name]):
+                    raise ValueError(f"{name} is not supported by this server")
+        return body
 
     model: str
     max_tokens: int | None = Field(default=None, ge=1)
