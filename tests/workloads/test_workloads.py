@@ -1,4 +1,4 @@
-"""The four workloads: determinism, arrivals, refs, sizes against the paper, scaling."""
+"""The workloads: determinism, arrivals, refs, sizes against the paper, scaling."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from autellix.workloads import (
 from autellix.workloads.sampling import poisson_arrivals
 from autellix.workloads.spec import ProgramSpec
 
-KINDS = ["chatbot", "react", "lats", "mixed"]
+KINDS = ["chatbot", "react", "lats", "mixed", "agents"]
 # programs per workload for the paper-means check: enough for means stable to a few %
 SAMPLE = {"chatbot": 300, "react": 400, "lats": 150}
 MAX_CONTEXT = 8192
