@@ -4,6 +4,7 @@ Run from the repository root after `mutmut run` (``make mutation`` does both):
 
     python scripts/mutation_table.py              # per-module counts, as Markdown
     python scripts/mutation_table.py --survivors  # and every mutant not killed, with its diff
+    mutmut results --all true > saved.txt; python scripts/mutation_table.py --results saved.txt
 
 Counts come from ``mutmut results --all true``; nothing is counted by hand. "Detected"
 is killed + timeout (a mutant that makes a test hang is caught too).
@@ -25,10 +26,13 @@ MODULE = re.compile(r"^(?P<module>[\w.]+?)\.x[_ǁ]")
 COLUMNS = ("killed", "timeout", "survived", "no tests", "other")
 
 
-def results() -> list[tuple[str, str]]:
-    out = subprocess.run(
-        [str(MUTMUT), "results", "--all", "true"], capture_output=True, text=True, check=True
-    ).stdout
+def results(saved: Path | None = None) -> list[tuple[str, str]]:
+    if saved is not None:
+        out = saved.read_text()
+    else:
+        out = subprocess.run(
+            [str(MUTMUT), "results", "--all", "true"], capture_output=True, text=True, check=True
+        ).stdout
     return [(m["name"], m["status"]) for m in map(LINE.match, out.splitlines()) if m]
 
 
@@ -81,8 +85,9 @@ def survivors(rows: list[tuple[str, str]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--survivors", action="store_true", help="list mutants not killed")
+    parser.add_argument("--results", type=Path, help="a saved `mutmut results --all true`")
     args = parser.parse_args()
-    rows = results()
+    rows = results(args.results)
     if not rows:
         sys.exit("no mutmut results: run `mutmut run` first")
     print(table(rows))

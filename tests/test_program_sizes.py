@@ -17,11 +17,11 @@ def test_a_re_reported_program_counts_as_recent() -> None:
 
 
 def test_one_class_per_system_prompt_start() -> None:
-    head = "x" * 256
-    a = kind_of([{"role": "system", "content": head + "task one"}])
-    b = kind_of([{"role": "system", "content": head + "task two"}])
+    start = "x" * 255  # 255 characters, then the 256th and what follows
+    a = kind_of([{"role": "system", "content": start + "A" + "1: the task"}])
+    b = kind_of([{"role": "system", "content": start + "A" + "2: the task"}])
     assert a == b  # only the first 256 characters name the class
-    c = kind_of([{"role": "system", "content": "y" + head[1:] + "task one"}])
+    c = kind_of([{"role": "system", "content": start + "B" + "1: the task"}])
     assert a != c and a is not None
     assert kind_of([]) is None
 
