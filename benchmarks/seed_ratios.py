@@ -1,0 +1,44 @@
+"""Ratios to a baseline over several `autellix bench` runs (one results folder a seed):
+mean and p95 program token latency, each a geometric mean over the seeds with its 95%
+confidence interval (Student t on the per-seed log ratios).
+
+    .venv/bin/python benchmarks/seed_ratios.py benchmarks/results/cpu-agents-heavy/seed* \\
+        --baseline fcfs
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import statistics
+from pathlib import Path
+
+from scheduling_study import ratio_ci
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("folders", nargs="+", type=Path)
+    p.add_argument("--baseline", default="fcfs")
+    args = p.parse_args()
+    runs: dict[str, dict[str, list[float]]] = {}  # endpoint -> metric -> one value a seed
+    for folder in args.folders:
+        with (folder / "summary.csv").open() as f:
+            for row in csv.DictReader(f):
+                metrics = runs.setdefault(row["endpoint"], {"mean": [], "p95": []})
+                metrics["mean"].append(float(row["token_latency_mean"]))
+                metrics["p95"].append(float(row["token_latency_p95"]))
+    base = runs[args.baseline]
+    print(f"{len(args.folders)} runs: {', '.join(str(f) for f in args.folders)}\n")
+    print(f"| endpoint | mean s/token | p95 | {args.baseline} / it, mean [95% CI] | p95 |")
+    print("|---|---|---|---|---|")
+    for name, metrics in runs.items():
+        print(
+            f"| {name} | {statistics.mean(metrics['mean']):.3f} "
+            f"| {statistics.mean(metrics['p95']):.3f} | {ratio_ci(base['mean'], metrics['mean'])} "
+            f"| {ratio_ci(base['p95'], metrics['p95'])} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
