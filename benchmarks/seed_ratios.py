@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shlex
 import statistics
+import sys
 from pathlib import Path
 
+from autellix.machine import this_commit, this_machine
 from scheduling_study import ratio_ci
 
 
@@ -29,7 +32,9 @@ def main() -> None:
                 metrics["mean"].append(float(row["token_latency_mean"]))
                 metrics["p95"].append(float(row["token_latency_p95"]))
     base = runs[args.baseline]
-    print(f"{len(args.folders)} runs: {', '.join(str(f) for f in args.folders)}\n")
+    print(f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`")
+    print(f"- ratios computed at commit {this_commit()} on {this_machine()}")
+    print(f"- {len(args.folders)} runs (each folder's summary.md names the machine it ran on)\n")
     print(f"| endpoint | mean s/token | p95 | {args.baseline} / it, mean [95% CI] | p95 |")
     print("|---|---|---|---|---|")
     for name, metrics in runs.items():

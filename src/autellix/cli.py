@@ -293,6 +293,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
 
 def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()) -> None:
     """Scheduling and engine settings, shared by `serve`, `simulate` and `profile`."""
+    _add_scheduling_flags(p, policies)
+    _add_batch_flags(p)
+
+
+def _add_scheduling_flags(p: argparse.ArgumentParser, policies: tuple[str, ...]) -> None:
     g = p.add_argument_group("scheduling")
     g.add_argument(
         "--policy",
@@ -322,6 +327,10 @@ def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()
     g.add_argument("--quanta", type=float, nargs="+", help="per-queue quanta (default: widths)")
     g.add_argument("--beta", type=float, default=5.0, help="anti-starvation ratio (default 5)")
     g.add_argument("--skip-join", action="store_true", help="mlfq: enter by prompt length")
+
+
+def _add_batch_flags(p: argparse.ArgumentParser) -> None:
+    """The engine's memory, batching and preemption settings."""
     e = p.add_argument_group("engine")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     e.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")

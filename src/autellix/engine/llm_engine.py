@@ -186,7 +186,7 @@ class LLMEngine:
             return []
         tokens, elapsed = self.executor.execute(batch)
         share = self.config.service_accounting == "share"
-        per_token = elapsed / max(1, sum(batch.num_new))
+        per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
         outputs = []
         for seq, n, token in zip(batch.seqs, batch.num_new, tokens, strict=True):
             self.policy.add_service(seq, per_token * n if share else elapsed)
