@@ -49,7 +49,7 @@ async def eventually(condition: Callable[[], bool], what: str, timeout: float = 
 async def assert_stopped(engine: LLMEngine) -> None:
     """The engine lets go of the call at once (no call, no KV block) and computes no
     more tokens, far fewer than the call asked for: it was stopped, it did not finish."""
-    await eventually(lambda: not engine.seqs and engine.kv_usage() == 0, "the engine let go")
+    await eventually(lambda: not engine.calls and engine.kv_usage() == 0, "the engine let go")
     computed = engine.scheduler.computed_tokens
     await asyncio.sleep(0.1)
     assert engine.scheduler.computed_tokens == computed, "the engine still computes"
@@ -107,7 +107,7 @@ def test_cancelled_task_aborts_its_call(long_engine: LLMEngine) -> None:
         task = asyncio.create_task(collect(aengine, PROMPTS[1], ENDLESS))
         # cancelled while it decodes, not before it reached the engine
         await eventually(
-            lambda: any(s.num_output_tokens >= 3 for s in list(engine.seqs.values())),
+            lambda: any(s.num_output_tokens >= 3 for s in list(engine.calls.values())),
             "the call decodes",
         )
         task.cancel()
@@ -150,5 +150,5 @@ def test_a_failing_model_fails_every_call_and_later_ones(engine: LLMEngine) -> N
         await aengine.stop()
 
     asyncio.run(main())
-    for call_id in list(engine.seqs):  # a dead engine's calls are dropped by its owner
+    for call_id in list(engine.calls):  # a dead engine's calls are dropped by its owner
         engine.abort(call_id)

@@ -200,17 +200,17 @@ def test_stop_conditions(make_engine, reference) -> None:
 
 def test_eos_and_min_tokens(make_engine, reference) -> None:
     engine = make_engine()
-    eos = engine.eos_token_ids[0]
+    eos = engine.scheduler.eos_token_ids[0]
     ref = reference[tuple(PROMPTS[0])]
     # make the model's 3rd greedy token the end of sequence
-    engine.eos_token_ids = (ref[2],)
+    engine.scheduler.eos_token_ids = (ref[2],)
     [seq] = engine.generate([PROMPTS[0]], SamplingParams(temperature=0, max_tokens=MAX_NEW))
     assert seq.output_ids == ref[:3] and seq.finish_reason == "stop"
     [seq] = engine.generate(
         [PROMPTS[0]], SamplingParams(temperature=0, max_tokens=MAX_NEW, ignore_eos=True)
     )
     assert len(seq.output_ids) == MAX_NEW
-    engine.executor.eos_token_ids = engine.eos_token_ids
+    engine.executor.eos_token_ids = engine.scheduler.eos_token_ids
     [seq] = engine.generate(
         [PROMPTS[0]], SamplingParams(temperature=0, max_tokens=MAX_NEW, min_tokens=5)
     )

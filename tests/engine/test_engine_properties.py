@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM
 
+from autellix.engine.call import Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.model.sampler import SamplingParams
-from autellix.engine.sequence import Status
 from autellix.scheduling import SchedulingConfig
 
 MAX_NEW = 6
@@ -47,20 +47,20 @@ def loaded(tiny_llama: Path):
 
 def check_blocks(engine: LLMEngine) -> None:
     blocks = engine.blocks
-    refs = Counter(b for s in engine.seqs.values() for b in s.block_table)
+    refs = Counter(b for s in engine.calls.values() for b in s.block_table)
     for block in blocks.blocks:
         assert block.ref_count == refs.get(block.block_id, 0)
     assert blocks.num_free == sum(1 for b in blocks.blocks if b.ref_count == 0)
-    swap_held = sum(len(s.swap_table) for s in engine.seqs.values())
+    swap_held = sum(len(s.swap_table) for s in engine.calls.values())
     assert blocks.num_free_swap + swap_held == blocks.num_swap_blocks
-    for s in engine.seqs.values():
+    for s in engine.calls.values():
         if s.status is Status.RUNNING:
             assert len(s.block_table) == blocks.blocks_for(s.num_computed)
         elif s.status is Status.SWAPPED:
             assert s.swap_table and not s.block_table
         else:
             assert not s.block_table and not s.swap_table and s.num_computed == 0
-    assert set(engine.seqs) == set(engine.policy.calls)  # every call in exactly one place
+    assert set(engine.calls) == set(engine.policy.calls)  # every call in exactly one place
 
 
 @settings(
@@ -76,6 +76,7 @@ def check_blocks(engine: LLMEngine) -> None:
     every=st.integers(1, 3),
     tiny_quanta=st.booleans(),
     prefix_caching=st.booleans(),
+    keep_preempted=st.booleans(),
     seed=st.integers(0, 10_000),
 )
 def test_random_engines_give_reference_tokens(
@@ -89,6 +90,7 @@ def test_random_engines_give_reference_tokens(
     every,
     tiny_quanta,
     prefix_caching,
+    keep_preempted,
     seed,
 ) -> None:
     folder, reference = loaded
@@ -108,6 +110,7 @@ def test_random_engines_give_reference_tokens(
             schedule_every=every,
             scheduling=scheduling,
             prefix_caching=prefix_caching,
+            keep_preempted=keep_preempted,
         )
     )
     rng = random.Random(seed)
@@ -117,8 +120,8 @@ def test_random_engines_give_reference_tokens(
     for _ in range(2000):
         if pending and rng.random() < 0.4:
             seqs.append(engine.add_request(pending.pop(), PARAMS))
-        if engine.seqs and rng.random() < 0.03:
-            victim = rng.choice(sorted(engine.seqs))
+        if engine.calls and rng.random() < 0.03:
+            victim = rng.choice(sorted(engine.calls))
             engine.abort(victim)
             aborted.add(victim)
         engine.step()

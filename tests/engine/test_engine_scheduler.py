@@ -4,12 +4,12 @@ prefix cache across an eviction."""
 
 from __future__ import annotations
 
+from autellix.engine.batch import ScheduledBatch
+from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.model.sampler import SamplingParams
-from autellix.engine.scheduler import ScheduledBatch
-from autellix.engine.sequence import Sequence, Status
 from autellix.programs import ProgramSnapshot
 
 SIZE = 4
@@ -50,11 +50,11 @@ def step(engine: LLMEngine) -> ScheduledBatch:
     return made[0]
 
 
-def ids(seqs: list[Sequence]) -> list[str]:
+def ids(seqs: list[Call]) -> list[str]:
     return [s.call_id for s in seqs]
 
 
-def heavy_holding_three_blocks(engine: LLMEngine) -> Sequence:
+def heavy_holding_three_blocks(engine: LLMEngine) -> Call:
     heavy = engine.add_request(list(range(10, 22)), LONG, call_id="heavy", program=HEAVY)
     step(engine)  # its 12-token prefill: 3 blocks
     assert heavy.block_table == [0, 1, 2] and engine.blocks.num_free == engine.blocks.num_blocks - 3
@@ -67,7 +67,7 @@ def test_a_higher_priority_waiting_call_evicts_a_running_one_by_swapping() -> No
     heavy = heavy_holding_three_blocks(engine)
     light = engine.add_request(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)
-    assert ids(batch.seqs) == ["light"] and batch.num_new == [8]
+    assert ids(batch.calls) == ["light"] and batch.num_new == [8]
     assert batch.evicted == [heavy] and heavy.status is Status.SWAPPED
     assert batch.swap_out == list(zip([0, 1, 2], heavy.swap_table, strict=True))
     assert heavy.block_table == [] and len(heavy.swap_table) == 3
@@ -84,7 +84,7 @@ def test_a_swapped_call_comes_back_into_fresh_blocks() -> None:
     step(engine)  # light's prefill evicts heavy; light finishes with its one token
     host = list(heavy.swap_table)
     batch = step(engine)
-    assert ids(batch.seqs) == ["heavy"] and batch.num_new == [1]  # nothing recomputed
+    assert ids(batch.calls) == ["heavy"] and batch.num_new == [1]  # nothing recomputed
     assert heavy.status is Status.RUNNING and heavy.swap_table == []
     assert batch.swap_in == list(zip(host, heavy.block_table[:3], strict=True))
     assert len(heavy.block_table) == 4  # three swapped in, one to grow into
@@ -97,7 +97,7 @@ def test_a_non_preemptive_policy_makes_a_waiting_call_wait_for_memory() -> None:
     heavy_holding_three_blocks(engine)
     light = engine.add_request(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)
-    assert ids(batch.seqs) == ["heavy"] and batch.evicted == []
+    assert ids(batch.calls) == ["heavy"] and batch.evicted == []
     assert light.status is Status.WAITING and light.block_table == []
 
 
@@ -113,7 +113,7 @@ def test_eviction_for_recompute_drops_the_blocks_and_keeps_the_prefix_findable()
     # light took the free block and heavy's least recently freed one (its tail); light
     # has finished, so heavy comes back and finds its first two blocks in the cache
     batch = step(engine)
-    assert ids(batch.seqs) == ["heavy"]
+    assert ids(batch.calls) == ["heavy"]
     assert batch.num_new == [13 - 8]
     assert heavy.block_table[:2] == [0, 1]
     assert engine.blocks.queried_tokens - queried == 13
@@ -131,13 +131,13 @@ def test_a_full_swap_pool_falls_back_to_recompute() -> None:
     assert engine.blocks.num_free_swap == 2
 
 
-def decoding_pair(engine: LLMEngine) -> tuple[Sequence, Sequence]:
+def decoding_pair(engine: LLMEngine) -> tuple[Call, Call]:
     """Two heavy calls with 4-token prompts, prefilled and past their first decode."""
     a = engine.add_request([11, 12, 13, 14], PAIR, call_id="a", program=HEAVY)
     b = engine.add_request([21, 22, 23, 24], PAIR, call_id="b", program=HEAVY)
     step(engine)  # prefills
     batch = step(engine)  # a decode-only round
-    assert ids(batch.seqs) == ["a", "b"] and batch.num_new == [1, 1]
+    assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
     return a, b
 
 
@@ -147,10 +147,10 @@ def test_multi_step_decoding_admits_new_calls_only_at_the_next_round() -> None:
     c = engine.add_request([31, 32, 33], LONG, call_id="c")
     for _ in range(3):
         batch = step(engine)
-        assert ids(batch.seqs) == ["a", "b"] and batch.num_new == [1, 1]
+        assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
     assert c.num_computed == 0
     batch = step(engine)  # the next round
-    assert ids(batch.seqs) == ["c", "a", "b"] and batch.num_new == [3, 1, 1]
+    assert ids(batch.calls) == ["c", "a", "b"] and batch.num_new == [3, 1, 1]
 
 
 def test_multi_step_decoding_grows_into_exactly_the_free_blocks() -> None:
@@ -164,7 +164,7 @@ def test_multi_step_decoding_grows_into_exactly_the_free_blocks() -> None:
     assert engine.blocks.num_free == 2 and len(a.block_table) == len(b.block_table) == 2
     c = engine.add_request([31], LONG, call_id="c")
     batch = step(engine)
-    assert ids(batch.seqs) == ["a", "b"] and batch.num_new == [1, 1]
+    assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
     assert engine.blocks.num_free == 0 and c.num_computed == 0
     assert engine.scheduler.num_preemptions == 0
 
@@ -176,7 +176,7 @@ def test_multi_step_decoding_needs_a_round_when_memory_runs_out() -> None:
         step(engine)
     assert engine.blocks.num_free == 1  # both need a block: a round decides
     batch = step(engine)
-    assert ids(batch.seqs) == ["a"] and batch.evicted == [b]
+    assert ids(batch.calls) == ["a"] and batch.evicted == [b]
     assert b.status is Status.SWAPPED
 
 
@@ -186,7 +186,7 @@ def test_a_call_that_fits_in_the_free_blocks_evicts_nobody() -> None:
     # light's 7 tokens take 2 blocks; heavy's 13th token needs the last one
     engine.add_request(list(range(30, 37)), LONG, call_id="light")
     batch = step(engine)
-    assert ids(batch.seqs) == ["light", "heavy"] and batch.num_new == [7, 1]
+    assert ids(batch.calls) == ["light", "heavy"] and batch.num_new == [7, 1]
     assert batch.evicted == [] and heavy.status is Status.RUNNING
     assert engine.blocks.num_free == 0
 
@@ -197,7 +197,7 @@ def test_an_aborted_resident_call_leaves_nothing_behind() -> None:
     step(engine)
     light = engine.add_request(list(range(30, 34)), LONG, call_id="light")
     batch = step(engine)  # light takes the one slot; heavy keeps its blocks
-    assert ids(batch.seqs) == ["light"] and batch.evicted == []
+    assert ids(batch.calls) == ["light"] and batch.evicted == []
     assert engine.scheduler.resident == {"heavy": heavy} and len(heavy.block_table) == 2
     engine.abort("heavy")
     assert engine.scheduler.resident == {}
@@ -210,10 +210,10 @@ def test_an_aborted_resident_call_leaves_nothing_behind() -> None:
 
 def test_an_idle_multi_step_engine_takes_a_new_call_at_once() -> None:
     engine = make(num_blocks=8, schedule_every=4)
-    assert step(engine).seqs == []
+    assert step(engine).calls == []
     c = engine.add_request([1, 2, 3], LONG, call_id="c")
     batch = step(engine)
-    assert ids(batch.seqs) == ["c"] and batch.num_new == [3]
+    assert ids(batch.calls) == ["c"] and batch.num_new == [3]
     assert c.num_computed == 3
 
 
@@ -223,7 +223,7 @@ def test_a_multi_step_engine_holds_a_round_after_a_prefill() -> None:
     step(engine)  # a's prefill: not a decode batch, so the next step is a round
     engine.add_request([4, 5], LONG, call_id="b")
     batch = step(engine)
-    assert ids(batch.seqs) == ["a", "b"] and batch.num_new == [1, 2]
+    assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 2]
 
 
 def test_without_chunking_prompts_that_fill_the_budget_exactly_run_together() -> None:
@@ -231,4 +231,4 @@ def test_without_chunking_prompts_that_fill_the_budget_exactly_run_together() ->
     for name in ("a", "b", "c"):
         engine.add_request(list(range(8)), SamplingParams(max_tokens=1), call_id=name)
     batch = step(engine)
-    assert ids(batch.seqs) == ["a", "b"] and batch.num_new == [8, 8]
+    assert ids(batch.calls) == ["a", "b"] and batch.num_new == [8, 8]

@@ -59,7 +59,7 @@ def test_engine_tokens_match_transformers_on_smollm2(preemption: str) -> None:
     engine.check_idle()
 
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    eos = engine.eos_token_ids
+    eos = engine.scheduler.eos_token_ids
     with torch.inference_mode():
         for prompt, seq in zip(prompts, seqs, strict=True):
             ids = torch.tensor([prompt])

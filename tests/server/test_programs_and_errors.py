@@ -234,13 +234,13 @@ def test_disconnect_while_waiting_aborts_the_call(serve, long_context) -> None:
                 http.post("/completions", json=body, headers={"X-Autellix-Program": "impatient"})
             )
             await until(lambda: stats()["waiting"] == 1, "the second call waits")
-            waiting = [s.call_id for s in list(engine.seqs.values()) if not s.running]
+            waiting = [s.call_id for s in list(engine.calls.values()) if not s.running]
             assert len(waiting) == 1
             assert set(server.frontend.table.get("impatient").calls) == set(waiting)
             waiter.cancel()  # closes the connection while the call waits
             await asyncio.gather(waiter, return_exceptions=True)
             await until(lambda: stats()["waiting"] == 0, "the waiting call left the engine")
-            assert waiting[0] not in engine.seqs and stats()["running"] == 1  # the hog runs on
+            assert waiting[0] not in engine.calls and stats()["running"] == 1  # the hog runs on
             await until(
                 lambda: server.frontend.table.get("impatient").calls == {},
                 "the process table closed the waiting call",

@@ -38,7 +38,7 @@ def first_fresh(ids: list[int], start: int, avoid: tuple[int, ...] = ()) -> int:
 
 
 def eos_of(server) -> tuple[int, ...]:
-    return server.frontend.replicas[0].engine.eos_token_ids
+    return server.frontend.replicas[0].engine.scheduler.eos_token_ids
 
 
 # --- min_tokens ---------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import torch
 
+from autellix.engine.batch import ScheduledBatch
+from autellix.engine.call import Call
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
 from autellix.engine.model.llama import LlamaForCausalLM
 from autellix.engine.model.sampler import Sampler, suppress_tokens
-from autellix.engine.scheduler import ScheduledBatch
-from autellix.engine.sequence import Sequence
 
 
 class Executor(ABC):
@@ -34,7 +34,7 @@ class Executor(ABC):
 def tokens_to_sample(batch: ScheduledBatch) -> list[bool]:
     return [
         seq.num_computed + n == seq.num_tokens
-        for seq, n in zip(batch.seqs, batch.num_new, strict=True)
+        for seq, n in zip(batch.calls, batch.num_new, strict=True)
     ]
 
 
@@ -109,16 +109,16 @@ class ModelExecutor(Executor):
     def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
         start = time.perf_counter()
         self.swap(batch.swap_out, batch.swap_in)
-        if not batch.seqs:
+        if not batch.calls:
             return [], time.perf_counter() - start
         ids: list[int] = []
         positions: list[int] = []
-        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+        for seq, n in zip(batch.calls, batch.num_new, strict=True):
             ids += seq.token_ids[seq.num_computed : seq.num_computed + n]
             positions += range(seq.num_computed, seq.num_computed + n)
         meta = AttentionMetadata.build(
-            [s.block_table for s in batch.seqs],
-            [s.num_computed for s in batch.seqs],
+            [s.block_table for s in batch.calls],
+            [s.num_computed for s in batch.calls],
             batch.num_new,
             self.block_size,
             self.device,
@@ -131,17 +131,17 @@ class ModelExecutor(Executor):
         )
         sample = tokens_to_sample(batch)
         rows = [i for i, s in enumerate(sample) if s]
-        out: list[int | None] = [None] * len(batch.seqs)
+        out: list[int | None] = [None] * len(batch.calls)
         if rows:
             logits = self.model.compute_logits(hidden[meta.last_token_idx[rows]]).float()
-            seqs = [batch.seqs[i] for i in rows]
+            seqs = [batch.calls[i] for i in rows]
             suppress_tokens(logits, [self._banned(s) for s in seqs])
             tokens = self.sampler(logits, [s.params for s in seqs], [s.generator for s in seqs])
             for i, token in zip(rows, tokens.tolist(), strict=True):
                 out[i] = token
         return out, time.perf_counter() - start
 
-    def _banned(self, seq: Sequence) -> list[int]:
+    def _banned(self, seq: Call) -> list[int]:
         """Before min_tokens, the end-of-sequence and stop tokens may not be sampled."""
         if seq.num_output_tokens >= seq.params.min_tokens:
             return []
@@ -180,11 +180,11 @@ class SimulatedExecutor(Executor):
     def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
         swapped = len(batch.swap_out) + len(batch.swap_in)
         elapsed = swapped * self.swap_time_per_block + (
-            self.step_time(batch) if batch.seqs else 0.0
+            self.step_time(batch) if batch.calls else 0.0
         )
         self.now += elapsed
         out: list[int | None] = []
-        for seq, sample in zip(batch.seqs, tokens_to_sample(batch), strict=True):
+        for seq, sample in zip(batch.calls, tokens_to_sample(batch), strict=True):
             planned = self.planned.get(seq.call_id, ())
             n = seq.num_output_tokens
             out.append((planned[n] if n < len(planned) else self.token_id) if sample else None)

@@ -11,6 +11,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from autellix.engine.call import Call
 
 
 class CacheFull(RuntimeError):
@@ -107,6 +111,24 @@ class BlockManager:
                     self.cached_free[block_id] = None
             elif block.ref_count < 0:
                 raise RuntimeError(f"block {block_id} freed twice")
+
+    def cache_full_blocks(self, call: Call) -> None:
+        """Make the call's newly full and computed blocks findable by prefix."""
+        if not self.prefix_caching:
+            return
+        size = self.block_size
+        full = call.num_computed // size
+        hashes = call.block_hashes
+        while len(hashes) < full:
+            i = len(hashes)
+            hashes.append(
+                block_hash(
+                    hashes[-1] if hashes else None, call.token_ids[i * size : (i + 1) * size]
+                )
+            )
+        for i in range(call.num_hashed_blocks, full):
+            self.register(call.block_table[i], hashes[i])
+        call.num_hashed_blocks = max(call.num_hashed_blocks, full)
 
     def register(self, block_id: int, h: int) -> None:
         """Block `block_id` is full and computed: make it findable by its chained hash."""

@@ -1,4 +1,6 @@
-"""The engine: add_request / step / abort over a scheduler, a block manager and an executor."""
+"""The engine: add_request / step / abort. A step is schedule -> execute -> update ->
+detokenize: the scheduler owns the calls, the executor runs the model, and the engine
+turns new tokens into text (stop strings end a call here)."""
 
 from __future__ import annotations
 
@@ -9,13 +11,13 @@ from typing import Any
 
 import torch
 
+from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import Executor, ModelExecutor
-from autellix.engine.kv_cache import BlockManager, block_hash
+from autellix.engine.kv_cache import BlockManager
 from autellix.engine.model.sampler import SamplingParams
 from autellix.engine.output_text import OutputText
 from autellix.engine.scheduler import Scheduler
-from autellix.engine.sequence import Sequence, Status
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
 
@@ -81,7 +83,6 @@ class LLMEngine:
         self.config = config
         self.executor = executor
         self.tokenizer = tokenizer
-        self.eos_token_ids = eos_token_ids
         self.max_model_len = config.max_model_len or max_model_len or 1 << 30
         self.blocks = BlockManager(
             executor.num_blocks,
@@ -90,8 +91,7 @@ class LLMEngine:
             config.prefix_caching,
         )
         self.policy = make_policy(config.policy, config.scheduling)
-        self.scheduler = Scheduler(config, self.policy, self.blocks)
-        self.seqs: dict[str, Sequence] = {}
+        self.scheduler = Scheduler(config, self.policy, self.blocks, eos_token_ids)
         self._ids = itertools.count()
 
     @classmethod
@@ -127,17 +127,17 @@ class LLMEngine:
         program_id: str | None = None,
         program: ProgramSnapshot | None = None,
         remaining_work: float = math.inf,
-    ) -> Sequence:
+    ) -> Call:
         params = params or SamplingParams()
         token_ids = self.encode(prompt)
         call_id = call_id or f"call-{next(self._ids)}"
         self.validate(len(token_ids), params)
-        if call_id in self.seqs:
+        if call_id in self.calls:
             raise RequestError(f"call {call_id!r} is already in the engine")
         if self.config.max_waiting is not None and self.num_waiting >= self.config.max_waiting:
             raise QueueFull(f"{self.num_waiting} calls are waiting (the bound)")
         now = self.executor.clock()
-        seq = Sequence(
+        call = Call(
             call_id,
             program_id or call_id,
             now,
@@ -150,9 +150,8 @@ class LLMEngine:
             generator=params.make_generator(),
             output=OutputText(params.stop, params.include_stop_str_in_output),
         )
-        self.seqs[call_id] = seq
-        self.policy.add(seq, now)
-        return seq
+        self.scheduler.add(call, now)
+        return call
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -168,52 +167,49 @@ class LLMEngine:
     def validate(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         self.info.check(num_prompt_tokens, params)
 
+    @property
+    def calls(self) -> dict[str, Call]:
+        return self.scheduler.calls
+
     def abort(self, call_id: str) -> RequestOutput | None:
-        seq = self.seqs.get(call_id)
-        if seq is None:
+        call = self.calls.get(call_id)
+        if call is None:
             return None
-        seq.finish_reason = "abort"
-        return self._finish(seq, [], "")
+        self.scheduler.finish(call, "abort", self.executor.clock())
+        return self._output(call, [], "")
 
     # --- the step -------------------------------------------------------------------
 
     def has_unfinished(self) -> bool:
-        return bool(self.seqs)
+        return bool(self.calls)
 
     def step(self) -> list[RequestOutput]:
         batch = self.scheduler.schedule(self.executor.clock())
-        if not batch.seqs and not batch.swap_out:
+        if not batch.calls and not batch.swap_out:
             return []
         tokens, elapsed = self.executor.execute(batch)
-        share = self.config.service_accounting == "share"
-        per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
-        outputs = []
-        for seq, n, token in zip(batch.seqs, batch.num_new, tokens, strict=True):
-            self.policy.add_service(seq, per_token * n if share else elapsed)
-            seq.num_computed += n
-            self._register_blocks(seq)
-            if token is not None:
-                outputs.append(self._append_token(seq, token))
-        return outputs
+        now = self.executor.clock()
+        advanced = self.scheduler.update_from_output(batch, tokens, elapsed, now)
+        return [self._detokenize(call, now) for call in advanced]
 
     def generate(
         self, prompts: list[str | list[int]], params: SamplingParams | None = None
-    ) -> list[Sequence]:
+    ) -> list[Call]:
         """Run prompts to completion (offline use and tests)."""
-        seqs = [self.add_request(p, params) for p in prompts]
+        calls = [self.add_request(p, params) for p in prompts]
         while self.has_unfinished():
             self.step()
-        return seqs
+        return calls
 
     # --- stats ------------------------------------------------------------------------
 
     @property
     def num_waiting(self) -> int:
-        return len(self.policy) - len(self.policy.running)
+        return self.scheduler.num_waiting
 
     @property
     def num_swapped(self) -> int:
-        return sum(1 for s in self.seqs.values() if s.status is Status.SWAPPED)
+        return sum(1 for c in self.calls.values() if c.status is Status.SWAPPED)
 
     def kv_usage(self) -> float:
         return 1 - self.blocks.num_free / self.blocks.num_blocks
@@ -238,69 +234,43 @@ class LLMEngine:
 
     def check_idle(self) -> None:
         """Raise unless the engine holds no call, no KV block and no swap block."""
-        if self.seqs or len(self.policy):
-            raise AssertionError(f"calls left: {list(self.seqs)[:5]}")
+        if self.calls or len(self.policy):
+            raise AssertionError(f"calls left: {list(self.calls)[:5]}")
         self.blocks.check_idle()
 
     # --- internals --------------------------------------------------------------------
 
-    def _register_blocks(self, seq: Sequence) -> None:
-        """Make the call's newly full and computed blocks findable by prefix."""
-        if not self.config.prefix_caching:
-            return
-        size = self.blocks.block_size
-        full = seq.num_computed // size
-        while len(seq.block_hashes) < full:
-            i = len(seq.block_hashes)
-            parent = seq.block_hashes[-1] if seq.block_hashes else None
-            seq.block_hashes.append(block_hash(parent, seq.token_ids[i * size : (i + 1) * size]))
-        for i in range(seq.num_hashed_blocks, full):
-            self.blocks.register(seq.block_table[i], seq.block_hashes[i])
-        seq.num_hashed_blocks = max(seq.num_hashed_blocks, full)
-
-    def _append_token(self, seq: Sequence, token: int) -> RequestOutput:
-        params = seq.params
-        seq.token_ids.append(token)
-        reason = None
-        if token in params.stop_token_ids or (
-            not params.ignore_eos and token in self.eos_token_ids
-        ):
-            reason = "stop"
-            seq.stop_reason = token if token in params.stop_token_ids else None
-        elif seq.num_output_tokens >= params.max_tokens:
-            reason = "length"
+    def _detokenize(self, call: Call, now: float) -> RequestOutput:
+        """The call's new token as text; a stop string found in it finishes the call."""
+        params = call.params
         new_text = ""
+        finished = call.status is Status.FINISHED
         if self.tokenizer is not None:
-            drop_last = reason == "stop" and not params.include_stop_str_in_output
-            ids = seq.output_ids[:-1] if drop_last else seq.output_ids
+            drop_last = call.finish_reason == "stop" and not params.include_stop_str_in_output
+            ids = call.output_ids[:-1] if drop_last else call.output_ids
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            check_stops = seq.num_output_tokens >= params.min_tokens
-            new_text, stop = seq.output.update(text, check_stops, final=reason is not None)
+            check_stops = call.num_output_tokens >= params.min_tokens
+            new_text, stop = call.output.update(text, check_stops, final=finished)
             if stop is not None:
-                reason, seq.stop_reason = "stop", stop
-        if reason:
-            seq.finish_reason = reason
-            return self._finish(seq, [token], new_text)
-        return self._output(seq, [token], new_text)
+                call.stop_reason = stop
+                if not finished:
+                    self.scheduler.finish(call, "stop", now)
+                else:
+                    call.finish_reason = "stop"
+        return self._output(call, call.token_ids[-1:], new_text)
 
-    def _finish(self, seq: Sequence, new_ids: list[int], new_text: str) -> RequestOutput:
-        self.scheduler.remove(seq, self.executor.clock())
-        seq.status = Status.FINISHED
-        del self.seqs[seq.call_id]
-        return self._output(seq, new_ids, new_text)
-
-    def _output(self, seq: Sequence, new_ids: list[int], new_text: str) -> RequestOutput:
+    def _output(self, call: Call, new_ids: list[int], new_text: str) -> RequestOutput:
         return RequestOutput(
-            seq.call_id,
-            seq.program_id,
+            call.call_id,
+            call.program_id,
             new_ids,
             new_text,
-            finished=seq.status is Status.FINISHED,
-            finish_reason=seq.finish_reason,
-            stop_reason=seq.stop_reason,
-            num_prompt_tokens=seq.num_prompt_tokens,
-            num_output_tokens=seq.num_output_tokens,
-            num_cached_tokens=seq.num_cached_prompt_tokens,
-            waiting=seq.waited(self.executor.clock()),
-            service=seq.service,
+            finished=call.status is Status.FINISHED,
+            finish_reason=call.finish_reason,
+            stop_reason=call.stop_reason,
+            num_prompt_tokens=call.num_prompt_tokens,
+            num_output_tokens=call.num_output_tokens,
+            num_cached_tokens=call.num_cached_prompt_tokens,
+            waiting=call.waited(self.executor.clock()),
+            service=call.service,
         )

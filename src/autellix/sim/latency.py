@@ -28,12 +28,12 @@ class StepShape:
         """From an engine `ScheduledBatch` (before its tokens are marked computed)."""
         new = ctx = 0
         pairs = 0.0
-        for seq, n in zip(batch.seqs, batch.num_new, strict=True):
+        for seq, n in zip(batch.calls, batch.num_new, strict=True):
             end = seq.num_computed + n
             new += n
             ctx += end
             pairs += n * (seq.num_computed + (n + 1) / 2)
-        return cls(new, len(batch.seqs), ctx, pairs)
+        return cls(new, len(batch.calls), ctx, pairs)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def measure(
     execute = executor.execute
 
     def recorded(batch):
-        if batch.seqs and not (batch.swap_in or batch.swap_out):
+        if batch.calls and not (batch.swap_in or batch.swap_out):
             shapes.append(StepShape.of(batch))
         return execute(batch)
 

@@ -1,4 +1,4 @@
-"""A call's state inside the engine: its tokens, KV blocks and progress."""
+"""A call inside the engine: its tokens, KV blocks, progress and output text."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Status(enum.Enum):
 
 
 @dataclass(eq=False)
-class Sequence(CallState):
+class Call(CallState):
     token_ids: list[int] = field(default_factory=list)  # prompt, then output
     num_prompt_tokens: int = 0
     params: SamplingParams = field(default_factory=SamplingParams)

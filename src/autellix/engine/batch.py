@@ -1,0 +1,148 @@
+"""A step's batch, and how one scheduling round fits calls into it.
+
+The policy's scan (`select_batch`) asks `BatchFitter.fits` for each call in priority
+order; `fits` gives the call its token budget and KV blocks. When blocks run out it
+evicts the lowest-ranked call holding device blocks that the scan has not reached
+(never for a waiting call under a non-preemptive policy), and a running call that
+finds no memory to grow into is marked short (the scheduler evicts it). Evicted
+blocks are swapped to host memory (one batched copy per round, done by the executor
+before the step) or dropped for recompute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from autellix.engine.call import Call, Status
+from autellix.engine.config import EngineConfig
+from autellix.engine.kv_cache import BlockManager
+
+
+@dataclass
+class ScheduledBatch:
+    calls: list[Call] = field(default_factory=list)
+    num_new: list[int] = field(default_factory=list)  # tokens to compute, per call
+    swap_out: list[tuple[int, int]] = field(default_factory=list)  # (device, host) blocks
+    swap_in: list[tuple[int, int]] = field(default_factory=list)  # (host, device) blocks
+    evicted: list[Call] = field(default_factory=list)  # KV blocks left the device
+
+    @property
+    def is_decode_only(self) -> bool:
+        return all(n == 1 and c.is_decode for c, n in zip(self.calls, self.num_new, strict=True))
+
+
+class BatchFitter:
+    """One round's budget: tokens to prefill and KV blocks, handed out call by call."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        blocks: BlockManager,
+        holders: Sequence[Call],
+        rank_key: Callable[[Call], object],
+        preemptive: bool,
+    ) -> None:
+        self.config = config
+        self.blocks = blocks
+        self.holders = holders  # calls holding device blocks: eviction candidates
+        self.rank_key = rank_key
+        self.preemptive = preemptive
+        self.batch = ScheduledBatch()
+        self.prefill_left = config.max_prefill_tokens
+        self.planned: dict[str, int] = {}  # tokens to compute, per call taken
+        self.scanned: set[str] = set()
+        self.evicted: set[str] = set()
+        self.short: set[str] = set()  # running calls that found no memory to grow into
+        self.swap_freed: list[int] = []
+
+    def fits(self, call: Call) -> bool:
+        if call.call_id in self.evicted:
+            return False
+        self.scanned.add(call.call_id)
+        matched = self.blocks.match_prefix(call.token_ids) if call.status is Status.WAITING else []
+        computed = len(matched) * self.blocks.block_size if matched else call.num_computed
+        n_new = self._tokens(call, call.num_tokens - computed)
+        # a swapped call's blocks come back into fresh device blocks, so count them
+        need = self.blocks.blocks_for(computed + n_new) - len(call.block_table) - len(matched)
+        if n_new == 0 or not self._make_room(call, need):
+            self.blocks.free(matched)
+            return False
+        self._take(call, matched, computed, n_new, self.blocks.allocate(need))
+        return True
+
+    def evict(self, call: Call) -> None:
+        """Free a call's device blocks: swap them to host memory, or drop them."""
+        self.evicted.add(call.call_id)
+        swap_ids = None
+        if self.config.preemption == "swap":
+            swap_ids = self.blocks.allocate_swap(len(call.block_table))
+        if swap_ids is not None:
+            self.batch.swap_out += zip(call.block_table, swap_ids, strict=True)
+            call.swap_table = swap_ids
+            call.status = Status.SWAPPED
+        else:  # recompute (or the swap pool is full)
+            call.num_computed = 0
+            call.num_hashed_blocks = 0
+            call.status = Status.WAITING
+        self.blocks.free(call.block_table)
+        call.block_table = []
+        self.batch.evicted.append(call)
+
+    def finish(self, chosen: list[Call]) -> ScheduledBatch:
+        # only now: this round's swap-outs may not reuse the blocks swapped in
+        self.blocks.free_swap(self.swap_freed)
+        self.batch.calls = chosen
+        self.batch.num_new = [self.planned[c.call_id] for c in chosen]
+        return self.batch
+
+    def _tokens(self, call: Call, n_new: int) -> int:
+        """Tokens the call may compute this round (0: none; decodes are not budgeted)."""
+        if call.is_decode:
+            return n_new
+        left = self.prefill_left
+        untouched = left == self.config.max_prefill_tokens
+        if left == 0 or (n_new > left and not (self.config.chunked_prefill or untouched)):
+            return 0
+        return min(n_new, left) if self.config.chunked_prefill else n_new
+
+    def _make_room(self, call: Call, need: int) -> bool:
+        while self.blocks.num_free < need:
+            victim = self._victim(call)
+            if victim is None:
+                self.short.add(call.call_id)
+                return False
+            self.evict(victim)
+        return True
+
+    def _victim(self, call: Call) -> Call | None:
+        """The lowest-ranked call holding device blocks that the scan has not reached,
+        if `call` may evict."""
+        if not (self.preemptive or call.running):
+            return None
+        candidates = [
+            c
+            for c in self.holders
+            if c.call_id not in self.scanned and c.call_id not in self.evicted and c is not call
+        ]
+        return max(candidates, key=self.rank_key, default=None)  # type: ignore[arg-type]
+
+    def _take(
+        self, call: Call, matched: list[int], computed: int, n_new: int, new_blocks: list[int]
+    ) -> None:
+        if not call.is_decode:
+            self.prefill_left -= n_new
+        if call.status is Status.SWAPPED:
+            k = len(call.swap_table)
+            self.batch.swap_in += zip(call.swap_table, new_blocks[:k], strict=True)
+            self.swap_freed.extend(call.swap_table)
+            call.swap_table = []
+        elif call.status is Status.WAITING:
+            call.num_computed = computed
+            call.num_hashed_blocks = len(matched)
+            self.blocks.count_lookup(call.num_tokens, computed)
+            if call.service == 0:
+                call.num_cached_prompt_tokens = computed
+        call.block_table = matched + call.block_table + new_blocks
+        call.status = Status.RUNNING
+        self.planned[call.call_id] = n_new

@@ -1,0 +1,137 @@
+"""The scheduler alone, with fake model outputs (no executor, no model): a call's whole
+lifecycle through `add`, `schedule`, `update_from_output` and `finish`, and the batch
+fitter's token budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from autellix.engine.batch import BatchFitter
+from autellix.engine.call import Call, Status
+from autellix.engine.config import EngineConfig
+from autellix.engine.kv_cache import BlockManager
+from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.scheduler import Scheduler
+from autellix.scheduling import make_policy
+
+SIZE = 4
+EOS = 2
+
+
+def make(num_blocks: int = 32, policy: str = "plas", **kw) -> Scheduler:
+    config = EngineConfig(
+        **{"policy": policy, "block_size": SIZE, "max_running": 4, "max_prefill_tokens": 64, **kw}
+    )
+    blocks = BlockManager(num_blocks, SIZE, num_swap_blocks=16, prefix_caching=True)
+    return Scheduler(config, make_policy(policy, config.scheduling), blocks, (EOS,))
+
+
+def call(call_id: str, prompt: list[int], **params) -> Call:
+    return Call(
+        call_id,
+        call_id,
+        0.0,
+        token_ids=list(prompt),
+        num_prompt_tokens=len(prompt),
+        params=SamplingParams(**{"max_tokens": 8, **params}),
+    )
+
+
+def step(s: Scheduler, token: int = 9, elapsed: float = 0.1, now: float = 1.0) -> list[Call]:
+    batch = s.schedule(now)
+    return s.update_from_output(batch, [token] * len(batch.calls), elapsed, now)
+
+
+def test_a_prefill_then_decodes_until_length_and_everything_is_released() -> None:
+    s = make()
+    c = call("a", list(range(10, 20)), max_tokens=3)
+    s.add(c, 0.0)
+    assert s.num_waiting == 1
+    batch = s.schedule(0.0)
+    assert batch.calls == [c] and batch.num_new == [10] and len(c.block_table) == 3
+    assert s.update_from_output(batch, [9], 0.25, 0.25) == [c]
+    assert c.num_computed == 10 and c.output_ids == [9] and c.service == 0.25
+    step(s)
+    step(s)
+    assert c.output_ids == [9, 9, 9] and c.status is Status.FINISHED
+    assert c.finish_reason == "length" and c.block_table == [] and s.calls == {}
+    assert s.computed_tokens == 12 and s.blocks.num_free == s.blocks.num_blocks
+    assert len(s.policy) == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "params", "reason", "stop_reason"),
+    [
+        (5, {"stop_token_ids": (5,)}, "stop", 5),
+        (EOS, {}, "stop", None),
+        (EOS, {"ignore_eos": True}, None, None),
+        (7, {}, None, None),
+    ],
+)
+def test_stop_tokens_and_eos_finish_a_call(token, params, reason, stop_reason) -> None:
+    s = make()
+    c = call("a", [10, 11, 12], **params)
+    s.add(c, 0.0)
+    step(s, token)
+    assert c.finish_reason == reason and c.stop_reason == stop_reason
+    assert (c.call_id in s.calls) == (reason is None)
+
+
+def test_computed_full_blocks_are_found_by_the_next_call_with_that_prefix() -> None:
+    s = make()
+    shared = list(range(10, 22))  # three full blocks
+    first = call("first", [*shared, 1], max_tokens=1)
+    s.add(first, 0.0)
+    step(s)
+    assert first.status is Status.FINISHED and len(first.block_hashes) == 3
+    second = call("second", [*shared, 3])
+    s.add(second, 1.0)
+    batch = s.schedule(1.0)
+    assert batch.num_new == [1]  # the shared 12 tokens came from the prefix cache
+    assert second.num_cached_prompt_tokens == 12 and s.blocks.hit_tokens == 12
+
+
+@pytest.mark.parametrize(("accounting", "expected"), [("step", [0.3, 0.3]), ("share", [0.2, 0.1])])
+def test_service_is_the_step_or_the_share_of_it(accounting, expected) -> None:
+    s = make(service_accounting=accounting)
+    a, b = call("a", [10, 11, 12, 13]), call("b", [20, 21])
+    s.add(a, 0.0)
+    s.add(b, 0.0)
+    step(s, elapsed=0.3)  # 4 + 2 prompt tokens in one step
+    assert [a.service, b.service] == pytest.approx(expected)
+
+
+def test_finish_by_abort_frees_a_swapped_call() -> None:
+    s = make()
+    c = call("a", [10, 11, 12])
+    s.add(c, 0.0)
+    step(s)
+    c.status, c.swap_table = Status.SWAPPED, s.blocks.allocate_swap(1)
+    s.finish(c, "abort", 1.0)
+    assert s.blocks.num_free_swap == s.blocks.num_swap_blocks
+    assert c.finish_reason == "abort" and s.blocks.num_free == s.blocks.num_blocks
+
+
+@pytest.mark.parametrize(("chunked", "taken"), [(True, [6, 2]), (False, [6])])
+def test_the_fitter_spends_the_prefill_budget_in_order(chunked, taken) -> None:
+    config = EngineConfig(block_size=SIZE, max_prefill_tokens=8, chunked_prefill=chunked)
+    blocks = BlockManager(32, SIZE, 0)
+    fitter = BatchFitter(config, blocks, [], lambda c: 0, preemptive=True)
+    a, b = call("a", list(range(6))), call("b", list(range(5)))
+    fits = [fitter.fits(a), fitter.fits(b)]
+    assert fits == [True, chunked]
+    assert list(fitter.planned.values()) == taken and fitter.prefill_left == 8 - sum(taken)
+
+
+def test_a_waiting_call_evicts_only_under_a_preemptive_policy() -> None:
+    config = EngineConfig(block_size=SIZE, max_prefill_tokens=64)
+    for preemptive, evicted in [(True, ["holder"]), (False, [])]:
+        blocks = BlockManager(3, SIZE, 4)
+        holder = call("holder", list(range(8)))
+        holder.block_table, holder.num_computed = blocks.allocate(2), 8
+        holder.status, holder.running = Status.RUNNING, True
+        fitter = BatchFitter(config, blocks, [holder], lambda c: 0, preemptive)
+        new = call("new", list(range(20, 28)))
+        assert fitter.fits(new) is preemptive
+        assert [c.call_id for c in fitter.batch.evicted] == evicted
+        assert (holder.status is Status.SWAPPED) is preemptive
