@@ -48,6 +48,65 @@ SCENARIOS: dict[str, list[ToyProgram]] = {
 TOY_CONFIG = SchedulingConfig(boundaries=tuple(range(1, 16)), beta=5.0)
 
 
+class _ToyRun:
+    """One scenario under one policy: the state `run_toy` steps."""
+
+    def __init__(self, programs: list[ToyProgram], policy, max_batch: int) -> None:
+        self.programs, self.policy, self.max_batch = programs, policy, max_batch
+        self.clock = [0]
+        self.table = ProcessTable(ttl=float("inf"), clock=lambda: self.clock[0])
+        self.work_left = {p.name: sum(map(sum, p.stages)) for p in programs}
+        self.next_stage = dict.fromkeys(self.work_left, 0)
+        self.in_flight = dict.fromkeys(self.work_left, 0)
+        self.steps_left: dict[str, int] = {}
+        self.finish: dict[str, int] = {}
+        self.total_wait = 0.0
+        for program in programs:
+            self.table.start(program.name)
+            self.start_stage(program)
+
+    def start_stage(self, program: ToyProgram) -> None:
+        stage = program.stages[self.next_stage[program.name]]
+        self.next_stage[program.name] += 1
+        for thread, steps in enumerate(stage):
+            call, snapshot = self.table.call_arrived(program.name, thread_id=str(thread))
+            state = CallState(
+                call.call_id,
+                program.name,
+                self.clock[0],
+                snapshot,
+                remaining_work=self.work_left[program.name],
+            )
+            self.steps_left[call.call_id] = steps
+            self.in_flight[program.name] += 1
+            self.policy.add(state, self.clock[0])
+
+    def step(self) -> None:
+        """One scheduling round and one decode step; finished calls leave."""
+        batch, _ = select_batch(self.policy, self.clock[0], self.max_batch)
+        for call in batch:
+            self.policy.add_service(call, 1)
+            self.steps_left[call.call_id] -= 1
+            self.work_left[call.program_id] -= 1
+        self.clock[0] += 1
+        for call in [c for c in batch if self.steps_left[c.call_id] == 0]:
+            self.policy.remove(call, self.clock[0])
+            self.table.call_finished(call.program_id, call.call_id, call.waiting, call.service)
+            self.total_wait += call.waiting
+            self.in_flight[call.program_id] -= 1
+
+    def advance_programs(self) -> None:
+        """Programs whose stage is done start their next one, or finish."""
+        for program in self.programs:
+            if self.in_flight[program.name] or program.name in self.finish:
+                continue
+            if self.next_stage[program.name] < len(program.stages):
+                self.start_stage(program)
+            else:
+                self.finish[program.name] = self.clock[0]
+                self.table.end(program.name)
+
+
 def run_toy(
     scenario: str,
     policy_name: str,
@@ -58,61 +117,35 @@ def run_toy(
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     if max_batch < 1:
         raise ValueError("max_batch must be at least 1")
-    programs = SCENARIOS[scenario]
-    clock = [0]
-    table = ProcessTable(ttl=float("inf"), clock=lambda: clock[0])
-    policy = make_policy(policy_name, config or TOY_CONFIG)
-    work_left = {p.name: sum(map(sum, p.stages)) for p in programs}
-    next_stage = dict.fromkeys(work_left, 0)
-    in_flight = dict.fromkeys(work_left, 0)
-    steps_left: dict[str, int] = {}
-    finish: dict[str, int] = {}
-    total_wait = 0.0
-
-    def start_stage(program: ToyProgram) -> None:
-        stage = program.stages[next_stage[program.name]]
-        next_stage[program.name] += 1
-        for thread, steps in enumerate(stage):
-            call, snapshot = table.call_arrived(program.name, thread_id=str(thread))
-            state = CallState(
-                call.call_id,
-                program.name,
-                clock[0],
-                snapshot,
-                remaining_work=work_left[program.name],
-            )
-            steps_left[call.call_id] = steps
-            in_flight[program.name] += 1
-            policy.add(state, clock[0])
-
-    for program in programs:
-        table.start(program.name)
-        start_stage(program)
-    while len(policy):
-        batch, _ = select_batch(policy, clock[0], max_batch)
-        for call in batch:
-            policy.add_service(call, 1)
-            steps_left[call.call_id] -= 1
-            work_left[call.program_id] -= 1
-        clock[0] += 1
-        for call in [c for c in batch if steps_left[c.call_id] == 0]:
-            policy.remove(call, clock[0])
-            table.call_finished(call.program_id, call.call_id, call.waiting, call.service)
-            total_wait += call.waiting
-            in_flight[call.program_id] -= 1
-        for program in programs:
-            if in_flight[program.name] or program.name in finish:
-                continue
-            if next_stage[program.name] < len(program.stages):
-                start_stage(program)
-            else:
-                finish[program.name] = clock[0]
-                table.end(program.name)
+    run = _ToyRun(SCENARIOS[scenario], make_policy(policy_name, config or TOY_CONFIG), max_batch)
+    while len(run.policy):
+        run.step()
+        run.advance_programs()
     return {
         "scenario": scenario,
         "policy": policy_name,
-        "total_wait": int(total_wait),
-        "makespan": clock[0],
-        "finish": finish,
-        "mean_program_latency": sum(finish.values()) / len(finish),
+        "total_wait": int(run.total_wait),
+        "makespan": run.clock[0],
+        "finish": run.finish,
+        "mean_program_latency": sum(run.finish.values()) / len(run.finish),
     }
+
+
+def print_tables() -> None:
+    """Every scenario under every policy, as tables (`autellix demo`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from autellix.scheduling import POLICIES
+
+    console = Console()
+    for scenario in SCENARIOS:
+        table = Table(title=f"{scenario}: batch of 2, one decode step per time unit")
+        for column in ("policy", "total wait", "makespan", "mean program latency", "finish"):
+            table.add_column(column)
+        for policy in POLICIES:
+            r = run_toy(scenario, policy)
+            finish = " ".join(f"{p}={t}" for p, t in sorted(r["finish"].items()))
+            latency = f"{r['mean_program_latency']:.2f}"
+            table.add_row(policy, str(r["total_wait"]), str(r["makespan"]), latency, finish)
+        console.print(table)
