@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from autellix.programs import Call, Program
+
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
@@ -122,10 +124,85 @@ class Usage(BaseModel):
 
 
 class ProgramCreate(BaseModel):
+    """The body of POST /v1/programs (an empty body is all defaults)."""
+
     model_config = ConfigDict(extra="forbid")
 
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
     kind: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class CallView(BaseModel):
+    """An active call of a program, as the program routes show it."""
+
+    id: str
+    thread_id: str | None
+    arrival: float
+    engine: int | None
+    waiting: float
+    service: float
+
+    @classmethod
+    def of(cls, c: Call) -> CallView:
+        return cls(
+            id=c.call_id,
+            thread_id=c.thread_id,
+            arrival=c.arrival,
+            engine=c.engine,
+            waiting=c.waiting,
+            service=c.service,
+        )
+
+
+class ProgramView(BaseModel):
+    """A program in the process table, as the program routes show it."""
+
+    id: str
+    object: Literal["program"] = "program"
+    kind: str | None
+    started: float
+    ended: bool
+    service: float
+    critical_path: float
+    waiting: float
+    completed_calls: int
+    engines: list[int]
+    pinned_engine: int | None
+    first_arrival: float | None
+    last_arrival: float | None
+    last_completion: float | None
+    calls: list[CallView]
+
+    @classmethod
+    def of(cls, p: Program) -> ProgramView:
+        return cls(
+            id=p.program_id,
+            kind=p.kind,
+            started=p.started,
+            ended=p.ended,
+            service=p.service,
+            critical_path=p.critical_path,
+            waiting=p.waiting,
+            completed_calls=p.completed_calls,
+            engines=sorted(p.engines),
+            pinned_engine=p.pinned_engine,
+            first_arrival=p.first_arrival,
+            last_arrival=p.last_arrival,
+            last_completion=p.last_completion,
+            calls=[CallView.of(c) for c in p.calls.values()],
+        )
+
+
+class ProgramList(BaseModel):
+    object: Literal["list"] = "list"
+    reaped: int  # programs reaped for idleness since the server started
+    data: list[ProgramView]
+
+
+class ProgramDeleted(BaseModel):
+    id: str
+    object: Literal["program"] = "program"
+    deleted: bool = True
 
 
 def now() -> int:
