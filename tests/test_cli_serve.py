@@ -71,7 +71,7 @@ def test_defaults() -> None:
         "locality",
         1,
     )
-    assert not args.no_prefix_caching and args.model is None
+    assert args.prefix_caching and args.model is None
 
 
 def test_bad_model_folder_is_one_line(tmp_path, capsys: pytest.CaptureFixture) -> None:

@@ -7,8 +7,11 @@ import json
 import os
 import sys
 
+from autellix.flags import add_engine_flags, engine_config, variant
 from autellix.scheduling import POLICIES
 from autellix.sim.toy import SCENARIOS, run_toy
+
+__all__ = ["build_parser", "engine_config", "main", "variant"]  # benchmarks/ import these
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -79,35 +82,15 @@ SIM_VARIANTS = (
 SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
 
 
-def variant(item: str) -> tuple[str, str, str]:
-    """NAME=POLICY:FLAGS (or POLICY, or POLICY:FLAGS) -> (name, policy, extra flags)."""
-    head, _, extra = item.partition(":")
-    name, _, policy = head.rpartition("=")
-    return name or policy, policy, extra
-
-
-def engine_config(flags: str):
-    """EngineConfig from a string of engine flags, as `autellix serve` takes them."""
-    import shlex
-
-    parser = argparse.ArgumentParser(prog="engine flags", add_help=False, exit_on_error=False)
-    _add_engine_flags(parser, ("srpt",))
-    try:
-        args, unknown = parser.parse_known_args(shlex.split(flags))
-    except argparse.ArgumentError as exc:
-        raise ValueError(f"engine flags: {exc}") from None
-    if unknown:
-        raise ValueError(f"unknown engine flags: {' '.join(unknown)}")
-    return _engine_config(args)
-
-
 def _profile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from autellix.engine.config import EngineConfig
+    from autellix.flags import from_args
     from autellix.sim.profile import measure
 
     console = Console(stderr=True)
-    engine = _engine_config(args)
+    engine = from_args(EngineConfig, args)
     profile = measure(engine, on_progress=lambda what: console.print(f"profiling: {what}"))
     profile.save(args.out)
     a, b, c, d = profile.coefficients
@@ -174,201 +157,6 @@ def _demo(args: argparse.Namespace) -> int:
         ]
     )
     return _bench(bench_args)
-
-
-def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from autellix.engine.model import load_config
-    from autellix.server.app import create_app
-    from autellix.server.frontend import Frontend, ServeConfig
-
-    if args.model is not None:
-        load_config(args.model)  # a bad folder is a one-line error, before anything starts
-    engine = _engine_config(args)
-    config = ServeConfig(
-        engine=engine,
-        host=args.host,
-        port=args.port,
-        replicas=args.replicas,
-        balancer=args.balancer,
-        long_prompt_tokens=args.long_prompt_tokens,
-        served_model_name=args.served_model_name,
-        program_ttl=args.program_ttl,
-        max_waiting=args.max_waiting,
-        ray=args.ray,
-    )
-    app = create_app(Frontend(config))
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
-    return 0
-
-
-def _engine_config(args: argparse.Namespace):
-    """The engine and scheduling flags (`_add_engine_flags`) as an EngineConfig."""
-    from autellix.engine.config import EngineConfig
-    from autellix.scheduling import SchedulingConfig
-    from autellix.scheduling.config import geometric_boundaries
-
-    boundaries = args.boundaries or geometric_boundaries(
-        args.first_boundary, args.boundary_ratio, args.num_queues
-    )
-    scheduling = SchedulingConfig(
-        boundaries=tuple(boundaries),
-        quanta=tuple(args.quanta) if args.quanta else None,
-        beta=args.beta,
-        skip_join=args.skip_join,
-    )
-    return EngineConfig(
-        model=getattr(args, "model", None),
-        dtype=args.dtype,
-        policy=args.policy,
-        scheduling=scheduling,
-        block_size=args.block_size,
-        num_kv_blocks=args.num_kv_blocks,
-        kv_cache_bytes=int(args.kv_cache_gib * 2**30),
-        swap_blocks=args.swap_blocks,
-        preemption=args.preemption,
-        keep_preempted=not args.evict_preempted,
-        service_accounting=args.service_accounting,
-        prefix_caching=not args.no_prefix_caching,
-        max_running=args.max_running,
-        max_prefill_tokens=args.max_prefill_tokens,
-        chunked_prefill=not args.no_chunked_prefill,
-        schedule_every=args.schedule_every,
-        max_model_len=args.max_model_len,
-    )
-
-
-def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    from autellix.balancing import BALANCERS
-
-    p.add_argument(
-        "--model", help="Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)"
-    )
-    p.add_argument(
-        "--served-model-name", help="the model name clients send (default: the folder's name)"
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
-    )
-    p.add_argument(
-        "--replicas",
-        type=int,
-        default=1,
-        help="engine replicas, each a process with its own model copy (default 1)",
-    )
-    p.add_argument(
-        "--ray",
-        metavar="auto|ADDRESS",
-        help="place the replicas as Ray actors (auto: join or start a local cluster)",
-    )
-    p.add_argument(
-        "--balancer",
-        default="locality",
-        choices=sorted(BALANCERS),
-        help="how calls are spread over replicas (default locality)",
-    )
-    p.add_argument(
-        "--long-prompt-tokens",
-        type=int,
-        default=2048,
-        help="locality: prompts longer than this go to the program's pinned replica",
-    )
-    p.add_argument(
-        "--program-ttl",
-        type=float,
-        default=600.0,
-        help="seconds an idle program is kept in the process table (default 600)",
-    )
-    p.add_argument(
-        "--max-waiting",
-        type=int,
-        default=256,
-        help="calls queued per replica beyond --max-running before 429 (default 256)",
-    )
-    _add_engine_flags(p)
-
-
-def _add_engine_flags(p: argparse.ArgumentParser, policies: tuple[str, ...] = ()) -> None:
-    """Scheduling and engine settings, shared by `serve`, `simulate` and `profile`."""
-    _add_scheduling_flags(p, policies)
-    _add_batch_flags(p)
-
-
-def _add_scheduling_flags(p: argparse.ArgumentParser, policies: tuple[str, ...]) -> None:
-    g = p.add_argument_group("scheduling")
-    g.add_argument(
-        "--policy",
-        default="plas",
-        choices=["fcfs", "mlfq", "plas", "atlas", "gittins", *policies],
-        help="plas (default): program-level least attained service, a program's rank the sum"
-        " of its calls' service; atlas ranks by the longest critical path instead (it favours"
-        " fan-outs over chats); gittins ranks by the Gittins index of the sizes learned per"
-        " program kind",
-    )
-    g.add_argument("--num-queues", type=int, default=11, help="K priority queues (default 11)")
-    g.add_argument(
-        "--first-boundary",
-        type=float,
-        default=1.0,
-        help="upper edge of Q1 in seconds of service (default 1)",
-    )
-    g.add_argument(
-        "--boundary-ratio",
-        type=float,
-        default=2.0,
-        help="each boundary is this times the one before (default 2)",
-    )
-    g.add_argument(
-        "--boundaries", type=float, nargs="+", help="explicit queue boundaries (seconds)"
-    )
-    g.add_argument("--quanta", type=float, nargs="+", help="per-queue quanta (default: widths)")
-    g.add_argument("--beta", type=float, default=5.0, help="anti-starvation ratio (default 5)")
-    g.add_argument("--skip-join", action="store_true", help="mlfq: enter by prompt length")
-
-
-def _add_batch_flags(p: argparse.ArgumentParser) -> None:
-    """The engine's memory, batching and preemption settings."""
-    e = p.add_argument_group("engine")
-    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-    e.add_argument("--block-size", type=int, default=16, help="tokens per KV block (default 16)")
-    e.add_argument(
-        "--num-kv-blocks", type=int, help="KV pool size in blocks (overrides --kv-cache-gib)"
-    )
-    e.add_argument(
-        "--kv-cache-gib", type=float, default=1.0, help="KV pool size in GiB (default 1)"
-    )
-    e.add_argument(
-        "--swap-blocks", type=int, help="host swap pool in blocks (default: as the KV pool)"
-    )
-    e.add_argument("--preemption", default="swap", choices=["swap", "recompute"])
-    e.add_argument(
-        "--evict-preempted",
-        action="store_true",
-        help="swap out (or drop) a call's KV as soon as it is preempted, not when memory is needed",
-    )
-    e.add_argument("--no-prefix-caching", action="store_true", help="turn prefix caching off")
-    e.add_argument("--max-running", type=int, default=32, help="calls in a batch (default 32)")
-    e.add_argument(
-        "--service-accounting",
-        default="step",
-        choices=["step", "share"],
-        help="a call's service for a step: the whole step time (step, default) or its share by"
-        " the tokens it computed (share)",
-    )
-    e.add_argument(
-        "--max-prefill-tokens", type=int, default=512, help="prompt tokens per step (default 512)"
-    )
-    e.add_argument("--no-chunked-prefill", action="store_true", help="prefill whole prompts only")
-    e.add_argument(
-        "--schedule-every",
-        type=int,
-        default=1,
-        help="multi-step: a scheduling round every N decode steps (default 1)",
-    )
-    e.add_argument("--max-model-len", type=int, help="context length (default: the model's)")
 
 
 def _add_workload_arg(p: argparse.ArgumentParser) -> None:
@@ -532,14 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser(
         "profile", help="time the engine's steps on this machine, for `simulate --profile`"
     )
-    profile.add_argument("--model", help="Hugging Face model folder (default: the embedded one)")
     profile.add_argument("--out", default="profile.json", help="where to write (profile.json)")
-    _add_engine_flags(profile)
+    add_engine_flags(profile)
     profile.set_defaults(run=_profile)
 
+    from autellix.server import launch
+
     serve = commands.add_parser("serve", help="the OpenAI-compatible server with program sessions")
-    _add_serve_flags(serve)
-    serve.set_defaults(run=_serve)
+    launch.add_serve_flags(serve)
+    serve.set_defaults(run=launch.serve)
 
     workload = commands.add_parser("workload", help="inspect the agentic workloads")
     wsub = workload.add_subparsers(dest="workload_command", required=True)

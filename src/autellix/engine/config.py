@@ -10,29 +10,89 @@ from autellix.scheduling import SchedulingConfig
 
 @dataclass
 class EngineConfig:
-    model: str | None = None  # a Hugging Face folder; None: the embedded default (SmolLM2)
-    dtype: Literal["float32", "bfloat16"] = "float32"
-    device: str = "cpu"
-    policy: str = "plas"  # fcfs | mlfq | plas | atlas | gittins | srpt
+    # Field metadata makes the command-line flags (autellix/flags.py): "help" is the flag's
+    # help text, "flag" another name for it (None: no flag), "negate" a flag that says the
+    # opposite of the field, "unit" a flag in units of that many of the field's, "group" the
+    # help section.
+    model: str | None = field(
+        default=None,  # None: the embedded default (SmolLM2)
+        metadata={
+            "help": "Hugging Face model folder (default: the embedded SmolLM2-135M-Instruct)"
+        },
+    )
+    dtype: Literal["float32", "bfloat16"] = field(
+        default="float32", metadata={"help": "the model's weights and KV cache"}
+    )
+    device: str = field(default="cpu", metadata={"flag": None})
+    policy: str = field(
+        default="plas",  # fcfs | mlfq | plas | atlas | gittins | srpt
+        metadata={
+            "group": "scheduling",
+            "help": "plas: program-level least attained service, a program's rank the sum of its"
+            " calls' service; atlas ranks by the longest critical path instead (it favours"
+            " fan-outs over chats); gittins ranks by the Gittins index of the sizes learned per"
+            " program kind",
+        },
+    )
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
 
-    block_size: int = 16  # tokens per KV block
-    num_kv_blocks: int | None = None  # the KV pool; None: from kv_cache_bytes
-    kv_cache_bytes: int = 1 << 30
-    swap_blocks: int | None = None  # the host swap pool; None: as many as the KV pool
-    preemption: Literal["swap", "recompute"] = "swap"
-    keep_preempted: bool = True  # a call preempted by priority keeps its KV until needed
-    prefix_caching: bool = True
+    block_size: int = field(default=16, metadata={"help": "tokens per KV block"})
+    num_kv_blocks: int | None = field(
+        default=None,  # None: from kv_cache_bytes
+        metadata={"help": "KV pool size in blocks (overrides --kv-cache-gib)"},
+    )
+    kv_cache_bytes: int = field(
+        default=1 << 30,
+        metadata={"flag": "--kv-cache-gib", "unit": 1 << 30, "help": "KV pool size in GiB"},
+    )
+    swap_blocks: int | None = field(
+        default=None,  # None: as many as the KV pool
+        metadata={"help": "host swap pool in blocks (default: as the KV pool)"},
+    )
+    preemption: Literal["swap", "recompute"] = field(
+        default="swap",
+        metadata={"help": "what a preempted call's KV does when its memory is needed"},
+    )
+    keep_preempted: bool = field(
+        default=True,  # a call preempted by priority keeps its KV until needed
+        metadata={
+            "flag": "--evict-preempted",
+            "negate": True,
+            "help": "swap out (or drop) a call's KV as soon as it is preempted, not when memory"
+            " is needed",
+        },
+    )
+    prefix_caching: bool = field(default=True, metadata={"help": "prefix caching"})
 
-    max_running: int = 32  # calls in one batch
+    max_running: int = field(default=32, metadata={"help": "calls in a batch"})
     # A call's service for a step: the whole step time ("step", as the paper charges), or
     # its share by the tokens it computed ("share"), which does not grow with the batch.
-    service_accounting: Literal["step", "share"] = "step"
-    max_prefill_tokens: int = 512  # prompt tokens per step (decodes are not counted)
-    chunked_prefill: bool = True  # split prompts longer than what is left of the budget
-    schedule_every: int = 1  # multi-step: a scheduling round every N decode steps
-    max_model_len: int | None = None  # None: the model's context length
-    max_waiting: int | None = None  # None: unbounded; the server answers 429 beyond it
+    service_accounting: Literal["step", "share"] = field(
+        default="step",
+        metadata={
+            "help": "a call's service for a step: the whole step time (step) or its share by"
+            " the tokens it computed (share)"
+        },
+    )
+    max_prefill_tokens: int = field(
+        default=512,  # decodes are not counted
+        metadata={"help": "prompt tokens per step"},
+    )
+    chunked_prefill: bool = field(
+        default=True,  # split prompts longer than what is left of the budget
+        metadata={"help": "split a prompt over steps (off: prefill whole prompts only)"},
+    )
+    schedule_every: int = field(
+        default=1, metadata={"help": "multi-step: a scheduling round every N decode steps"}
+    )
+    max_model_len: int | None = field(
+        default=None,  # None: the model's context length
+        metadata={"help": "context length (default: the model's)"},
+    )
+    max_waiting: int | None = field(
+        default=None,  # None: unbounded; the server answers 429 beyond it
+        metadata={"flag": None, "help": "calls queued in this engine before it refuses more"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("block_size", "max_running", "max_prefill_tokens", "schedule_every"):

@@ -31,14 +31,55 @@ def geometric_boundaries(first: float = 1.0, ratio: float = 2.0, num_queues: int
     return tuple(first * ratio**i for i in range(num_queues - 1))
 
 
+# Field metadata: "help" is the flag's help text (autellix/flags.py makes the flags); "flag":
+# None marks a setting without a flag.
+
+
+@dataclass
+class GeometricBoundaries:
+    """The boundaries as a geometric ladder: what they are built from when not given."""
+
+    num_queues: int = field(default=11, metadata={"help": "K priority queues"})
+    first_boundary: float = field(
+        default=1.0, metadata={"help": "upper edge of Q1 in seconds of service"}
+    )
+    boundary_ratio: float = field(
+        default=2.0, metadata={"help": "each boundary is this times the one before"}
+    )
+
+    def __call__(self) -> tuple:
+        return geometric_boundaries(self.first_boundary, self.boundary_ratio, self.num_queues)
+
+
 @dataclass
 class SchedulingConfig:
-    boundaries: tuple[float, ...] = field(default_factory=geometric_boundaries)
-    quanta: tuple[float, ...] | None = None  # per queue; None: each queue's width
-    beta: float = 5.0
-    min_starvation_service: float | None = None  # None: the first boundary
-    skip_join: bool = False  # MLFQ: enter by estimated prefill time (FastServe)
-    prefill_seconds_per_token: float = 1e-4  # skip-join's estimate of prefill time
+    boundaries: tuple[float, ...] = field(
+        default_factory=geometric_boundaries,
+        metadata={
+            "help": "explicit queue boundaries (seconds)",
+            "built_from": GeometricBoundaries,
+        },
+    )
+    quanta: tuple[float, ...] | None = field(
+        default=None, metadata={"help": "per-queue quanta (default: each queue's width)"}
+    )
+    beta: float = field(
+        default=5.0,
+        metadata={
+            "help": "anti-starvation ratio: a call is promoted to Q1 once its program's and its"
+            " own waiting reach this many times their service"
+        },
+    )
+    min_starvation_service: float | None = field(
+        default=None,  # None: the first boundary
+        metadata={"flag": None, "help": "the service assumed of a call without any"},
+    )
+    skip_join: bool = field(
+        default=False, metadata={"help": "mlfq: enter by prompt length (FastServe's skip-join)"}
+    )
+    prefill_seconds_per_token: float = field(
+        default=1e-4, metadata={"flag": None, "help": "skip-join's estimate of prefill time"}
+    )
 
     def __post_init__(self) -> None:
         self.boundaries = tuple(float(b) for b in self.boundaries)
