@@ -62,11 +62,9 @@ def test_demo_prints_every_policy(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_demo_benches_a_small_mixed_workload(monkeypatch: pytest.MonkeyPatch) -> None:
-    import autellix.cli as cli
-
     seen = []
-    monkeypatch.setattr(cli, "_toy_tables", lambda: None)
-    monkeypatch.setattr(cli, "_bench", lambda args: seen.append(args) or 0)
+    monkeypatch.setattr("autellix.sim.toy.print_tables", lambda: None)
+    monkeypatch.setattr("autellix.bench.command.run_bench", lambda args: seen.append(args) or 0)
     assert main(["demo"]) == 0
     (args,) = seen
     assert (args.workload, args.programs, args.scale) == ("mixed", 12, 0.1)

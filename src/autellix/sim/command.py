@@ -1,0 +1,102 @@
+"""`autellix simulate` (a workload's engine variants in virtual time, or a toy scenario)
+and `autellix profile` (the latency model of this machine), from their parsed flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from autellix.flags import engine_config, variant
+
+# The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
+SIM_VARIANTS = (
+    "vllm=fcfs:--no-prefix-caching --no-chunked-prefill",
+    "vllm-opt=fcfs:--schedule-every 8",
+    "mlfq",
+    "atlas",
+)
+SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
+
+
+def variants(items: list[str] | None, engine_args: str) -> dict:
+    """Each NAME=POLICY:FLAGS as an EngineConfig, on top of SIM_ENGINE_DEFAULTS."""
+    found = {}
+    for item in items or SIM_VARIANTS:
+        name, policy, extra = variant(item)
+        found[name] = engine_config(
+            f"{SIM_ENGINE_DEFAULTS} {engine_args} --policy {policy} {extra}"
+        )
+    return found
+
+
+def target(args: argparse.Namespace, block_size: int):
+    """What is simulated: --profile's latency model, or the roofline of --gpu and --model."""
+    from autellix.sim.sweep import profile_target, roofline_target
+
+    if args.profile:
+        return profile_target(args.profile)
+    return roofline_target(args.gpu, args.model, args.tp, block_size)
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from autellix.sim.toy import SCENARIOS, run_toy
+    from autellix.workloads import WORKLOADS
+
+    if args.workload in SCENARIOS:
+        print(json.dumps(run_toy(args.workload, args.policy or "atlas", args.max_batch)))
+        return 0
+    if args.workload not in WORKLOADS:
+        raise ValueError(
+            f"unknown workload {args.workload!r}; choose from {', '.join([*WORKLOADS, *SCENARIOS])}"
+        )
+    return run_sweep(args)
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autellix.bench.command import workload_builder, workload_title
+    from autellix.bench.report import write_results
+    from autellix.sim.sweep import speed_table, sweep
+
+    build = workload_builder(args)
+    engines = variants(args.policies, args.engine_args)
+    where = target(args, next(iter(engines.values())).block_size)
+    cluster = {"replicas": args.replicas, "balancer": args.balancer}
+    cluster["long_prompt_tokens"] = args.long_prompt_tokens
+    summaries, records, runs = sweep(build, engines, args.rates, where, **cluster)
+    out = Path(args.out or f"benchmarks/results/sim/{args.workload}")
+    title = f"{workload_title(args)}, {args.replicas} x {where.description}"
+    title += f", balancer {args.balancer}"
+    baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
+    markdown = write_results(out, title, summaries, records, baseline, args.bound, calls=False)
+    speed = "\nSimulation speed:\n\n" + speed_table(runs)
+    with (out / "summary.md").open("a") as f:
+        f.write(speed)
+    console = Console()
+    console.print(markdown + speed)
+    console.print(f"results, plot (latency.png) and table under {out}")
+    return 0
+
+
+def run_profile(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from autellix.engine.config import EngineConfig
+    from autellix.flags import from_args
+    from autellix.sim.profile import measure
+
+    console = Console(stderr=True)
+    engine = from_args(EngineConfig, args)
+    profile = measure(engine, on_progress=lambda what: console.print(f"profiling: {what}"))
+    profile.save(args.out)
+    a, b, c, d = profile.coefficients
+    print(
+        f"step time = {a * 1e3:.2f} ms + {b * 1e3:.3f} ms/new token + {c * 1e3:.3f} ms/sequence"
+        f" + {d * 1e6:.3f} us/context token (mean error {profile.error():.1%} over "
+        f"{len(profile.samples or [])} steps); swap {profile.swap_time_per_block * 1e6:.1f} "
+        f"us/block; saved to {args.out}"
+    )
+    return 0
