@@ -40,7 +40,7 @@ class BatchFitter:
         config: EngineConfig,
         blocks: BlockManager,
         holders: Sequence[Call],
-        rank_key: Callable[[Call], object],
+        rank_key: Callable[[Call], tuple],
         preemptive: bool,
     ) -> None:
         self.config = config
@@ -125,7 +125,7 @@ class BatchFitter:
             for c in self.holders
             if c.call_id not in self.scanned and c.call_id not in self.evicted and c is not call
         ]
-        return max(candidates, key=self.rank_key, default=None)  # type: ignore[arg-type]
+        return max(candidates, key=self.rank_key, default=None)
 
     def _take(
         self, call: Call, matched: list[int], computed: int, n_new: int, new_blocks: list[int]

@@ -93,8 +93,10 @@ class BlockManager:
                 block_id = self.free_ids.pop()
             else:  # evict the least recently freed cached block
                 block_id, _ = self.cached_free.popitem(last=False)
-                del self.by_hash[self.blocks[block_id].hash]
-                self.blocks[block_id].hash = None
+                block = self.blocks[block_id]
+                if block.hash is not None:
+                    del self.by_hash[block.hash]
+                block.hash = None
             self.blocks[block_id].ref_count = 1
             out.append(block_id)
         return out

@@ -24,7 +24,7 @@ class Scheduler:
     def __init__(
         self,
         config: EngineConfig,
-        policy: Policy,
+        policy: Policy[Call],
         blocks: BlockManager,
         eos_token_ids: Sequence[int] = (),
     ) -> None:
@@ -101,10 +101,10 @@ class Scheduler:
             if call.call_id in fitter.evicted:  # already evicted to make room
                 continue
             if call.call_id in fitter.short or not self.config.keep_preempted:
-                fitter.evict(call)  # type: ignore[arg-type]
+                fitter.evict(call)
             else:
-                self.resident[call.call_id] = call  # type: ignore[index]
-        batch = fitter.finish(chosen)  # type: ignore[arg-type]
+                self.resident[call.call_id] = call
+        batch = fitter.finish(chosen)
         for call in [*chosen, *batch.evicted]:
             self.resident.pop(call.call_id, None)
         self.num_evictions += len(batch.evicted)

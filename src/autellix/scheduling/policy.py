@@ -17,17 +17,20 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from autellix.scheduling.call import CallState
 
+C = TypeVar("C", bound=CallState)  # the owner's kind of call (the engine's carries its tokens)
 
-class Policy(ABC):
+
+class Policy(ABC, Generic[C]):
     name: str = ""
     preemptive: bool = True  # False: running calls keep their place ahead of waiting ones
 
     def __init__(self) -> None:
-        self.calls: dict[str, CallState] = {}
-        self.running: dict[str, CallState] = {}
+        self.calls: dict[str, C] = {}
+        self.running: dict[str, C] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -36,7 +39,7 @@ class Policy(ABC):
     def __contains__(self, call_id: str) -> bool:
         return call_id in self.calls
 
-    def add(self, call: CallState, now: float) -> None:
+    def add(self, call: C, now: float) -> None:
         if call.call_id in self.calls:
             raise ValueError(f"call {call.call_id!r} is already queued")
         call.seq = next(self._seq)
@@ -45,7 +48,7 @@ class Policy(ABC):
         self.calls[call.call_id] = call
         self._insert(call, now)
 
-    def remove(self, call: CallState, now: float) -> None:
+    def remove(self, call: C, now: float) -> None:
         """A call leaves the engine (finished or aborted); its waiting is closed."""
         if call.running:
             del self.running[call.call_id]
@@ -55,7 +58,7 @@ class Policy(ABC):
         del self.calls[call.call_id]
         self._delete(call)
 
-    def start_running(self, call: CallState, now: float) -> None:
+    def start_running(self, call: C, now: float) -> None:
         if call.running:
             return
         self._close_wait(call, now)
@@ -63,7 +66,7 @@ class Policy(ABC):
         self.running[call.call_id] = call
         self._on_start(call)
 
-    def stop_running(self, call: CallState, now: float) -> None:
+    def stop_running(self, call: C, now: float) -> None:
         """The call was preempted: it waits again from `now`."""
         if not call.running:
             return
@@ -82,7 +85,7 @@ class Policy(ABC):
         when memory runs out."""
 
     @abstractmethod
-    def ranked(self, now: float) -> Iterator[CallState]:
+    def ranked(self, now: float) -> Iterator[C]:
         """Every call (running and waiting), highest priority first. Consumers stop
         early, so implementations yield lazily."""
 
@@ -104,11 +107,11 @@ class Policy(ABC):
 
 
 def select_batch(
-    policy: Policy,
+    policy: Policy[C],
     now: float,
     max_running: int,
-    fits: Callable[[CallState], bool] = lambda call: True,
-) -> tuple[list[CallState], list[CallState]]:
+    fits: Callable[[C], bool] = lambda call: True,
+) -> tuple[list[C], list[C]]:
     """One scheduling round: scan the calls in priority order and take those that fit.
 
     `fits(call)` reserves what the call needs (KV blocks, token budget) and says
@@ -118,7 +121,7 @@ def select_batch(
     Returns (batch, preempted), both already marked in the policy; the batch is in
     priority order.
     """
-    batch: list[CallState] = []
+    batch: list[C] = []
     blocked = False
     running_left = len(policy.running)
     for call in policy.ranked(now):

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 from autellix.workloads import chatbot, lats, react
 from autellix.workloads.sampling import poisson_arrivals
 from autellix.workloads.spec import ProgramSpec
 
-BUILDERS = {"chatbot": chatbot.build, "react": react.build, "lats": lats.build}
+BUILDERS: dict[str, Callable[..., list[ProgramSpec]]] = {
+    "chatbot": chatbot.build,
+    "react": react.build,
+    "lats": lats.build,
+}
 
 
 def build(

@@ -27,9 +27,11 @@ def read_records(text: str) -> list[dict[str, Any]]:
     start = text.find("[")
     if start < 0:
         return []
-    records, pos = [], start + 1
+    records: list[dict[str, Any]] = []
+    pos = start + 1
     while True:
-        pos = _SEPARATORS.match(text, pos).end()
+        separators = _SEPARATORS.match(text, pos)
+        pos = separators.end() if separators else pos
         if pos >= len(text) or text[pos] == "]":
             return records
         try:

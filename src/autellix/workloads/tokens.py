@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 from transformers import PreTrainedTokenizerFast
 
@@ -27,9 +28,10 @@ def tokenizer() -> PreTrainedTokenizerFast:
 
 
 def template(messages: list[Message], generation_prompt: bool = False) -> str:
-    return tokenizer().apply_chat_template(
+    text = tokenizer().apply_chat_template(
         messages, tokenize=False, add_generation_prompt=generation_prompt
     )
+    return cast(str, text)
 
 
 def render(messages: list[Message], generation_prompt: bool = False) -> int:
@@ -101,7 +103,7 @@ def shrink(text: str, scale: float) -> str:
     if scale >= 1.0:
         return text
     ids = tokenizer().encode(text, add_special_tokens=False)
-    return tokenizer().decode(ids[: max(1, round(len(ids) * scale))])
+    return cast(str, tokenizer().decode(ids[: max(1, round(len(ids) * scale))]))
 
 
 def scaled(n: int, scale: float) -> int:
