@@ -158,15 +158,14 @@ async def run_specs(
         for task in pending:
             task.cancel()
         records = [t.result() for t in done if not t.cancelled()]
-        cut = {s.program_id for s in specs} - {r.program_id for r in records}
-        for spec in specs:
-            if spec.program_id in cut:
-                records.append(
-                    ProgramRecord(
-                        spec.program_id,
-                        spec.workload,
-                        spec.arrival,
-                        error="cut off by the run's time limit",
-                    )
-                )
-        return records
+        return records + _cut_off(specs, records)
+
+
+def _cut_off(specs: list[ProgramSpec], records: list[ProgramRecord]) -> list[ProgramRecord]:
+    """A record for each program the time limit cut off (none of its own)."""
+    finished = {r.program_id for r in records}
+    return [
+        ProgramRecord(s.program_id, s.workload, s.arrival, error="cut off by the run's time limit")
+        for s in specs
+        if s.program_id not in finished
+    ]

@@ -35,15 +35,7 @@ def measure(
     engine = LLMEngine.from_config(config)
     executor = engine.executor
     assert isinstance(executor, ModelExecutor)
-    shapes: list[StepShape] = []
-    execute = executor.execute
-
-    def recorded(batch):
-        if batch.calls and not (batch.swap_in or batch.swap_out):
-            shapes.append(StepShape.of(batch))
-        return execute(batch)
-
-    executor.execute = recorded  # type: ignore[method-assign]
+    shapes = _record_shapes(executor)
     rng = random.Random(0)
     vocab = executor.model.config.vocab_size
     engine.generate([[1, 2, 3]], SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
@@ -54,15 +46,7 @@ def measure(
             params = SamplingParams(max_tokens=decode_tokens, ignore_eos=True)
             for _ in range(n):
                 engine.add_request([rng.randrange(vocab) for _ in range(length)], params)
-            while engine.has_unfinished():
-                # the whole step, scheduling and output handling included: in a server
-                # they take the engine's time as much as the model does
-                shapes.clear()
-                start = time.perf_counter()
-                engine.step()
-                elapsed = time.perf_counter() - start
-                if shapes:
-                    samples.append((shapes[0], elapsed))
+            samples += _timed_steps(engine, shapes)
     swap = _swap_time_per_block(executor)
     engine.check_idle()
     return Profile.fit(
@@ -74,6 +58,35 @@ def measure(
         machine=this_machine(),
         model=str(config.model or "SmolLM2-135M-Instruct (embedded default)"),
     )
+
+
+def _record_shapes(executor: ModelExecutor) -> list[StepShape]:
+    """The shapes of the model steps the executor runs from now on (swaps left out)."""
+    shapes: list[StepShape] = []
+    execute = executor.execute
+
+    def recorded(batch):
+        if batch.calls and not (batch.swap_in or batch.swap_out):
+            shapes.append(StepShape.of(batch))
+        return execute(batch)
+
+    executor.execute = recorded  # type: ignore[method-assign]
+    return shapes
+
+
+def _timed_steps(engine: LLMEngine, shapes: list[StepShape]) -> list[tuple[StepShape, float]]:
+    """Step until the engine is idle: each model step's shape and the whole step's time,
+    scheduling and output handling included (in a server they take the engine's time as
+    much as the model does)."""
+    samples = []
+    while engine.has_unfinished():
+        shapes.clear()
+        start = time.perf_counter()
+        engine.step()
+        elapsed = time.perf_counter() - start
+        if shapes:
+            samples.append((shapes[0], elapsed))
+    return samples
 
 
 def _swap_time_per_block(executor: ModelExecutor, blocks: int = 64, repeats: int = 5) -> float:

@@ -1,0 +1,110 @@
+"""Flags made from the config dataclasses (autellix/flags.py), and the dataclasses made back."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from autellix import cli
+from autellix.engine.config import EngineConfig
+from autellix.flags import add_flags, engine_config, from_args
+from autellix.server.frontend import ServeConfig
+from autellix.server.launch import SERVE_FLAGS
+
+
+@dataclass
+class Ladder:
+    steps: int = field(default=3, metadata={"help": "steps"})
+
+    def __call__(self) -> tuple:
+        return tuple(float(i) for i in range(self.steps))
+
+
+@dataclass
+class Inner:
+    edges: tuple[float, ...] = field(
+        default_factory=lambda: Ladder()(), metadata={"help": "edges", "built_from": Ladder}
+    )
+    on: bool = field(default=False, metadata={"help": "on"})
+
+
+@dataclass
+class Outer:
+    name: str = field(default="a", metadata={"help": "a name"})
+    mode: Literal["x", "y"] = field(default="x", metadata={"help": "mode"})
+    limit: int | None = field(default=None, metadata={"help": "limit"})
+    size: int = field(default=2048, metadata={"flag": "--size-kib", "unit": 1024, "help": "kib"})
+    keep: bool = field(default=True, metadata={"flag": "--drop", "negate": True, "help": "drop"})
+    hidden: float = field(default=1.5, metadata={"flag": None})
+    inner: Inner = field(default_factory=Inner)
+
+
+def parse(*argv: str, cls: type = Outer, **kwargs) -> tuple[argparse.ArgumentParser, object]:
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_flags(parser, cls, **kwargs)
+    return parser, from_args(cls, parser.parse_args(argv), extra=kwargs.get("extra"))
+
+
+def test_no_flags_give_the_defaults() -> None:
+    assert parse()[1] == Outer()
+    assert parse(cls=EngineConfig)[1] == EngineConfig()
+    assert from_args(ServeConfig, cli.build_parser().parse_args(["serve"])) == ServeConfig()
+    assert engine_config("") == EngineConfig()
+
+
+def test_each_kind_of_field() -> None:
+    _, got = parse("--name", "b", "--mode", "y", "--limit", "4", "--size-kib", "0.5", "--drop")
+    assert (got.name, got.mode, got.limit, got.size, got.keep) == ("b", "y", 4, 512, False)
+    _, got = parse("--no-drop", "--on", "--edges", "1", "2")
+    assert got.keep and got.inner.on and got.inner.edges == (1.0, 2.0)
+    assert parse("--steps", "2")[1].inner.edges == (0.0, 1.0)  # built from the ladder
+    with pytest.raises(argparse.ArgumentError):
+        parse("--mode", "z")
+    with pytest.raises(SystemExit):  # no flag for a field marked flag None
+        parse("--hidden", "2")
+
+
+def test_sections_choices_skip_and_extra() -> None:
+    parser, got = parse(
+        "--label",
+        "q",
+        sections=("inner",),
+        choices={"name": ["p", "q"]},
+        skip=("limit",),
+        extra={"name": {"flag": "--label"}},
+    )
+    titles = [g.title for g in parser._action_groups]
+    assert titles.index("inner") == 2  # made first, after argparse's own two
+    assert got.name == "q" and "--limit" not in parser.format_help()  # --label sets name
+    with pytest.raises(argparse.ArgumentError):
+        parse("--name", "r", choices={"name": ["p", "q"]})
+
+
+def test_a_field_without_a_flag_type_is_refused() -> None:
+    @dataclass
+    class Bad:
+        table: dict = field(default_factory=dict)
+
+    with pytest.raises(TypeError, match="table"):
+        parse(cls=Bad)
+
+
+def test_every_serve_flag_has_help_and_the_extra_names_fields() -> None:
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    assert set(SERVE_FLAGS) <= names, "SERVE_FLAGS names a field ServeConfig lacks"
+    parser = cli.build_parser()
+    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    for action in serve._actions:
+        assert action.help, f"{action.option_strings} has no help"
+
+
+def test_policy_choices_come_from_the_registry() -> None:
+    args = cli.build_parser().parse_args(["serve", "--policy", "gittins"])
+    assert args.policy == "gittins"
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--policy", "srpt"])  # clairvoyant
+    assert engine_config("--policy srpt").policy == "srpt"  # the simulator's variants
