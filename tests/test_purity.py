@@ -40,3 +40,13 @@ def test_importing_the_policies_loads_no_impure_module() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_a_calls_settings_load_no_torch() -> None:
+    """The server and the policies read sampling and engine settings without the model."""
+    code = (
+        "import sys, autellix.engine.sampling_params, autellix.engine.config;"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

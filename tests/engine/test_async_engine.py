@@ -12,7 +12,7 @@ import pytest
 from autellix.engine.async_engine import AsyncLLMEngine, EngineDead
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import LLMEngine, QueueFull, RequestError
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 
 PARAMS = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 PROMPTS = [[5, 6, 7], list(range(10, 40)), [9], list(range(50, 62))]

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import LLMEngine, QueueFull, RequestError
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import SchedulingConfig
 
 MAX_NEW = 10

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM
 from autellix.engine.call import Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import LLMEngine
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import SchedulingConfig
 
 MAX_NEW = 6

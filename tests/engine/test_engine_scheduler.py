@@ -9,7 +9,7 @@ from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
 SIZE = 4

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.model import default_model_path
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import SchedulingConfig
 
 pytestmark = [

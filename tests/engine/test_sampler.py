@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from autellix.engine.model.sampler import Sampler, SamplingParams, suppress_tokens
+from autellix.engine.model.sampler import Sampler, make_generator, suppress_tokens
+from autellix.engine.sampling_params import SamplingParams
 
 VOCAB = 50
 
@@ -18,7 +19,7 @@ def random_logits(rows: int, seed: int = 0) -> torch.Tensor:
 
 def sample_seq(params: SamplingParams, logits: list[torch.Tensor]) -> list[int]:
     """One call alone, step after step, with its own generator."""
-    gen = params.make_generator()
+    gen = make_generator(params)
     return [int(Sampler()(row[None], [params], [gen])[0]) for row in logits]
 
 
@@ -45,7 +46,7 @@ def test_seeded_sampling_is_reproducible_and_batch_independent() -> None:
     # The same call inside changing batches with seeded and unseeded neighbours.
     sampler = Sampler()
     neighbour = SamplingParams(temperature=0.7, seed=99)
-    gens = [neighbour.make_generator(), params.make_generator()]
+    gens = [make_generator(neighbour), make_generator(params)]
     batched = []
     for s, row in enumerate(steps):
         rows = [random_logits(1, seed=100 + s)[0], row, random_logits(1, seed=200 + s)[0]]
@@ -103,7 +104,7 @@ def test_defaults_and_normalisation() -> None:
     assert p.stop == ("a", "b") and p.stop_token_ids == (3,)
     assert SamplingParams(stop="x").stop == ("x",)
     assert SamplingParams(temperature=0).greedy and not SamplingParams().greedy
-    assert SamplingParams().make_generator() is None
+    assert make_generator(SamplingParams()) is None
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from autellix.engine.batch import BatchFitter
 from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
 from autellix.scheduling import make_policy
 

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
-from autellix.engine.model.sampler import SamplingParams
 from autellix.engine.output_text import OutputText, partial_stop
+from autellix.engine.sampling_params import SamplingParams
 
 # Token texts over a small alphabet, so that stop strings meet often and span tokens.
 VOCAB = ["a", "b", "c", "ab", "ba", "abc", " ", "\n", "Ob", "s:", "<eos>"]

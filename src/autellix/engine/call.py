@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from autellix.engine.model.sampler import SamplingParams
 from autellix.engine.output_text import OutputText
+from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import CallState
 
 

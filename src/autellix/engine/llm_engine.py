@@ -15,8 +15,9 @@ from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import Executor, ModelExecutor
 from autellix.engine.kv_cache import BlockManager
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.model.sampler import make_generator
 from autellix.engine.output_text import OutputText
+from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
@@ -147,7 +148,7 @@ class LLMEngine:
             token_ids=list(token_ids),
             num_prompt_tokens=len(token_ids),
             params=params,
-            generator=params.make_generator(),
+            generator=make_generator(params),
             output=OutputText(params.stop, params.include_stop_str_in_output),
         )
         self.scheduler.add(call, now)
