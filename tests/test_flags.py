@@ -13,7 +13,7 @@ from autellix import cli
 from autellix.engine.config import EngineConfig
 from autellix.flags import add_flags, engine_config, from_args
 from autellix.server.frontend import ServeConfig
-from autellix.server.launch import SERVE_FLAGS
+from autellix.server.launch import SERVE_FLAGS, add_serve_flags
 
 
 @dataclass
@@ -96,8 +96,9 @@ def test_a_field_without_a_flag_type_is_refused() -> None:
 def test_every_serve_flag_has_help_and_the_extra_names_fields() -> None:
     names = {f.name for f in dataclasses.fields(ServeConfig)}
     assert set(SERVE_FLAGS) <= names, "SERVE_FLAGS names a field ServeConfig lacks"
-    parser = cli.build_parser()
-    serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    serve = argparse.ArgumentParser()
+    add_serve_flags(serve)
+    assert len(serve._actions) > 30
     for action in serve._actions:
         assert action.help, f"{action.option_strings} has no help"
 
@@ -108,3 +109,11 @@ def test_policy_choices_come_from_the_registry() -> None:
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["serve", "--policy", "srpt"])  # clairvoyant
     assert engine_config("--policy srpt").policy == "srpt"  # the simulator's variants
+
+
+def test_subcommands_get_their_flags_when_used(capsys) -> None:
+    parser = cli.build_parser()  # imports nothing of the subcommands' own
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--help"])
+    assert "--max-waiting" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["profile", "--beta", "2"]).beta == 2

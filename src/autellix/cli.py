@@ -84,17 +84,16 @@ def _add_workload_flags(
     )
 
 
-def _add_simulate(commands) -> None:
+def _simulate_flags(p: argparse.ArgumentParser) -> None:
     from autellix.sim.command import SIM_ENGINE_DEFAULTS, SIM_VARIANTS
     from autellix.sim.toy import SCENARIOS
 
-    p = commands.add_parser(
-        "simulate",
-        help="a workload through the real scheduler in virtual time, at GPU scale",
-        description="Run a workload through real engines (scheduler, KV cache, policy, "
-        "balancer) whose steps take what a latency model says: a roofline of a GPU and "
-        "model, or a profile of this machine from `autellix profile`. Also the paper's toy "
-        "scenarios (" + ", ".join(sorted(SCENARIOS)) + ").",
+    p.description = (
+        "Run a workload through real engines (scheduler, KV cache, policy, balancer) whose"
+        " steps take what a latency model says: a roofline of a GPU and model, or a profile of"
+        " this machine from `autellix profile`. Also the paper's toy scenarios ("
+        + ", ".join(sorted(SCENARIOS))
+        + ")."
     )
     p.add_argument("workload", help=f"{_workload_names()}, or a toy scenario")
     p.add_argument(
@@ -158,25 +157,20 @@ def _add_simulate_toy(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_profile(commands) -> None:
-    p = commands.add_parser(
-        "profile", help="time the engine's steps on this machine, for `simulate --profile`"
-    )
+def _profile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="profile.json", help="where to write (default: %(default)s)")
     add_engine_flags(p)
     p.set_defaults(run=_run("autellix.sim.command", "run_profile"))
 
 
-def _add_serve(commands) -> None:
+def _serve_flags(p: argparse.ArgumentParser) -> None:
     from autellix.server.launch import add_serve_flags
 
-    p = commands.add_parser("serve", help="the OpenAI-compatible server with program sessions")
     add_serve_flags(p)
     p.set_defaults(run=_run("autellix.server.launch", "serve"))
 
 
-def _add_workload(commands) -> None:
-    p = commands.add_parser("workload", help="inspect the agentic workloads")
+def _workload_flags(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="workload_command", required=True)
     stats = sub.add_parser("stats", help="calls per program, prefill and decode tokens per call")
     stats.add_argument("name", help=_workload_names())
@@ -184,10 +178,7 @@ def _add_workload(commands) -> None:
     stats.set_defaults(run=_workload_stats)
 
 
-def _add_bench(commands) -> None:
-    p = commands.add_parser(
-        "bench", help="run a workload against endpoints at a sweep of arrival rates"
-    )
+def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", help=_workload_names())
     _add_workload_flags(p, programs=20, scale=0.05, rates=[0.05, 0.1, 0.2])
     p.add_argument(
@@ -230,12 +221,7 @@ def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_demo(commands) -> None:
-    p = commands.add_parser(
-        "demo",
-        help="the toy scenarios, then a mixed workload under FCFS (without and with prefix "
-        "caching) and Autellix",
-    )
+def _demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--toy-only", action="store_true", help="only the toy scenarios")
     p.add_argument(
         "--programs", type=int, default=12, help="programs per rate (default: %(default)s)"
@@ -258,11 +244,55 @@ def _add_demo(commands) -> None:
     p.set_defaults(run=_demo)
 
 
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand whose flags are added when it is parsed or its help is shown: one
+    subcommand does not wait for another's imports (serve's flags import torch)."""
+
+    add_flags = None
+
+    def _with_flags(self) -> None:
+        add, self.add_flags = self.add_flags, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._with_flags()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._with_flags()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._with_flags()
+        return super().format_help()
+
+
+COMMANDS = {
+    "simulate": (
+        "a workload through the real scheduler in virtual time, at GPU scale",
+        _simulate_flags,
+    ),
+    "profile": (
+        "time the engine's steps on this machine, for `simulate --profile`",
+        _profile_flags,
+    ),
+    "serve": ("the OpenAI-compatible server with program sessions", _serve_flags),
+    "workload": ("inspect the agentic workloads", _workload_flags),
+    "bench": ("run a workload against endpoints at a sweep of arrival rates", _bench_flags),
+    "demo": (
+        "the toy scenarios, then a mixed workload under FCFS (without and with prefix caching)"
+        " and Autellix",
+        _demo_flags,
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autellix", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_simulate, _add_profile, _add_serve, _add_workload, _add_bench, _add_demo):
-        add(commands)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Subcommand)
+    for name, (what, flags) in COMMANDS.items():
+        commands.add_parser(name, help=what).add_flags = flags
     return parser
 
 
