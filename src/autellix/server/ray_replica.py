@@ -12,6 +12,7 @@ from typing import Any
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import EngineInfo
 from autellix.server.replica import Replica, ReplicaDied
+from autellix.server.replica_io import AddCall
 
 
 class EngineActor:
@@ -27,8 +28,15 @@ class EngineActor:
     def info(self) -> EngineInfo:
         return self.engine.info
 
-    async def generate(self, token_ids, params, call_id, program_id, program):
-        async for out in self.aengine.generate(token_ids, params, call_id, program_id, program):
+    async def generate(self, add: AddCall):
+        outs = self.aengine.generate(
+            add.token_ids,
+            add.params,
+            call_id=add.call_id,
+            program_id=add.program_id,
+            program=add.program,
+        )
+        async for out in outs:
             yield out
 
     def stats(self) -> dict[str, Any]:
@@ -68,9 +76,8 @@ class RayReplica(Replica):
 
         if not self.alive:
             raise ReplicaDied(f"engine replica {self.engine_id} is dead")
-        stream = self.actor.generate.options(num_returns="streaming").remote(
-            token_ids, params, call_id, program_id, program
-        )
+        add = AddCall(token_ids, params, call_id, program_id, program)
+        stream = self.actor.generate.options(num_returns="streaming").remote(add)
         finished = False
         try:
             async for ref in stream:

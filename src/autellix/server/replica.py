@@ -12,7 +12,7 @@ import contextlib
 import multiprocessing as mp
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from autellix.balancing import PrefixIndex
@@ -21,6 +21,19 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestOutput
 from autellix.engine.model.sampler import SamplingParams
 from autellix.programs import ProgramSnapshot
+from autellix.server.replica_io import (
+    AbortCall,
+    AddCall,
+    CallFailed,
+    CallOutputs,
+    FromReplica,
+    GetStats,
+    Ready,
+    StartFailed,
+    Stats,
+    Stop,
+    ToReplica,
+)
 
 
 class ReplicaDied(RuntimeError):
@@ -109,35 +122,50 @@ class LocalReplica(Replica):
 
 
 def replica_main(config: EngineConfig, conn: Any) -> None:
-    """A child process: one engine, commands in, outputs out, over a pipe."""
+    """A child process: one engine, messages in, outputs out, over a pipe."""
     try:
         engine = LLMEngine.from_config(config)
     except Exception as exc:
-        conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        conn.send(StartFailed(f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", engine.info))
+    conn.send(Ready(engine.info))
     while True:
         if not engine.has_unfinished():
             conn.poll(None)
         while conn.poll(0):
-            kind, *args = conn.recv()
-            if kind == "add":
-                try:
-                    engine.add_request(*args)
-                except Exception as exc:
-                    conn.send(("error", args[2], exc))
-            elif kind == "abort":
-                out = engine.abort(args[0])
-                if out is not None:
-                    conn.send(("outs", [out]))
-            elif kind == "stats":
-                conn.send(("stats", engine.stats()))
-            elif kind == "stop":
+            if not handle(engine, conn.recv(), conn.send):
                 return
         if engine.has_unfinished():
             outs = engine.step()
             if outs:
-                conn.send(("outs", outs))
+                conn.send(CallOutputs(outs))
+
+
+def handle(engine: LLMEngine, msg: ToReplica, send: Callable[[FromReplica], None]) -> bool:
+    """Apply one message from the frontend to the engine; False when it says to stop."""
+    match msg:
+        case AddCall():
+            try:
+                engine.add_request(
+                    msg.token_ids,
+                    msg.params,
+                    call_id=msg.call_id,
+                    program_id=msg.program_id,
+                    program=msg.program,
+                )
+            except Exception as exc:
+                send(CallFailed(msg.call_id, exc))
+        case AbortCall():
+            out = engine.abort(msg.call_id)
+            if out is not None:
+                send(CallOutputs([out]))
+        case GetStats():
+            send(Stats(engine.stats()))
+        case Stop():
+            return False
+        case _:
+            raise TypeError(f"not a message to a replica: {msg!r}")
+    return True
 
 
 class ProcessReplica(Replica):
@@ -157,18 +185,19 @@ class ProcessReplica(Replica):
         self.process = ctx.Process(target=replica_main, args=(self.config, child), daemon=True)
         self.process.start()
         child.close()
-        kind, payload = await asyncio.to_thread(self._conn.recv)
-        if kind != "ready":
-            raise RuntimeError(f"replica {self.engine_id} failed to start: {payload}")
-        self.info = payload
+        msg = await asyncio.to_thread(self._conn.recv)
+        if not isinstance(msg, Ready):
+            error = msg.error if isinstance(msg, StartFailed) else msg
+            raise RuntimeError(f"replica {self.engine_id} failed to start: {error}")
+        self.info = msg.info
         self._loop = asyncio.get_running_loop()
         threading.Thread(target=self._read, daemon=True, name=f"replica-{self.engine_id}").start()
-        return payload
+        return msg.info
 
     async def stop(self) -> None:
         if self.alive:
             with contextlib.suppress(ReplicaDied):
-                self._send(("stop",))
+                self._send(Stop())
         await asyncio.to_thread(self.process.join, 10)
         if self.process.is_alive():
             self.process.kill()
@@ -177,7 +206,7 @@ class ProcessReplica(Replica):
         """For tests and operators: end the child at once."""
         self.process.kill()
 
-    def _send(self, msg: tuple) -> None:
+    def _send(self, msg: ToReplica) -> None:
         try:
             with self._send_lock:
                 self._conn.send(msg)
@@ -193,19 +222,24 @@ class ProcessReplica(Replica):
         except (EOFError, OSError):
             self._loop.call_soon_threadsafe(self._died)
 
-    def _dispatch(self, msg: tuple) -> None:
-        kind, payload = msg[0], msg[1:]
-        if kind == "outs":
-            for out in payload[0]:
-                stream = self._streams.get(out.call_id)
+    def _dispatch(self, msg: FromReplica) -> None:
+        """A message from the child, on the event loop: to its call's stream, or to the
+        oldest stats request."""
+        match msg:
+            case CallOutputs():
+                for out in msg.outputs:
+                    stream = self._streams.get(out.call_id)
+                    if stream is not None:
+                        stream.put_nowait(out)
+            case CallFailed():
+                stream = self._streams.get(msg.call_id)
                 if stream is not None:
-                    stream.put_nowait(out)
-        elif kind == "error":
-            stream = self._streams.get(payload[0])
-            if stream is not None:
-                stream.put_nowait(payload[1])
-        elif kind == "stats" and self._stats:
-            self._stats.pop(0).set_result(payload[0])
+                    stream.put_nowait(msg.error)
+            case Stats():
+                if self._stats:
+                    self._stats.pop(0).set_result(msg.stats)
+            case _:
+                raise TypeError(f"not a message from a running replica: {msg!r}")
 
     def _died(self) -> None:
         self.alive = False
@@ -223,7 +257,7 @@ class ProcessReplica(Replica):
         self._streams[call_id] = stream
         finished = False
         try:
-            self._send(("add", token_ids, params, call_id, program_id, program))
+            self._send(AddCall(token_ids, params, call_id, program_id, program))
             while not finished:
                 out = await stream.get()
                 if isinstance(out, BaseException):
@@ -233,12 +267,12 @@ class ProcessReplica(Replica):
         finally:
             del self._streams[call_id]
             if not finished and self.alive:
-                self._send(("abort", call_id))
+                self._send(AbortCall(call_id))
 
     async def stats(self) -> dict[str, Any]:
         if not self.alive:
             raise ReplicaDied(f"engine replica {self.engine_id} is dead")
         future = self._loop.create_future()
-        self._send(("stats",))
+        self._send(GetStats())
         self._stats.append(future)  # after the send: a failed one leaves no future behind
         return await asyncio.wait_for(future, 10)
