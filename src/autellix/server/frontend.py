@@ -42,7 +42,9 @@ class ServeConfig:
     long_prompt_tokens: int = 2048  # the locality balancer's threshold
     served_model_name: str | None = None
     program_ttl: float = 600.0  # idle programs are reaped after this many seconds
-    max_waiting: int = 256  # calls queued beyond max_running, per replica, before 429
+    # Calls in flight per replica beyond engine.max_running before the frontend answers
+    # 429 (not EngineConfig.max_waiting, the engine's own bound on its waiting calls).
+    max_waiting: int = 256
     processes: bool | None = None  # replicas in child processes; None: when replicas > 1
     ray: str | None = None  # place replicas as Ray actors: "auto" or a cluster address
 
