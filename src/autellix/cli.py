@@ -56,8 +56,9 @@ def _add_workload_flags(
     p: argparse.ArgumentParser, programs: int, scale: float, rates: list[float] | None = None
 ) -> None:
     """--programs, --rates (when given defaults), --scale, --seed and --workload-arg."""
+    per_rate = " per rate" if rates is not None else ""
     p.add_argument(
-        "--programs", type=int, default=programs, help="programs per rate (default: %(default)s)"
+        "--programs", type=int, default=programs, help=f"programs{per_rate} (default: %(default)s)"
     )
     if rates is not None:
         p.add_argument(
