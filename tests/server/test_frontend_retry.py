@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from autellix.engine.config import EngineConfig
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.server.frontend import Frontend, ServeConfig
 from autellix.server.replica import LocalReplica, ReplicaDied
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 import openai
 
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 
 MODEL = "tiny"  # the served name in conftest
 PROMPT = "w5 w17 w3 w99 w42"

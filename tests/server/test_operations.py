@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autellix.engine.config import EngineConfig
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.server.frontend import Frontend, ServeConfig
 from autellix.server.replica import LocalReplica, ProcessReplica
 

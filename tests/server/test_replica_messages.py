@@ -11,7 +11,7 @@ import pytest
 
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestError, RequestOutput
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 from autellix.server.replica import ProcessReplica, handle
 from autellix.server.replica_io import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 
 MODEL = "tiny"  # the served name in conftest
 PROMPT = "w5 w17 w3 w99 w42"

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autellix.engine.llm_engine import RequestError
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import UnknownProgram, kind_of
 from autellix.server.errors import APIError, error_response, translate
 from autellix.server.frontend import Frontend

@@ -18,7 +18,7 @@ from typing import Any
 from autellix.balancing import Route, make_balancer
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import RequestError, RequestOutput
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProcessTable
 from autellix.server.metrics import Metrics
 from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied

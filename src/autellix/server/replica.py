@@ -19,7 +19,7 @@ from autellix.balancing import PrefixIndex
 from autellix.engine.async_engine import AsyncLLMEngine
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestOutput
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 from autellix.server.replica_io import (
     AbortCall,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autellix.engine.llm_engine import EngineInfo, RequestOutput
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
 # --- frontend -> replica ---------------------------------------------------------------
