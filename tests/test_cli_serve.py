@@ -54,7 +54,8 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
     config = seen["frontend"].config
     assert seen["where"] == ("127.0.0.1", 8123, "info")
     assert (config.replicas, config.balancer, config.ray) == (3, "cache-aware", "auto")
-    assert (config.max_waiting, config.program_ttl, config.long_prompt_tokens) == (9, 60, 100)
+    assert config.max_queued_per_replica == 9  # --max-waiting keeps its name
+    assert (config.program_ttl, config.long_prompt_tokens) == (60, 100)
     engine = config.engine
     assert (engine.policy, engine.preemption, engine.prefix_caching) == ("plas", "recompute", False)
     assert (engine.max_running, engine.schedule_every, engine.keep_preempted) == (7, 3, False)

@@ -166,7 +166,7 @@ def slow_down(server, seconds: float = 0.02) -> None:
 
 
 def test_full_queue_answers_429_with_retry_after(serve) -> None:
-    server = serve(engine={"max_running": 1}, max_waiting=1)
+    server = serve(engine={"max_running": 1}, max_queued_per_replica=1)
     slow_down(server)
 
     async def main() -> list[int]:

@@ -44,7 +44,7 @@ class ServeConfig:
     program_ttl: float = 600.0  # idle programs are reaped after this many seconds
     # Calls in flight per replica beyond engine.max_running before the frontend answers
     # 429 (not EngineConfig.max_waiting, the engine's own bound on its waiting calls).
-    max_waiting: int = 256
+    max_queued_per_replica: int = 256
     processes: bool | None = None  # replicas in child processes; None: when replicas > 1
     ray: str | None = None  # place replicas as Ray actors: "auto" or a cluster address
 
@@ -122,7 +122,7 @@ class Frontend:
         live = self.live_replicas
         if not live:
             raise Unavailable("no engine replica is alive")
-        bound = self.config.engine.max_running + self.config.max_waiting
+        bound = self.config.engine.max_running + self.config.max_queued_per_replica
         if all(r.in_flight + calls > bound for r in live):
             raise Overloaded(f"every replica has {bound} calls in flight; retry later")
 

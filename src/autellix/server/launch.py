@@ -22,9 +22,9 @@ SERVE_FLAGS = {
     },
     "served_model_name": {"help": "the model name clients send (default: the folder's name)"},
     "program_ttl": {"help": "seconds an idle program is kept in the process table"},
-    "max_waiting": {
+    "max_queued_per_replica": {
         "flag": "--max-waiting",
-        "help": "calls queued per replica beyond --max-running before 429",
+        "help": "calls in flight per replica beyond --max-running before the server answers 429",
     },
     "processes": {"flag": None},  # replicas in child processes when there is more than one
     "ray": {
