@@ -25,8 +25,6 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-Extra = Mapping[str, Mapping[str, Any]]
-
 
 def add_flags(
     parser: argparse.ArgumentParser,
@@ -36,36 +34,31 @@ def add_flags(
     sections: Sequence[str] = (),
     choices: Mapping[str, Sequence[str]] | None = None,
     skip: Sequence[str] = (),
-    extra: Extra | None = None,
 ) -> None:
     """A flag for every field of dataclass `cls` that has one, under the help section
     `section` (None: the parser's options). `sections` are made first, in that order;
     `choices` give a str field its choices (by field name, nested fields too); `skip`
-    leaves fields out; `extra` adds metadata to `cls`'s own fields (a field's own wins)."""
+    leaves fields out. Everything else about a flag is in its field's metadata."""
     groups: dict[str | None, Any] = {None: parser}
     groups.update((title, parser.add_argument_group(title)) for title in sections)
-    _add(parser, groups, cls, section, dict(choices or {}), set(skip), extra or {})
+    _add(parser, groups, cls, section, dict(choices or {}), set(skip))
 
 
-def _add(parser, groups, cls, section, choices, skip, extra) -> None:
+def _add(parser, groups, cls, section, choices, skip) -> None:
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        meta = _metadata(f, extra)
+        meta = f.metadata
         if f.name in skip or meta.get("flag", "") is None:
             continue
         if dataclasses.is_dataclass(hints[f.name]):
-            _add(parser, groups, hints[f.name], f.name, choices, skip, {})
+            _add(parser, groups, hints[f.name], f.name, choices, skip)
             continue
         where = meta.get("group", section)
         if where not in groups:
             groups[where] = parser.add_argument_group(where)
         if "built_from" in meta:
-            _add(parser, groups, meta["built_from"], where, choices, skip, {})
+            _add(parser, groups, meta["built_from"], where, choices, skip)
         groups[where].add_argument(_flag(f, meta), **_kwargs(f, hints[f.name], meta, choices))
-
-
-def _metadata(f: dataclasses.Field, extra: Extra) -> dict[str, Any]:
-    return {**extra.get(f.name, {}), **f.metadata}
 
 
 def _flag(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
@@ -122,13 +115,13 @@ def _unwrap_optional(hint: Any) -> Any:
     return hint
 
 
-def from_args(cls: type, args: argparse.Namespace, extra: Extra | None = None) -> Any:
+def from_args(cls: type, args: argparse.Namespace) -> Any:
     """The dataclass `cls` from parsed flags (`add_flags`); a field whose flag the parser
     did not have keeps its default."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
-        meta = _metadata(f, extra or {})
+        meta = f.metadata
         if meta.get("flag", "") is None:
             continue
         if dataclasses.is_dataclass(hints[f.name]):

@@ -34,19 +34,49 @@ class Unavailable(RuntimeError):
 
 @dataclass
 class ServeConfig:
+    """The server's settings. Each field's metadata gives its `autellix serve` flag (see
+    autellix.flags); a flag's name is fixed in `flag` where it differs from the field's,
+    so that renaming a field does not rename the flag users' scripts pass."""
+
     engine: EngineConfig = field(default_factory=EngineConfig)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    replicas: int = 1
-    balancer: str = "locality"
-    long_prompt_tokens: int = 2048  # the locality balancer's threshold
-    served_model_name: str | None = None
-    program_ttl: float = 600.0  # idle programs are reaped after this many seconds
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "port"})
+    replicas: int = field(
+        default=1, metadata={"help": "engine replicas, each a process with its own model copy"}
+    )
+    balancer: str = field(
+        default="locality", metadata={"help": "how calls are spread over replicas"}
+    )
+    long_prompt_tokens: int = field(
+        default=2048,
+        metadata={"help": "locality: prompts longer than this go to the program's pinned replica"},
+    )
+    served_model_name: str | None = field(
+        default=None,
+        metadata={"help": "the model name clients send (default: the folder's name)"},
+    )
+    program_ttl: float = field(
+        default=600.0, metadata={"help": "seconds an idle program is kept in the process table"}
+    )
     # Calls in flight per replica beyond engine.max_running before the frontend answers
     # 429 (not EngineConfig.max_waiting, the engine's own bound on its waiting calls).
-    max_queued_per_replica: int = 256
-    processes: bool | None = None  # replicas in child processes; None: when replicas > 1
-    ray: str | None = None  # place replicas as Ray actors: "auto" or a cluster address
+    max_queued_per_replica: int = field(
+        default=256,
+        metadata={
+            "flag": "--max-waiting",
+            "help": "calls in flight per replica beyond --max-running before the server "
+            "answers 429",
+        },
+    )
+    # replicas in child processes; None: when replicas > 1 (no flag: --replicas decides)
+    processes: bool | None = field(default=None, metadata={"flag": None})
+    ray: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "auto|ADDRESS",
+            "help": "place the replicas as Ray actors (auto: join or start a local cluster)",
+        },
+    )
 
 
 class Frontend:
