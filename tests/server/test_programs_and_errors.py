@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 
 import httpx
@@ -151,6 +153,89 @@ def test_openai_client_sees_the_errors(serve) -> None:
             c.chat.completions.create(model="other", messages=[{"role": "user", "content": "w1"}])
         with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):
             c.completions.create(model=MODEL, prompt="w1 " * 250, max_tokens=10)
+
+
+@contextlib.contextmanager
+def server_log(caplog: pytest.LogCaptureFixture):
+    """caplog, seeing uvicorn's records too: its loggers do not propagate to the root, and
+    it sets them up when the server is made, so enter this after the server started."""
+    uvicorn_logger = logging.getLogger("uvicorn")
+    uvicorn_logger.addHandler(caplog.handler)
+    try:
+        yield caplog
+    finally:
+        uvicorn_logger.removeHandler(caplog.handler)
+
+
+def client_addr(r: httpx.Response) -> tuple:
+    """The client's end of the connection a response came over (ask before the next
+    request: a connection the server closed is dropped from the pool then)."""
+    return r.extensions["network_stream"].get_extra_info("client_addr")
+
+
+BAD_PROGRAM_BODIES = {  # kind: (body, param, code, message fragment)
+    "invalid JSON": ('{"program_id": ', None, "invalid_json", "not valid JSON"),
+    "an extra field": (
+        '{"program_id": "a", "colour": "red"}',
+        "colour",
+        "invalid_value",
+        "colour: Extra inputs are not permitted",
+    ),
+    "an empty id": (
+        '{"program_id": ""}',
+        "program_id",
+        "invalid_value",
+        "program_id: String should have at least 1 character",
+    ),
+    "an id of the wrong type": (
+        '{"program_id": 5}',
+        "program_id",
+        "invalid_value",
+        "program_id: Input should be a valid string",
+    ),
+    "a kind of the wrong type": (
+        '{"kind": ["x"]}',
+        "kind",
+        "invalid_value",
+        "kind: Input should be a valid string",
+    ),
+    "a body that is not an object": ('["agent-1"]', None, "invalid_value", "object"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_PROGRAM_BODIES))
+def test_a_bad_program_body_is_a_400_in_openai_shape_and_keeps_the_connection(
+    serve, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    body, param, code, fragment = BAD_PROGRAM_BODIES[kind]
+    server = serve()
+    with server_log(caplog), httpx.Client(base_url=server.base_url) as http:
+        r = http.post("/programs", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
+        assert error["type"] == "invalid_request_error"
+        assert (error["param"], error["code"]) == (param, code), error
+        assert fragment in error["message"], error
+        assert "pydantic" not in error["message"] and "\n" not in error["message"], error
+        assert r.headers.get("connection") != "close"
+        where = client_addr(r)
+        time.sleep(0.05)  # a close from the server would have arrived by now
+        after = http.get("/programs")
+        assert after.status_code == 200 and after.json()["data"] == []  # nothing started
+        assert client_addr(after) == where, "the server dropped the connection"
+    logged = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not logged, [r.getMessage() for r in logged]
+
+
+def test_a_bad_chat_body_names_its_field(client, server) -> None:
+    """The chat route's validation errors, in the shape the program routes share."""
+    chat = {"model": MODEL, "messages": [{"role": "user", "content": "w1"}]}
+    r = httpx.post(f"{server.base_url}/chat/completions", json={**chat, "max_tokens": "many"})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "invalid_request_error"
+    assert (error["param"], error["code"]) == ("max_tokens", "invalid_value")
+    assert error["message"].startswith("max_tokens: ")
 
 
 def slow_down(server, seconds: float = 0.02) -> None:

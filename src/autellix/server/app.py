@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autellix.engine.llm_engine import RequestError
@@ -88,8 +89,11 @@ async def metrics(frontend: FrontendDep) -> Response:
 
 @router.post("/v1/programs", status_code=201)
 async def start_program(request: Request, frontend: FrontendDep) -> ProgramView:
-    raw = await request.body()
-    body = ProgramCreate.model_validate_json(raw) if raw.strip() else ProgramCreate()
+    raw = await request.body()  # optional (empty: all defaults), so parsed here
+    try:
+        body = ProgramCreate.model_validate_json(raw) if raw.strip() else ProgramCreate()
+    except ValidationError as exc:  # answered as FastAPI's own body errors are
+        raise RequestValidationError(exc.errors(include_url=False)) from None
     try:
         return ProgramView.of(frontend.table.start(body.program_id, body.kind))
     except ValueError as exc:
@@ -258,14 +262,14 @@ async def completions(req: CompletionRequest, request: Request, frontend: Fronte
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """A body that does not parse or validate: 400 with the first error's place."""
+    """A body that does not parse or validate: 400 naming the first error's field (param)."""
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return error_response(400, "the request body is not valid JSON", code="invalid_json")
     where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
     message = first.get("msg", "invalid request").removeprefix("Value error, ")
     message = f"{where}: {message}" if where else message
-    return error_response(400, message, code="invalid_value")
+    return error_response(400, message, code="invalid_value", param=where or None)
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -31,8 +31,10 @@ def error_response(
     type_: str = "invalid_request_error",
     code: str | None = None,
     headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(message, type_, code), status_code=status, headers=headers)
+    body = error_body(message, type_, code, param)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def translate(exc: Exception) -> APIError:
