@@ -23,8 +23,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from scipy import stats as scipy_stats
-
+from autellix.bench.stats import ratio
 from autellix.cli import engine_config
 from autellix.machine import this_commit, this_machine
 from autellix.sim.sweep import profile_target, simulate
@@ -82,16 +81,6 @@ def find_rate(args, workload, params, target, flags) -> tuple[float, float, floa
             hi = mid
     rate = math.sqrt(lo * hi)
     return light, rate, mean_latency(args, workload, params, rate, flags, target)
-
-
-def ratio_ci(base: list[float], other: list[float]) -> str:
-    """Geometric mean of base/other over seeds, with a 95% t interval."""
-    logs = [math.log(b / o) for b, o in zip(base, other, strict=True)]
-    mean = statistics.mean(logs)
-    if len(logs) < 2:
-        return f"{math.exp(mean):.2f}"
-    half = scipy_stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
-    return f"{math.exp(mean):.2f} [{math.exp(mean - half):.2f}, {math.exp(mean + half):.2f}]"
 
 
 def size_law(sizes: list[float]) -> str:
@@ -172,8 +161,8 @@ def main() -> None:
         for name, (means, p95s, pre) in results.items():
             lines.append(
                 f"| {name} (`{variants[name]}`) | {statistics.mean(means):.3f} "
-                f"| {statistics.mean(p95s):.3f} | {ratio_ci(base_means, means)} "
-                f"| {ratio_ci(base_p95s, p95s)} | {pre:.0f} |"
+                f"| {statistics.mean(p95s):.3f} | {ratio(base_means, means)} "
+                f"| {ratio(base_p95s, p95s)} | {pre:.0f} |"
             )
         lines.append("")
         print("\n".join(lines), flush=True)

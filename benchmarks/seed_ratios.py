@@ -15,8 +15,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from autellix.bench.stats import ratio
 from autellix.machine import this_commit, this_machine
-from scheduling_study import ratio_ci
 
 
 def main() -> None:
@@ -40,8 +40,8 @@ def main() -> None:
     for name, metrics in runs.items():
         print(
             f"| {name} | {statistics.mean(metrics['mean']):.3f} "
-            f"| {statistics.mean(metrics['p95']):.3f} | {ratio_ci(base['mean'], metrics['mean'])} "
-            f"| {ratio_ci(base['p95'], metrics['p95'])} |"
+            f"| {statistics.mean(metrics['p95']):.3f} | {ratio(base['mean'], metrics['mean'])} "
+            f"| {ratio(base['p95'], metrics['p95'])} |"
         )
 
 

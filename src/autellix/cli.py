@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
 import sys
 
 from autellix.bench.command import workload_title as _workload_title
@@ -195,7 +196,28 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     )
     _add_bench_endpoints(p)
     p.add_argument("--baseline", default="fcfs", help="ratios are against this endpoint")
-    p.add_argument("--bound", type=float, help="token-latency bound for equal latency")
+    p.add_argument(
+        "--bound",
+        type=float,
+        help="token-latency bound for equal latency (default: twice the baseline's at the "
+        "lowest rate)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run the workload with this many seeds from --seed, each in OUT/seedN with fresh "
+        "servers, and write OUT/ratios.md: each ratio to the baseline with its 95%% CI "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="find each endpoint's throughput at the bound by measuring more rates: beyond "
+        "--rates until the bound is crossed, then STEPS bisections (default: off)",
+    )
     p.add_argument("--timeout", type=float, help="seconds per (endpoint, rate) run")
     p.add_argument("--out", help="results folder (default benchmarks/results/bench-WORKLOAD)")
     p.add_argument(
@@ -298,7 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command = shlex.join(["autellix", *argv])  # results folders record it
     try:
         return args.run(args)
     except BrokenPipeError:  # e.g. `autellix workload stats mixed | head`: stop quietly

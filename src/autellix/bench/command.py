@@ -72,12 +72,40 @@ class Results:
         self.failed.update(failed)
 
 
+def measure(args: argparse.Namespace, build, ep, results: Results) -> None:
+    """Sweep an endpoint over --rates, then (with --search) more rates around the bound."""
+    from autellix.bench.metrics import Summary
+    from autellix.bench.search import search_rate
+    from autellix.bench.sweep import sweep
+
+    results.add(*sweep(build, [ep], args.rates, args.timeout))
+    if not args.search or ep.name in results.failed:
+        return
+
+    def at(rate: float) -> Summary:
+        summaries, records, failed = sweep(build, [ep], [rate], args.timeout)
+        results.add(summaries, records, failed)
+        return summaries[ep.name][-1] if summaries[ep.name] else Summary.of(ep.name, rate, [])
+
+    search_rate(at, list(results.summaries[ep.name]), bound(args, results), args.search)
+
+
+def bound(args: argparse.Namespace, results: Results) -> float:
+    """--bound, or twice the baseline's token latency at its lowest rate."""
+    if args.bound is not None:
+        return args.bound
+    measured = results.summaries.get(args.baseline)
+    if not measured:
+        raise ValueError(f"--search needs --bound or the baseline {args.baseline!r} measured")
+    return 2 * min(measured, key=lambda s: s.rate).token_latency_mean
+
+
 def run_servers(
     args: argparse.Namespace, names: list[str], build, results: Results, log: IO[str]
 ) -> None:
     """`autellix serve` per policy variant (NAME=POLICY:FLAGS), one after another, each
-    swept."""
-    from autellix.bench.sweep import serve_policy, sweep
+    measured."""
+    from autellix.bench.sweep import serve_policy
 
     for i, item in enumerate(names):
         name, policy, extra = variant(item)  # e.g. vllm=fcfs:--no-prefix-caching
@@ -90,31 +118,58 @@ def run_servers(
             except RuntimeError as exc:
                 results.failed[name] = str(exc)
                 continue
-            results.add(*sweep(build, [ep], args.rates, args.timeout))
+            measure(args, build, ep, results)
 
 
 def policies(args: argparse.Namespace, given: list) -> list[str]:
-    """--policies; without it and without endpoints, fcfs and plas."""
-    if args.policies is not None:
-        return args.policies
-    return [] if given else ["fcfs", "plas"]
+    """--policies, the baseline first; without it and without endpoints, fcfs and plas."""
+    if args.policies is None:
+        return [] if given else ["fcfs", "plas"]
+    return sorted(args.policies, key=lambda item: variant(item)[0] != args.baseline)
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """One seed, or --seeds of them and the ratios over them (OUT/ratios.md)."""
+    out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
+    if args.seeds == 1:
+        return run_seed(args, out)[0]
+    if args.append:
+        raise ValueError("--append adds to one results folder: use it without --seeds")
+    from rich.console import Console
+
+    from autellix.bench.stats import seed_ratios
+
+    codes, runs = [], []
+    for seed in range(args.seed, args.seed + args.seeds):
+        code, summaries = run_seed(
+            argparse.Namespace(**{**vars(args), "seed": seed}), out / f"seed{seed}"
+        )
+        codes.append(code)
+        runs.append(summaries)
+    title = workload_title(argparse.Namespace(**{**vars(args), "seed": 0}))
+    text = seed_ratios(runs, args.rates, args.baseline, args.bound, title, args.command)
+    (out / "ratios.md").write_text(text)
+    Console().print(text)
+    return max(codes)
+
+
+def run_seed(args: argparse.Namespace, out: Path) -> tuple[int, dict]:
     from rich.console import Console
 
     from autellix.bench.report import write_results
-    from autellix.bench.sweep import sweep
 
     build = workload_builder(args)
     given = endpoints(args)
-    out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
     out.mkdir(parents=True, exist_ok=True)
     results = Results(out, args.append)
     with open(out / "servers.log", "a" if args.append else "w") as log:
-        run_servers(args, policies(args, given), build, results, log)
-        if given:
-            results.add(*sweep(build, given, args.rates, args.timeout))
+        baseline_given = any(ep.name == args.baseline for ep in given)  # first: its bound
+        if not baseline_given:
+            run_servers(args, policies(args, given), build, results, log)
+        for ep in given:
+            measure(args, build, ep, results)
+        if baseline_given:
+            run_servers(args, policies(args, given), build, results, log)
     console = Console()
     for name, why in results.failed.items():
         console.print(f"[red]{name}: {why}[/red]")
@@ -125,7 +180,7 @@ def run_bench(args: argparse.Namespace) -> int:
     title = workload_title(args)
     console.print(write_results(out, title, summaries, results.records, baseline, args.bound))
     console.print(f"results, plot (latency.png) and table under {out}")
-    return 1 if results.failed else 0
+    return (1 if results.failed else 0), summaries
 
 
 def demo_argv(args: argparse.Namespace) -> list[str]:
