@@ -120,11 +120,12 @@ BALANCERS: dict[str, type[Balancer]] = {
 }
 
 
-def make_balancer(name: str) -> Balancer:
-    try:
-        return BALANCERS[name]()
-    except KeyError:
-        raise ValueError(f"unknown balancer {name!r}; choose from {', '.join(BALANCERS)}") from None
+def make_balancer(name: str, long_prompt_tokens: int = 2048) -> Balancer:
+    if name not in BALANCERS:
+        raise ValueError(f"unknown balancer {name!r}; choose from {', '.join(BALANCERS)}")
+    if name == Locality.name:
+        return Locality(long_prompt_tokens)
+    return BALANCERS[name]()
 
 
 @dataclass

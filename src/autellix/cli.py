@@ -7,6 +7,7 @@ import importlib
 import os
 import shlex
 import sys
+from collections.abc import Callable
 
 from autellix.bench.command import workload_title as _workload_title
 from autellix.flags import add_engine_flags, engine_config, variant
@@ -33,7 +34,10 @@ def _demo(args: argparse.Namespace) -> int:
     toy.print_tables()
     if args.toy_only:
         return 0
-    return command.run_bench(build_parser().parse_args(command.demo_argv(args)))
+    argv = command.demo_argv(args)
+    bench = build_parser().parse_args(argv)
+    bench.command_line = shlex.join(["autellix", *argv])
+    return command.run_bench(bench)
 
 
 def _workload_stats(args: argparse.Namespace) -> int:
@@ -271,7 +275,7 @@ class _Subcommand(argparse.ArgumentParser):
     """A subcommand whose flags are added when it is parsed or its help is shown: one
     subcommand does not wait for another's imports (serve's flags import torch)."""
 
-    add_flags = None
+    add_flags: Callable[[argparse.ArgumentParser], None] | None = None
 
     def _with_flags(self) -> None:
         add, self.add_flags = self.add_flags, None
@@ -322,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    args.command = shlex.join(["autellix", *argv])  # results folders record it
+    args.command_line = shlex.join(["autellix", *argv])  # results folders record it
     try:
         return args.run(args)
     except BrokenPipeError:  # e.g. `autellix workload stats mixed | head`: stop quietly

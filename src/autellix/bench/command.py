@@ -147,7 +147,7 @@ def run_bench(args: argparse.Namespace) -> int:
         codes.append(code)
         runs.append(summaries)
     title = workload_title(argparse.Namespace(**{**vars(args), "seed": 0}))
-    text = seed_ratios(runs, args.rates, args.baseline, args.bound, title, args.command)
+    text = seed_ratios(runs, args.rates, args.baseline, args.bound, title, args.command_line)
     (out / "ratios.md").write_text(text)
     Console().print(text)
     return max(codes)

@@ -39,7 +39,7 @@ class Summary:
         cls, endpoint: str, rate: float, records: list[ProgramRecord], machine: str = ""
     ) -> Summary:
         done = [r for r in records if r.error is None and r.latency is not None]
-        lat = [r.latency for r in done]  # type: ignore[misc]
+        lat = [r.latency for r in done if r.latency is not None]
         tok = [r.token_latency for r in done if r.token_latency is not None]
         ttft = [c.first_token - c.start for r in done for c in r.calls if c.first_token]
         mean = lambda xs: statistics.fmean(xs) if xs else math.nan  # noqa: E731

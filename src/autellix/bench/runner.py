@@ -141,7 +141,8 @@ async def run_specs(
         api_key=endpoint.api_key,
         max_retries=0,
         timeout=3600,
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits),
+        # openai 2+ types its client with its own httpx fork; httpx's Limits is what it takes
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits),  # type: ignore[arg-type]
     ) as client:
         t0 = time.monotonic()
         # the same specs run again (another rate) must be new programs to the server

@@ -61,7 +61,7 @@ async def warm_up(endpoint: Endpoint, calls: int = 8) -> None:
         await asyncio.gather(
             *(
                 client.chat.completions.create(
-                    model=endpoint.model,
+                    model=endpoint.model or "",  # set by reachable()
                     messages=[{"role": "user", "content": "warm up " * (1 + 16 * i)}],
                     max_tokens=8,
                 )

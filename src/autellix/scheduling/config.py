@@ -60,8 +60,8 @@ class SchedulingConfig:
             "built_from": GeometricBoundaries,
         },
     )
-    quanta: tuple[float, ...] | None = field(
-        default=None, metadata={"help": "per-queue quanta (default: each queue's width)"}
+    quanta: tuple[float, ...] = field(
+        default=(), metadata={"help": "per-queue quanta (default: each queue's width)"}
     )
     beta: float = field(
         default=5.0,
@@ -70,8 +70,8 @@ class SchedulingConfig:
             " own waiting reach this many times their service"
         },
     )
-    min_starvation_service: float | None = field(
-        default=None,  # None: the first boundary
+    min_starvation_service: float = field(
+        default=0.0,  # 0: the first boundary
         metadata={"flag": None, "help": "the service assumed of a call without any"},
     )
     skip_join: bool = field(
@@ -87,7 +87,7 @@ class SchedulingConfig:
             raise ValueError("queue boundaries must be positive")
         if any(b >= c for b, c in zip(self.boundaries, self.boundaries[1:], strict=False)):
             raise ValueError("queue boundaries must be strictly increasing")
-        if self.quanta is None:
+        if not self.quanta:
             lows = (0.0, *self.boundaries)
             self.quanta = (
                 *(hi - lo for lo, hi in zip(lows, self.boundaries, strict=False)),
@@ -102,7 +102,7 @@ class SchedulingConfig:
             raise ValueError("quanta must be positive")
         if self.beta <= 0:
             raise ValueError("beta must be positive")
-        if self.min_starvation_service is None:
+        if not self.min_starvation_service:
             self.min_starvation_service = self.boundaries[0] if self.boundaries else 1.0
 
     @property

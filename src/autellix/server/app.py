@@ -8,7 +8,7 @@ the OpenAI-shaped error handlers into an app.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -285,7 +285,8 @@ async def internal_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(e.status, e.message, e.type, e.code, e.headers)
 
 
-ERROR_HANDLERS: dict[type[Exception], Callable[[Request, Any], Awaitable[Response]]] = {
+Handler = Callable[[Request, Any], Coroutine[Any, Any, Response]]
+ERROR_HANDLERS: dict[int | type[Exception], Handler] = {
     RequestValidationError: invalid_request,
     StarletteHTTPException: http_error,
     APIError: api_error,

@@ -83,9 +83,7 @@ class Frontend:
     def __init__(self, config: ServeConfig, replicas: list[Replica] | None = None) -> None:
         self.config = config
         self.table = ProcessTable(ttl=config.program_ttl)
-        self.balancer = make_balancer(config.balancer)
-        if config.balancer == "locality":
-            self.balancer.long_prompt_tokens = config.long_prompt_tokens  # type: ignore[attr-defined]
+        self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         self.replicas = replicas or [self._replica(i) for i in range(config.replicas)]
         self.metrics = Metrics()
         self.tokenizer: Any = None
@@ -105,7 +103,7 @@ class Frontend:
     async def start(self) -> None:
         from autellix.engine.model import default_model_path, load_tokenizer
 
-        folder = self.config.engine.model or await asyncio.to_thread(default_model_path)
+        folder = self.config.engine.model or str(await asyncio.to_thread(default_model_path))
         self.config.engine.model = str(folder)  # replicas load what the frontend resolved
         self.tokenizer = await asyncio.to_thread(load_tokenizer, folder)
         if self.config.served_model_name is None:
@@ -197,7 +195,11 @@ class Frontend:
             self.metrics.observe_call(elapsed, waiting, last)
             with contextlib.suppress(KeyError):  # the program may have been ended meanwhile
                 program = self.table.call_finished(
-                    program_id, call.call_id, waiting, service, replica and replica.engine_id
+                    program_id,
+                    call.call_id,
+                    waiting,
+                    service,
+                    replica.engine_id if replica else None,
                 )
                 if program.ended and not program.calls:
                     self.metrics.observe_program(program)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -111,9 +111,10 @@ class CompletionRequest(SamplingFields):
             return [p]
         if not p:
             raise ValueError("the prompt is empty")
+        # pydantic parsed one of the list forms: all ids, or all texts / id lists
         if all(isinstance(x, int) for x in p):
-            return [list(p)]  # type: ignore[arg-type]
-        return list(p)  # type: ignore[arg-type]
+            return [list(cast(list[int], p))]
+        return list(cast(list[str | list[int]], p))
 
 
 class Usage(BaseModel):

@@ -48,6 +48,7 @@ class RayReplica(Replica):
         super().__init__(engine_id, config.block_size)
         self.config = config
         self.address = address
+        self.actor: Any = None  # Any: Ray's handle types do not model an actor method's `.remote`
 
     async def start(self) -> EngineInfo:
         import ray

@@ -10,6 +10,7 @@ sleeps, nothing runs in threads, and a run is deterministic for its specs.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -21,7 +22,7 @@ from autellix.bench.runner import CallRecord, ProgramRecord
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine, RequestOutput
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProcessTable, kind_of
 from autellix.sim.latency import StepShape
 from autellix.sim.prompts import output_ids, prompt_ids
@@ -84,9 +85,7 @@ class Simulation:
         self.step_time = step_time
         self.now = 0.0
         self.table = ProcessTable(ttl=math.inf, clock=lambda: self.now)
-        self.balancer = make_balancer(config.balancer)
-        if config.balancer == "locality":
-            self.balancer.long_prompt_tokens = config.long_prompt_tokens  # type: ignore[attr-defined]
+        self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
         # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
@@ -105,7 +104,7 @@ class Simulation:
             lengths = [[c.max_tokens for c in stage.calls] for stage in spec.stages]
             program = ProgramRun(i, spec, record, lengths)
             programs.append(program)
-            self.at(spec.arrival, lambda p=program: self._start_stage(p))
+            self.at(spec.arrival, functools.partial(self._start_stage, program))
         while self._events:
             self.now, _, action = heapq.heappop(self._events)
             action()
@@ -151,7 +150,7 @@ class Simulation:
             replica.in_flight += 1
             if not replica.busy:
                 replica.busy = True
-                self.at(self.now, lambda r=replica: self._step(r))
+                self.at(self.now, functools.partial(self._step, replica))
 
     def _step(self, replica: SimReplica) -> None:
         """Run one engine step now; its outputs land when it ends."""

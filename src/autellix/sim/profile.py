@@ -17,7 +17,7 @@ from collections.abc import Callable
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import ModelExecutor
 from autellix.engine.llm_engine import LLMEngine
-from autellix.engine.model.sampler import SamplingParams
+from autellix.engine.sampling_params import SamplingParams
 from autellix.machine import this_machine
 from autellix.sim.latency import Profile, StepShape
 
