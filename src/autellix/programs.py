@@ -135,9 +135,7 @@ class ProcessTable:
     may be done; if it comes back, its next report replaces that one).
     """
 
-    def __init__(
-        self, ttl: float = 600.0, clock=time.monotonic, idle_after: float = 10.0
-    ) -> None:
+    def __init__(self, ttl: float = 600.0, clock=time.monotonic, idle_after: float = 10.0) -> None:
         self.ttl = ttl
         self.clock = clock
         self.idle_after = idle_after

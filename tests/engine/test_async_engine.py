@@ -11,7 +11,7 @@ import pytest
 
 from autellix.engine.async_engine import AsyncLLMEngine, EngineDead
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import LLMEngine, QueueFull, RequestError
+from autellix.engine.llm_engine import CallError, LLMEngine, QueueFull
 from autellix.engine.sampling_params import SamplingParams
 
 PARAMS = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
@@ -123,7 +123,7 @@ def test_cancelled_task_aborts_its_call(long_engine: LLMEngine) -> None:
 def test_bad_requests_raise_before_streaming(engine: LLMEngine) -> None:
     async def main() -> None:
         aengine = AsyncLLMEngine(engine)
-        with pytest.raises(RequestError, match="exceeds the model's context"):
+        with pytest.raises(CallError, match="exceeds the model's context"):
             await collect(aengine, [5] * 300)
         engine.config.max_waiting = 0
         with pytest.raises(QueueFull):

@@ -12,7 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import LLMEngine, QueueFull, RequestError
+from autellix.engine.llm_engine import CallError, LLMEngine, QueueFull
 from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import SchedulingConfig
 
@@ -74,7 +74,7 @@ def run(engine: LLMEngine, prompts: list[list[int]], params=GREEDY, join_every: 
     while pending or engine.has_unfinished():
         if pending and (join_every == 0 or steps % join_every == 0):
             for p in pending if join_every == 0 else pending[:1]:
-                seqs.append(engine.add_request(p, params))
+                seqs.append(engine.add_call(p, params))
             pending = [] if join_every == 0 else pending[1:]
         engine.step()
         steps += 1
@@ -139,10 +139,10 @@ def test_prefix_cache_hits_give_the_same_tokens(make_engine, reference) -> None:
 
 def test_shared_prefix_is_reused_across_calls(make_engine) -> None:
     engine = make_engine(max_running=1)
-    first = engine.add_request([*SHARED, 40, 41], GREEDY)
+    first = engine.add_call([*SHARED, 40, 41], GREEDY)
     while engine.has_unfinished():
         engine.step()
-    second = engine.add_request([*SHARED, 50], GREEDY)
+    second = engine.add_call([*SHARED, 50], GREEDY)
     engine.step()
     assert first.num_cached_prompt_tokens == 0
     assert second.num_cached_prompt_tokens == 24
@@ -163,9 +163,9 @@ def test_multi_step_scheduling(make_engine, reference, every) -> None:
 
 def test_abort_mid_prefill_mid_decode_and_swapped(make_engine) -> None:
     engine = make_engine(max_prefill_tokens=4, max_running=2, policy="mlfq", scheduling=STORM)
-    a = engine.add_request(PROMPTS[3], GREEDY)  # 33 tokens: prefill takes 9 steps
-    b = engine.add_request(PROMPTS[0], GREEDY)
-    c = engine.add_request(PROMPTS[1], GREEDY)
+    a = engine.add_call(PROMPTS[3], GREEDY)  # 33 tokens: prefill takes 9 steps
+    b = engine.add_call(PROMPTS[0], GREEDY)
+    c = engine.add_call(PROMPTS[1], GREEDY)
     engine.step()
     assert 0 < a.num_computed < a.num_prompt_tokens
     out = engine.abort(a.call_id)
@@ -228,24 +228,24 @@ def test_seeded_sampling_is_reproducible(make_engine) -> None:
 
 def test_bad_requests_are_clear_errors(make_engine) -> None:
     engine = make_engine(num_kv_blocks=8)
-    with pytest.raises(RequestError, match="needs 9 KV blocks; the pool has 8"):
-        engine.add_request(list(range(3, 30)), SamplingParams(max_tokens=8))
-    with pytest.raises(RequestError, match="exceeds the model's context of 256"):
-        engine.add_request([5] * 250, SamplingParams(max_tokens=10))
-    with pytest.raises(RequestError, match="empty"):
-        engine.add_request([], GREEDY)
-    engine.add_request([5, 6], GREEDY, call_id="x")
-    with pytest.raises(RequestError, match="already in the engine"):
-        engine.add_request([5, 6], GREEDY, call_id="x")
+    with pytest.raises(CallError, match="needs 9 KV blocks; the pool has 8"):
+        engine.add_call(list(range(3, 30)), SamplingParams(max_tokens=8))
+    with pytest.raises(CallError, match="exceeds the model's context of 256"):
+        engine.add_call([5] * 250, SamplingParams(max_tokens=10))
+    with pytest.raises(CallError, match="empty"):
+        engine.add_call([], GREEDY)
+    engine.add_call([5, 6], GREEDY, call_id="x")
+    with pytest.raises(CallError, match="already in the engine"):
+        engine.add_call([5, 6], GREEDY, call_id="x")
     engine.abort("x")
 
 
 def test_waiting_queue_bound(make_engine) -> None:
     engine = make_engine(max_waiting=2)
-    engine.add_request([5, 6], GREEDY)
-    engine.add_request([5, 7], GREEDY)
+    engine.add_call([5, 6], GREEDY)
+    engine.add_call([5, 7], GREEDY)
     with pytest.raises(QueueFull):
-        engine.add_request([5, 8], GREEDY)
+        engine.add_call([5, 8], GREEDY)
     while engine.has_unfinished():
         engine.step()
 
@@ -253,8 +253,8 @@ def test_waiting_queue_bound(make_engine) -> None:
 def test_service_and_waiting_are_reported(make_engine) -> None:
     engine = make_engine(max_running=1)
     outs = []
-    engine.add_request(PROMPTS[0], GREEDY)
-    engine.add_request(PROMPTS[1], GREEDY)
+    engine.add_call(PROMPTS[0], GREEDY)
+    engine.add_call(PROMPTS[1], GREEDY)
     while engine.has_unfinished():
         outs += [o for o in engine.step() if o.finished]
     first, second = outs

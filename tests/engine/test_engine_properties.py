@@ -119,7 +119,7 @@ def test_random_engines_give_reference_tokens(
     seqs, aborted = [], set()
     for _ in range(2000):
         if pending and rng.random() < 0.4:
-            seqs.append(engine.add_request(pending.pop(), PARAMS))
+            seqs.append(engine.add_call(pending.pop(), PARAMS))
         if engine.calls and rng.random() < 0.03:
             victim = rng.choice(sorted(engine.calls))
             engine.abort(victim)

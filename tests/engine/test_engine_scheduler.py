@@ -55,7 +55,7 @@ def ids(seqs: list[Call]) -> list[str]:
 
 
 def heavy_holding_three_blocks(engine: LLMEngine) -> Call:
-    heavy = engine.add_request(list(range(10, 22)), LONG, call_id="heavy", program=HEAVY)
+    heavy = engine.add_call(list(range(10, 22)), LONG, call_id="heavy", program=HEAVY)
     step(engine)  # its 12-token prefill: 3 blocks
     assert heavy.block_table == [0, 1, 2] and engine.blocks.num_free == engine.blocks.num_blocks - 3
     assert engine.scheduler.computed_tokens == 12
@@ -65,7 +65,7 @@ def heavy_holding_three_blocks(engine: LLMEngine) -> Call:
 def test_a_higher_priority_waiting_call_evicts_a_running_one_by_swapping() -> None:
     engine = make(num_blocks=4)
     heavy = heavy_holding_three_blocks(engine)
-    light = engine.add_request(list(range(30, 38)), LONG, call_id="light")
+    light = engine.add_call(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)
     assert ids(batch.calls) == ["light"] and batch.num_new == [8]
     assert batch.evicted == [heavy] and heavy.status is Status.SWAPPED
@@ -80,7 +80,7 @@ def test_a_higher_priority_waiting_call_evicts_a_running_one_by_swapping() -> No
 def test_a_swapped_call_comes_back_into_fresh_blocks() -> None:
     engine = make(num_blocks=4)
     heavy = heavy_holding_three_blocks(engine)
-    engine.add_request(list(range(30, 36)), SamplingParams(max_tokens=1), call_id="light")
+    engine.add_call(list(range(30, 36)), SamplingParams(max_tokens=1), call_id="light")
     step(engine)  # light's prefill evicts heavy; light finishes with its one token
     host = list(heavy.swap_table)
     batch = step(engine)
@@ -95,7 +95,7 @@ def test_a_swapped_call_comes_back_into_fresh_blocks() -> None:
 def test_a_non_preemptive_policy_makes_a_waiting_call_wait_for_memory() -> None:
     engine = make(num_blocks=4, policy="fcfs")
     heavy_holding_three_blocks(engine)
-    light = engine.add_request(list(range(30, 38)), LONG, call_id="light")
+    light = engine.add_call(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)
     assert ids(batch.calls) == ["heavy"] and batch.evicted == []
     assert light.status is Status.WAITING and light.block_table == []
@@ -104,7 +104,7 @@ def test_a_non_preemptive_policy_makes_a_waiting_call_wait_for_memory() -> None:
 def test_eviction_for_recompute_drops_the_blocks_and_keeps_the_prefix_findable() -> None:
     engine = make(num_blocks=4, preemption="recompute")
     heavy = heavy_holding_three_blocks(engine)
-    engine.add_request(list(range(30, 38)), SamplingParams(max_tokens=1), call_id="light")
+    engine.add_call(list(range(30, 38)), SamplingParams(max_tokens=1), call_id="light")
     batch = step(engine)
     assert batch.evicted == [heavy] and batch.swap_out == []
     assert heavy.status is Status.WAITING and heavy.num_computed == 0
@@ -124,7 +124,7 @@ def test_eviction_for_recompute_drops_the_blocks_and_keeps_the_prefix_findable()
 def test_a_full_swap_pool_falls_back_to_recompute() -> None:
     engine = make(num_blocks=4, swap_blocks=2)
     heavy = heavy_holding_three_blocks(engine)
-    engine.add_request(list(range(30, 38)), LONG, call_id="light")
+    engine.add_call(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)
     assert batch.evicted == [heavy] and batch.swap_out == []
     assert heavy.status is Status.WAITING and heavy.num_computed == 0
@@ -133,8 +133,8 @@ def test_a_full_swap_pool_falls_back_to_recompute() -> None:
 
 def decoding_pair(engine: LLMEngine) -> tuple[Call, Call]:
     """Two heavy calls with 4-token prompts, prefilled and past their first decode."""
-    a = engine.add_request([11, 12, 13, 14], PAIR, call_id="a", program=HEAVY)
-    b = engine.add_request([21, 22, 23, 24], PAIR, call_id="b", program=HEAVY)
+    a = engine.add_call([11, 12, 13, 14], PAIR, call_id="a", program=HEAVY)
+    b = engine.add_call([21, 22, 23, 24], PAIR, call_id="b", program=HEAVY)
     step(engine)  # prefills
     batch = step(engine)  # a decode-only round
     assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
@@ -144,7 +144,7 @@ def decoding_pair(engine: LLMEngine) -> tuple[Call, Call]:
 def test_multi_step_decoding_admits_new_calls_only_at_the_next_round() -> None:
     engine = make(num_blocks=32, schedule_every=4)
     decoding_pair(engine)  # that round was step 1 of 4
-    c = engine.add_request([31, 32, 33], LONG, call_id="c")
+    c = engine.add_call([31, 32, 33], LONG, call_id="c")
     for _ in range(3):
         batch = step(engine)
         assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
@@ -162,7 +162,7 @@ def test_multi_step_decoding_grows_into_exactly_the_free_blocks() -> None:
     while a.num_computed < 8:
         step(engine)
     assert engine.blocks.num_free == 2 and len(a.block_table) == len(b.block_table) == 2
-    c = engine.add_request([31], LONG, call_id="c")
+    c = engine.add_call([31], LONG, call_id="c")
     batch = step(engine)
     assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 1]
     assert engine.blocks.num_free == 0 and c.num_computed == 0
@@ -184,7 +184,7 @@ def test_a_call_that_fits_in_the_free_blocks_evicts_nobody() -> None:
     engine = make(num_blocks=6)
     heavy = heavy_holding_three_blocks(engine)  # three free
     # light's 7 tokens take 2 blocks; heavy's 13th token needs the last one
-    engine.add_request(list(range(30, 37)), LONG, call_id="light")
+    engine.add_call(list(range(30, 37)), LONG, call_id="light")
     batch = step(engine)
     assert ids(batch.calls) == ["light", "heavy"] and batch.num_new == [7, 1]
     assert batch.evicted == [] and heavy.status is Status.RUNNING
@@ -193,9 +193,9 @@ def test_a_call_that_fits_in_the_free_blocks_evicts_nobody() -> None:
 
 def test_an_aborted_resident_call_leaves_nothing_behind() -> None:
     engine = make(num_blocks=8, max_running=1)
-    heavy = engine.add_request(list(range(10, 18)), LONG, call_id="heavy", program=HEAVY)
+    heavy = engine.add_call(list(range(10, 18)), LONG, call_id="heavy", program=HEAVY)
     step(engine)
-    light = engine.add_request(list(range(30, 34)), LONG, call_id="light")
+    light = engine.add_call(list(range(30, 34)), LONG, call_id="light")
     batch = step(engine)  # light takes the one slot; heavy keeps its blocks
     assert ids(batch.calls) == ["light"] and batch.evicted == []
     assert engine.scheduler.resident == {"heavy": heavy} and len(heavy.block_table) == 2
@@ -211,7 +211,7 @@ def test_an_aborted_resident_call_leaves_nothing_behind() -> None:
 def test_an_idle_multi_step_engine_takes_a_new_call_at_once() -> None:
     engine = make(num_blocks=8, schedule_every=4)
     assert step(engine).calls == []
-    c = engine.add_request([1, 2, 3], LONG, call_id="c")
+    c = engine.add_call([1, 2, 3], LONG, call_id="c")
     batch = step(engine)
     assert ids(batch.calls) == ["c"] and batch.num_new == [3]
     assert c.num_computed == 3
@@ -219,9 +219,9 @@ def test_an_idle_multi_step_engine_takes_a_new_call_at_once() -> None:
 
 def test_a_multi_step_engine_holds_a_round_after_a_prefill() -> None:
     engine = make(num_blocks=16, schedule_every=4)
-    engine.add_request([1, 2, 3], LONG, call_id="a")
+    engine.add_call([1, 2, 3], LONG, call_id="a")
     step(engine)  # a's prefill: not a decode batch, so the next step is a round
-    engine.add_request([4, 5], LONG, call_id="b")
+    engine.add_call([4, 5], LONG, call_id="b")
     batch = step(engine)
     assert ids(batch.calls) == ["a", "b"] and batch.num_new == [1, 2]
 
@@ -229,6 +229,6 @@ def test_a_multi_step_engine_holds_a_round_after_a_prefill() -> None:
 def test_without_chunking_prompts_that_fill_the_budget_exactly_run_together() -> None:
     engine = make(num_blocks=16, chunked_prefill=False, max_prefill_tokens=16)
     for name in ("a", "b", "c"):
-        engine.add_request(list(range(8)), SamplingParams(max_tokens=1), call_id=name)
+        engine.add_call(list(range(8)), SamplingParams(max_tokens=1), call_id=name)
     batch = step(engine)
     assert ids(batch.calls) == ["a", "b"] and batch.num_new == [8, 8]

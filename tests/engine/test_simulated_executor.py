@@ -4,7 +4,7 @@ import pytest
 
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
-from autellix.engine.llm_engine import LLMEngine, RequestError
+from autellix.engine.llm_engine import CallError, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
@@ -29,8 +29,8 @@ def make(policy: str = "plas", **kw) -> LLMEngine:
 def test_virtual_time_and_service() -> None:
     engine = make()
     params = SamplingParams(max_tokens=5, ignore_eos=True)
-    a = engine.add_request(list(range(3, 40)), params)
-    b = engine.add_request(list(range(3, 20)), params)
+    a = engine.add_call(list(range(3, 40)), params)
+    b = engine.add_call(list(range(3, 20)), params)
     steps = 0
     while engine.has_unfinished():
         engine.step()
@@ -46,8 +46,8 @@ def test_virtual_time_and_service() -> None:
 def test_share_accounting_charges_each_call_its_tokens() -> None:
     engine = make(service_accounting="share")
     params = SamplingParams(max_tokens=5, ignore_eos=True)
-    a = engine.add_request(list(range(3, 40)), params)
-    b = engine.add_request(list(range(3, 20)), params)
+    a = engine.add_call(list(range(3, 40)), params)
+    b = engine.add_call(list(range(3, 20)), params)
     while engine.has_unfinished():
         engine.step()
     # a prefill step of 37 + 17 tokens, then four decode steps of one token each
@@ -60,8 +60,8 @@ def test_share_accounting_charges_each_call_its_tokens() -> None:
 def test_program_priority_orders_calls() -> None:
     engine = make(max_running=1)
     params = SamplingParams(max_tokens=3, ignore_eos=True)
-    heavy = engine.add_request([5] * 8, params, program=ProgramSnapshot(service=50.0))
-    light = engine.add_request([6] * 8, params, program=ProgramSnapshot(service=0.0))
+    heavy = engine.add_call([5] * 8, params, program=ProgramSnapshot(service=50.0))
+    light = engine.add_call([6] * 8, params, program=ProgramSnapshot(service=0.0))
     finished = []
     while engine.has_unfinished():
         finished += [o.call_id for o in engine.step() if o.finished]
@@ -70,5 +70,5 @@ def test_program_priority_orders_calls() -> None:
 
 
 def test_no_tokenizer_means_token_ids_only() -> None:
-    with pytest.raises(RequestError, match="no tokenizer"):
-        make().add_request("hello", SamplingParams())
+    with pytest.raises(CallError, match="no tokenizer"):
+        make().add_call("hello", SamplingParams())

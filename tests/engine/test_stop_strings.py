@@ -92,7 +92,7 @@ def run_engine(pieces: list[int], params: SamplingParams, calls: int = 1, vocab=
     executor = SimulatedExecutor(lambda b: 0.01, 4, 64, 64)
     tokenizer = PieceTokenizer(vocab)
     engine = LLMEngine(EngineConfig(block_size=4), executor, tokenizer, (len(vocab) - 1,))
-    seqs = [engine.add_request([1, 2, 3], params) for _ in range(calls)]
+    seqs = [engine.add_call([1, 2, 3], params) for _ in range(calls)]
     for seq in seqs:
         executor.planned[seq.call_id] = pieces
     streamed = {seq.call_id: "" for seq in seqs}

@@ -20,7 +20,7 @@ def direct_text(server, prompt: str, max_tokens: int) -> str:
     """The same call straight through the engine (itself tested against transformers)."""
     engine = server.frontend.replicas[0].engine
     ids = server.frontend.encode(prompt)
-    seq = engine.add_request(
+    seq = engine.add_call(
         ids, SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True)
     )
     while not seq.finish_reason:

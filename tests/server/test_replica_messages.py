@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestError, RequestOutput
+from autellix.engine.llm_engine import CallError, CallOutput, EngineInfo, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 from autellix.server.replica import ProcessReplica, handle
@@ -33,8 +33,8 @@ def add(call_id: str = "c1") -> AddCall:
     return AddCall([1, 2, 3], SamplingParams(max_tokens=2, ignore_eos=True), call_id, "p", SNAPSHOT)
 
 
-def output(call_id: str, finished: bool = False) -> RequestOutput:
-    return RequestOutput(call_id, "p", [5], " w5", finished=finished)
+def output(call_id: str, finished: bool = False) -> CallOutput:
+    return CallOutput(call_id, "p", [5], " w5", finished=finished)
 
 
 def test_every_message_crosses_a_pipe_unchanged() -> None:
@@ -53,10 +53,10 @@ def test_every_message_crosses_a_pipe_unchanged() -> None:
         for msg in messages:
             child.send(msg)
             assert parent.recv() == msg
-        child.send(CallFailed("c1", RequestError("too long")))
+        child.send(CallFailed("c1", CallError("too long")))
         failed = parent.recv()
         assert isinstance(failed, CallFailed) and failed.call_id == "c1"
-        assert isinstance(failed.error, RequestError) and str(failed.error) == "too long"
+        assert isinstance(failed.error, CallError) and str(failed.error) == "too long"
 
 
 def test_the_child_applies_each_message_to_its_engine(tiny_llama: Path) -> None:
@@ -69,7 +69,7 @@ def test_the_child_applies_each_message_to_its_engine(tiny_llama: Path) -> None:
 
     assert handle(engine, add(), sent.append)  # the same call again: refused, to its stream
     [failed] = sent
-    assert failed.call_id == "c1" and isinstance(failed.error, RequestError)
+    assert failed.call_id == "c1" and isinstance(failed.error, CallError)
 
     sent.clear()
     assert handle(engine, GetStats(), sent.append)
@@ -98,7 +98,7 @@ def test_the_frontend_side_routes_each_answer() -> None:
         replica._dispatch(CallOutputs([output("c1"), output("gone"), output("c2", True)]))
         assert mine.get_nowait().call_id == "c1" and mine.empty()
         assert other.get_nowait().finished and other.empty()
-        error = RequestError("too long")
+        error = CallError("too long")
         replica._dispatch(CallFailed("c1", error))
         assert mine.get_nowait() is error
         replica._dispatch(Stats({"running": 0}))

@@ -19,7 +19,7 @@ def direct_ids(server, prompt: str | list[int], **params) -> list[int]:
     its output token ids. Waits for the server to be idle: the engine then steps only here."""
     server.wait_idle()
     engine = server.frontend.replicas[0].engine
-    seq = engine.add_request(server.frontend.encode(prompt), SamplingParams(**params))
+    seq = engine.add_call(server.frontend.encode(prompt), SamplingParams(**params))
     while not seq.finish_reason:
         engine.step()
     return list(seq.output_ids)

@@ -13,7 +13,7 @@ import math
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from autellix.engine.llm_engine import LLMEngine, QueueFull, RequestOutput
+from autellix.engine.llm_engine import CallOutput, LLMEngine, QueueFull
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
@@ -34,13 +34,13 @@ class _Pending:
 
 class AsyncLLMEngine:
     def __init__(
-        self, engine: LLMEngine, on_abort: Callable[[RequestOutput], None] | None = None
+        self, engine: LLMEngine, on_abort: Callable[[CallOutput], None] | None = None
     ) -> None:
         """`on_abort` hears of each call aborted because its consumer left, with its final
         waiting and service (the server reports them to the process table)."""
         self.engine = engine
         self.on_abort = on_abort
-        self._streams: dict[str, asyncio.Queue[RequestOutput | BaseException]] = {}
+        self._streams: dict[str, asyncio.Queue[CallOutput | BaseException]] = {}
         self._adds: list[_Pending] = []
         self._aborts: list[str] = []
         self._wake = asyncio.Event()
@@ -66,7 +66,7 @@ class AsyncLLMEngine:
         program_id: str | None = None,
         program: ProgramSnapshot | None = None,
         remaining_work: float = math.inf,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncIterator[CallOutput]:
         """Stream a call's outputs. Bad requests raise before the first output; leaving
         the iteration early (or being cancelled) aborts the call."""
         if self.error is not None:
@@ -79,7 +79,7 @@ class AsyncLLMEngine:
         call_id = call_id or f"acall-{next(self._ids)}"
         if call_id in self._streams:
             raise ValueError(f"call {call_id!r} is already running")
-        stream: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        stream: asyncio.Queue[CallOutput | BaseException] = asyncio.Queue()
         self._streams[call_id] = stream
         self._adds.append(_Pending(call_id, token_ids, params, program_id, program, remaining_work))
         self._wake.set()
@@ -122,7 +122,7 @@ class AsyncLLMEngine:
             if p.call_id not in self._streams:  # aborted before it was added
                 continue
             try:
-                self.engine.add_request(
+                self.engine.add_call(
                     p.token_ids, p.params, p.call_id, p.program_id, p.program, p.remaining_work
                 )
             except Exception as exc:
@@ -134,7 +134,7 @@ class AsyncLLMEngine:
             if out is not None and self.on_abort is not None:
                 self.on_abort(out)
 
-    def _deliver(self, out: RequestOutput) -> None:
+    def _deliver(self, out: CallOutput) -> None:
         stream = self._streams.get(out.call_id)
         if stream is not None:
             stream.put_nowait(out)

@@ -1,4 +1,4 @@
-"""The engine: add_request / step / abort. A step is schedule -> execute -> update ->
+"""The engine: add_call / step / abort. A step is schedule -> execute -> update ->
 detokenize: the scheduler owns the calls, the executor runs the model, and the engine
 turns new tokens into text (stop strings end a call here)."""
 
@@ -23,7 +23,7 @@ from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
 
 
-class RequestError(ValueError):
+class CallError(ValueError):
     """A call the engine cannot take (too long, too large for the pool, bad input)."""
 
 
@@ -41,23 +41,23 @@ class EngineInfo:
 
     def check(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         if num_prompt_tokens == 0:
-            raise RequestError("the prompt is empty")
+            raise CallError("the prompt is empty")
         total = num_prompt_tokens + params.max_tokens
         if total > self.max_model_len:
-            raise RequestError(
+            raise CallError(
                 f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
                 f"{total} exceeds the model's context of {self.max_model_len} tokens"
             )
         blocks = -(-total // self.block_size)
         if blocks > self.num_kv_blocks:
-            raise RequestError(
+            raise CallError(
                 f"a call of {total} tokens needs {blocks} KV blocks; "
                 f"the pool has {self.num_kv_blocks}"
             )
 
 
 @dataclass
-class RequestOutput:
+class CallOutput:
     call_id: str
     program_id: str
     new_token_ids: list[int]
@@ -118,9 +118,9 @@ class LLMEngine:
         executor = ModelExecutor(model, config.block_size, num_blocks, swap, eos)
         return cls(config, executor, tokenizer, eos, cfg.max_position_embeddings)
 
-    # --- requests -----------------------------------------------------------------
+    # --- calls --------------------------------------------------------------------
 
-    def add_request(
+    def add_call(
         self,
         prompt: str | list[int],
         params: SamplingParams | None = None,
@@ -134,7 +134,7 @@ class LLMEngine:
         call_id = call_id or f"call-{next(self._ids)}"
         self.validate(len(token_ids), params)
         if call_id in self.calls:
-            raise RequestError(f"call {call_id!r} is already in the engine")
+            raise CallError(f"call {call_id!r} is already in the engine")
         if self.config.max_waiting is not None and self.num_waiting >= self.config.max_waiting:
             raise QueueFull(f"{self.num_waiting} calls are waiting (the bound)")
         now = self.executor.clock()
@@ -157,7 +157,7 @@ class LLMEngine:
     def encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise RequestError("this engine has no tokenizer: send token ids")
+                raise CallError("this engine has no tokenizer: send token ids")
             return self.tokenizer.encode(prompt, add_special_tokens=False)
         return list(prompt)
 
@@ -172,7 +172,7 @@ class LLMEngine:
     def calls(self) -> dict[str, Call]:
         return self.scheduler.calls
 
-    def abort(self, call_id: str) -> RequestOutput | None:
+    def abort(self, call_id: str) -> CallOutput | None:
         call = self.calls.get(call_id)
         if call is None:
             return None
@@ -184,7 +184,7 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return bool(self.calls)
 
-    def step(self) -> list[RequestOutput]:
+    def step(self) -> list[CallOutput]:
         batch = self.scheduler.schedule(self.executor.clock())
         if not batch.calls and not batch.swap_out:
             return []
@@ -197,7 +197,7 @@ class LLMEngine:
         self, prompts: list[str | list[int]], params: SamplingParams | None = None
     ) -> list[Call]:
         """Run prompts to completion (offline use and tests)."""
-        calls = [self.add_request(p, params) for p in prompts]
+        calls = [self.add_call(p, params) for p in prompts]
         while self.has_unfinished():
             self.step()
         return calls
@@ -241,7 +241,7 @@ class LLMEngine:
 
     # --- internals --------------------------------------------------------------------
 
-    def _detokenize(self, call: Call, now: float) -> RequestOutput:
+    def _detokenize(self, call: Call, now: float) -> CallOutput:
         """The call's new token as text; a stop string found in it finishes the call."""
         params = call.params
         new_text = ""
@@ -260,8 +260,8 @@ class LLMEngine:
                     call.finish_reason = "stop"
         return self._output(call, call.token_ids[-1:], new_text)
 
-    def _output(self, call: Call, new_ids: list[int], new_text: str) -> RequestOutput:
-        return RequestOutput(
+    def _output(self, call: Call, new_ids: list[int], new_text: str) -> CallOutput:
+        return CallOutput(
             call.call_id,
             call.program_id,
             new_ids,

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from autellix.engine.llm_engine import RequestError
+from autellix.engine.llm_engine import CallError
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import UnknownProgram, kind_of
 from autellix.server.errors import APIError, error_response, translate
@@ -160,7 +160,7 @@ def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingPara
     for p, sp in zip(inputs, params, strict=True):
         try:
             frontend.validate(len(p), sp)
-        except RequestError as exc:
+        except CallError as exc:
             raise APIError(400, str(exc), code="context_length_exceeded") from None
     try:
         frontend.check_capacity(len(inputs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-from autellix.engine.llm_engine import RequestError
+from autellix.engine.llm_engine import CallError
 from autellix.programs import ProgramEnded
 from autellix.server.frontend import Overloaded, Unavailable
 from autellix.server.protocol import error_body
@@ -40,7 +40,7 @@ def error_response(
 def translate(exc: Exception) -> APIError:
     if isinstance(exc, APIError):
         return exc
-    if isinstance(exc, RequestError | ValueError | ProgramEnded):
+    if isinstance(exc, CallError | ValueError | ProgramEnded):
         return APIError(400, str(exc))
     if isinstance(exc, Overloaded):
         return APIError(429, str(exc), "rate_limit_error", headers={"Retry-After": "1"})

@@ -17,7 +17,7 @@ from typing import Any
 
 from autellix.balancing import Route, make_balancer
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import RequestError, RequestOutput
+from autellix.engine.llm_engine import CallError, CallOutput
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProcessTable
 from autellix.server.metrics import Metrics
@@ -127,7 +127,7 @@ class Frontend:
             return self.tokenizer.encode(prompt, add_special_tokens=False)
         vocab = len(self.tokenizer)
         if any(not 0 <= t < vocab for t in prompt):
-            raise RequestError(f"token ids must be in [0, {vocab})")
+            raise CallError(f"token ids must be in [0, {vocab})")
         return prompt
 
     def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
@@ -161,12 +161,12 @@ class Frontend:
         program_id: str,
         thread_id: str | None,
         kind: str | None = None,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncIterator[CallOutput]:
         """One call of a program, streamed; the process table is updated however it ends."""
         call, snapshot = self.table.call_arrived(program_id, thread_id, kind=kind)
         program = self.table.get(program_id)
         started = time.monotonic()
-        last: RequestOutput | None = None
+        last: CallOutput | None = None
         replica: Replica | None = None
         try:
             for _ in range(len(self.replicas)):

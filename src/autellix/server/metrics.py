@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from autellix.engine.llm_engine import RequestOutput
+from autellix.engine.llm_engine import CallOutput
 from autellix.programs import Program
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class Metrics:
             )
         }
 
-    def observe_call(self, latency: float, waiting: float, last: RequestOutput | None) -> None:
+    def observe_call(self, latency: float, waiting: float, last: CallOutput | None) -> None:
         self.call_latency.observe(latency)
         self.call_waiting.observe(waiting)
         self.calls.labels(last.finish_reason if last and last.finished else "abort").inc()

@@ -1,6 +1,6 @@
 """Engine replicas as the frontend sees them: in this process, or in a child process.
 
-Either way a replica streams each call's `RequestOutput`s and reports its stats; the
+Either way a replica streams each call's `CallOutput`s and reports its stats; the
 frontend keeps what the balancer needs (calls in flight, the prompts it routed here)
 on its side, so routing never waits on a replica.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from autellix.balancing import PrefixIndex
 from autellix.engine.async_engine import AsyncLLMEngine
 from autellix.engine.config import EngineConfig
-from autellix.engine.llm_engine import EngineInfo, LLMEngine, RequestOutput
+from autellix.engine.llm_engine import CallOutput, EngineInfo, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 from autellix.server.replica_io import (
@@ -62,7 +62,7 @@ class Replica(ABC):
         call_id: str,
         program_id: str,
         program: ProgramSnapshot,
-    ) -> AsyncIterator[RequestOutput]:
+    ) -> AsyncIterator[CallOutput]:
         self.in_flight += 1
         self.routed.insert(token_ids)
         try:
@@ -79,7 +79,7 @@ class Replica(ABC):
         call_id: str,
         program_id: str,
         program: ProgramSnapshot,
-    ) -> AsyncIterator[RequestOutput]: ...
+    ) -> AsyncIterator[CallOutput]: ...
 
     @abstractmethod
     async def start(self) -> EngineInfo: ...
@@ -146,7 +146,7 @@ def handle(engine: LLMEngine, msg: ToReplica, send: Callable[[FromReplica], None
     match msg:
         case AddCall():
             try:
-                engine.add_request(
+                engine.add_call(
                     msg.token_ids,
                     msg.params,
                     call_id=msg.call_id,

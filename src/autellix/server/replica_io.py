@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from autellix.engine.llm_engine import EngineInfo, RequestOutput
+from autellix.engine.llm_engine import CallOutput, EngineInfo
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
@@ -67,7 +67,7 @@ class StartFailed:
 class CallOutputs:
     """One step's outputs (or an aborted call's last one), for any number of calls."""
 
-    outputs: list[RequestOutput]
+    outputs: list[CallOutput]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,13 +6,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from autellix.engine.llm_engine import RequestOutput
+from autellix.engine.llm_engine import CallOutput
 from autellix.server.errors import translate
 from autellix.server.protocol import error_body
 
 
-async def collect(streams: list[AsyncIterator[RequestOutput]]) -> list[tuple[str, RequestOutput]]:
-    async def one(stream: AsyncIterator[RequestOutput]) -> tuple[str, RequestOutput]:
+async def collect(streams: list[AsyncIterator[CallOutput]]) -> list[tuple[str, CallOutput]]:
+    async def one(stream: AsyncIterator[CallOutput]) -> tuple[str, CallOutput]:
         text, last = "", None
         async for out in stream:
             text += out.new_text
@@ -24,12 +24,12 @@ async def collect(streams: list[AsyncIterator[RequestOutput]]) -> list[tuple[str
 
 
 async def merge(
-    streams: list[AsyncIterator[RequestOutput]],
-) -> AsyncIterator[tuple[int, RequestOutput]]:
+    streams: list[AsyncIterator[CallOutput]],
+) -> AsyncIterator[tuple[int, CallOutput]]:
     """Interleave several calls' outputs as they come; closing this closes them all."""
     queue: asyncio.Queue = asyncio.Queue()
 
-    async def pump(i: int, stream: AsyncIterator[RequestOutput]) -> None:
+    async def pump(i: int, stream: AsyncIterator[CallOutput]) -> None:
         try:
             async for out in stream:
                 await queue.put((i, out))
@@ -56,7 +56,7 @@ async def merge(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def usage(results: list[RequestOutput], n: int) -> dict:
+def usage(results: list[CallOutput], n: int) -> dict:
     """Results are prompt-major, n choices each; a prompt counts once, as OpenAI counts."""
     prompt = sum(r.num_prompt_tokens for r in results[::n])
     completion = sum(r.num_output_tokens for r in results)
@@ -72,7 +72,7 @@ def usage(results: list[RequestOutput], n: int) -> dict:
 async def sse(
     render, streams, rid: str, created: int, n: int, include_usage: bool, finish
 ) -> AsyncIterator[str]:
-    last: dict[int, RequestOutput] = {}
+    last: dict[int, CallOutput] = {}
     try:
         for i in range(len(streams)):
             first = render.first_chunk(rid, created, i)
@@ -116,7 +116,7 @@ class ChatRender:
             ],
         }
 
-    def chunk(self, rid: str, created: int, i: int, out: RequestOutput) -> dict:
+    def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict:
         delta = {"content": out.new_text} if out.new_text or not out.finished else {}
         return {
             "id": rid,
@@ -161,7 +161,7 @@ class TextRender:
     def first_chunk(self, rid: str, created: int, i: int) -> None:
         return None
 
-    def chunk(self, rid: str, created: int, i: int, out: RequestOutput) -> dict:
+    def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict:
         return {
             "id": rid,
             "object": self.chunk_object,

@@ -21,7 +21,7 @@ from autellix.balancing import PrefixIndex, Route, make_balancer
 from autellix.bench.runner import CallRecord, ProgramRecord
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
-from autellix.engine.llm_engine import LLMEngine, RequestOutput
+from autellix.engine.llm_engine import CallOutput, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProcessTable, kind_of
 from autellix.sim.latency import StepShape
@@ -138,7 +138,7 @@ class Simulation:
             replica.executor.planned[meta.call_id] = output_ids(
                 program.index, s, i, call.max_tokens
             )
-            replica.engine.add_request(
+            replica.engine.add_call(
                 ids,
                 SamplingParams(max_tokens=call.max_tokens, ignore_eos=True),
                 call_id=meta.call_id,
@@ -163,7 +163,7 @@ class Simulation:
         replica.steps += 1
         self.at(end, lambda: self._step_done(replica, outputs))
 
-    def _step_done(self, replica: SimReplica, outputs: list[RequestOutput]) -> None:
+    def _step_done(self, replica: SimReplica, outputs: list[CallOutput]) -> None:
         for out in outputs:
             program, record = self._calls[out.call_id]
             if record.first_token is None:
@@ -176,7 +176,7 @@ class Simulation:
             replica.busy = False
 
     def _call_done(
-        self, replica: SimReplica, out: RequestOutput, program: ProgramRun, record: CallRecord
+        self, replica: SimReplica, out: CallOutput, program: ProgramRun, record: CallRecord
     ) -> None:
         del self._calls[out.call_id]
         replica.executor.planned.pop(out.call_id, None)

@@ -45,7 +45,7 @@ def measure(
             on_progress(f"batch {n}, prompts of {length} tokens")
             params = SamplingParams(max_tokens=decode_tokens, ignore_eos=True)
             for _ in range(n):
-                engine.add_request([rng.randrange(vocab) for _ in range(length)], params)
+                engine.add_call([rng.randrange(vocab) for _ in range(length)], params)
             samples += _timed_steps(engine, shapes)
     swap = _swap_time_per_block(executor)
     engine.check_idle()
