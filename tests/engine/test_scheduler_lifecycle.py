@@ -135,3 +135,12 @@ def test_a_waiting_call_evicts_only_under_a_preemptive_policy() -> None:
         assert fitter.fits(new) is preemptive
         assert [c.call_id for c in fitter.batch.evicted] == evicted
         assert (holder.status is Status.SWAPPED) is preemptive
+
+
+def test_a_lone_decode_is_charged_the_whole_step_under_share_accounting() -> None:
+    s = make(service_accounting="share")
+    c = call("a", [10, 11, 12])
+    s.add(c, 0.0)
+    step(s, elapsed=0.3)  # the prefill: 3 tokens
+    step(s, elapsed=0.1)  # one decode token: its share is the whole step
+    assert c.service == pytest.approx(0.4)
