@@ -100,3 +100,14 @@ def test_bench_with_seeds_and_search_writes_ratios_with_intervals(monkeypatch, t
     assert low < 2.0 and high > 2.4
     assert fast[3].strip() == "0"  # the bound was crossed on every seed
     assert "fcfs / it" in text
+
+
+def test_without_a_crossing_no_throughput_ratio_is_claimed() -> None:
+    from autellix.bench.stats import seed_ratios
+
+    runs = [
+        {n: [dataclasses.replace(point(0.5, c), endpoint=n)] for n, c in caps}
+        for caps in [[("fcfs", 2.0), ("fast", 4.0)]] * 2
+    ]
+    text = seed_ratios(runs, [0.5], "fcfs", None, "t", "cmd")
+    assert "| fast | n/a | 2 |" in text
