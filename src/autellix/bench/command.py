@@ -131,6 +131,8 @@ def policies(args: argparse.Namespace, given: list) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     """One seed, or --seeds of them and the ratios over them (OUT/ratios.md)."""
     out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
+    if args.seeds < 1 or args.search < 0:
+        raise ValueError("--seeds must be at least 1 and --search at least 0")
     if args.seeds == 1:
         return run_seed(args, out)[0]
     if args.append:
