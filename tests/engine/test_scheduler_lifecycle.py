@@ -12,6 +12,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
 from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
+from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
 
 SIZE = 4
@@ -144,3 +145,23 @@ def test_a_lone_decode_is_charged_the_whole_step_under_share_accounting() -> Non
     step(s, elapsed=0.3)  # the prefill: 3 tokens
     step(s, elapsed=0.1)  # one decode token: its share is the whole step
     assert c.service == pytest.approx(0.4)
+
+
+def test_every_call_preempted_in_a_round_is_resident_or_evicted() -> None:
+    """B started before A, so the round meets B first among the preempted: B was already
+    evicted to make room, and A, after it, must still be kept resident."""
+    s = make(num_blocks=4, max_running=2)
+    b = call("b", [10, 11, 12])
+    b.program = ProgramSnapshot(service=100.0)
+    s.add(b, 0.0)
+    step(s)
+    a = call("a", [20, 21, 22])
+    a.program = ProgramSnapshot(service=50.0)
+    s.add(a, 1.0)
+    step(s)
+    assert list(s.policy.running) == ["b", "a"] and s.blocks.num_free == 2
+    s.add(call("n1", [30, 31, 32]), 2.0)
+    s.add(call("n2", [40, 41, 42, 43, 44]), 2.0)
+    batch = s.schedule(3.0)
+    assert [c.call_id for c in batch.calls] == ["n1", "n2"] and batch.evicted == [b]
+    assert b.status is Status.SWAPPED and list(s.resident) == ["a"] and a.block_table
