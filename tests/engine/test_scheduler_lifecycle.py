@@ -131,7 +131,7 @@ def test_a_waiting_call_evicts_only_under_a_preemptive_policy() -> None:
         holder = call("holder", list(range(8)))
         holder.block_table, holder.num_computed = blocks.allocate(2), 8
         holder.status, holder.running = Status.RUNNING, True
-        fitter = BatchFitter(config, blocks, [holder], lambda c: 0, preemptive)
+        fitter = BatchFitter(config, blocks, [{"holder": holder}], lambda c: 0, preemptive)
         new = call("new", list(range(20, 28)))
         assert fitter.fits(new) is preemptive
         assert [c.call_id for c in fitter.batch.evicted] == evicted

@@ -11,7 +11,7 @@ before the step) or dropped for recompute.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autellix.engine.call import Call, Status
@@ -39,13 +39,13 @@ class BatchFitter:
         self,
         config: EngineConfig,
         blocks: BlockManager,
-        holders: Sequence[Call],
+        holders: Sequence[Mapping[str, Call]],
         rank_key: Callable[[Call], tuple],
         preemptive: bool,
     ) -> None:
         self.config = config
         self.blocks = blocks
-        self.holders = holders  # calls holding device blocks: eviction candidates
+        self.holders = holders  # calls holding device blocks by id: eviction candidates
         self.rank_key = rank_key
         self.preemptive = preemptive
         self.batch = ScheduledBatch()
@@ -122,7 +122,8 @@ class BatchFitter:
             return None
         candidates = [
             c
-            for c in self.holders
+            for held in self.holders
+            for c in held.values()
             if c.call_id not in self.scanned and c.call_id not in self.evicted and c is not call
         ]
         return max(candidates, key=self.rank_key, default=None)

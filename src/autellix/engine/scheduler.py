@@ -91,7 +91,7 @@ class Scheduler:
         return ScheduledBatch(list(last.calls), [1] * len(last.calls))
 
     def _round(self, now: float) -> ScheduledBatch:
-        holders = [*self.policy.running.values(), *self.resident.values()]
+        holders = (self.policy.running, self.resident)  # read only when memory runs out
         fitter = BatchFitter(
             self.config, self.blocks, holders, self.policy.rank_key, self.policy.preemptive
         )
