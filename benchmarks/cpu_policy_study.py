@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from autellix.cli import engine_config
+from autellix.flags import engine_config
 from autellix.sim.sweep import profile_target, simulate
 from autellix.workloads import build_workload, workload_params
 

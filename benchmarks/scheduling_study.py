@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from autellix.bench.stats import ratio
-from autellix.cli import engine_config
+from autellix.flags import engine_config
 from autellix.machine import this_commit, this_machine
 from autellix.sim.sweep import profile_target, simulate
 from autellix.workloads import build_workload

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from autellix.bench.metrics import Summary
 from autellix.bench.report import read_results
-from autellix.cli import engine_config, variant
+from autellix.flags import engine_config, variant
 from autellix.sim.sweep import profile_target, simulate
 from autellix.workloads import build_workload, workload_params
 

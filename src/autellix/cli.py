@@ -9,12 +9,7 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from autellix.bench.command import workload_title as _workload_title
-from autellix.flags import add_engine_flags, engine_config, variant
-
-# engine_config and variant: benchmarks/ scripts import them from here; _workload_title:
-# tests do.
-__all__ = ["_workload_title", "build_parser", "engine_config", "main", "variant"]
+from autellix.flags import add_engine_flags
 
 
 def _run(module: str, function: str):

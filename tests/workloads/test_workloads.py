@@ -176,7 +176,7 @@ def test_workload_stats_cli_takes_parameters(capsys: pytest.CaptureFixture) -> N
 def test_results_title_names_the_seed_and_the_parameters() -> None:
     import argparse
 
-    from autellix.cli import _workload_title
+    from autellix.bench.command import workload_title as _workload_title
 
     def title(seed: int, *items: str) -> str:
         args = argparse.Namespace(

@@ -104,7 +104,7 @@ class Frontend:
         from autellix.engine.model import default_model_path, load_tokenizer
 
         folder = self.config.engine.model or str(await asyncio.to_thread(default_model_path))
-        self.config.engine.model = str(folder)  # replicas load what the frontend resolved
+        self.config.engine.model = folder  # replicas load what the frontend resolved
         self.tokenizer = await asyncio.to_thread(load_tokenizer, folder)
         if self.config.served_model_name is None:
             self.model_name = str(folder).rstrip("/").rsplit("/", 1)[-1]

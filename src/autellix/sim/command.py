@@ -64,9 +64,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     build = workload_builder(args)
     engines = variants(args.policies, args.engine_args)
     where = target(args, next(iter(engines.values())).block_size)
-    cluster = {"replicas": args.replicas, "balancer": args.balancer}
-    cluster["long_prompt_tokens"] = args.long_prompt_tokens
-    summaries, records, runs = sweep(build, engines, args.rates, where, **cluster)
+    summaries, records, runs = sweep(
+        build,
+        engines,
+        args.rates,
+        where,
+        replicas=args.replicas,
+        balancer=args.balancer,
+        long_prompt_tokens=args.long_prompt_tokens,
+    )
     out = Path(args.out or f"benchmarks/results/sim/{args.workload}")
     title = f"{workload_title(args)}, {args.replicas} x {where.description}"
     title += f", balancer {args.balancer}"
