@@ -106,13 +106,16 @@ def test_priority_peer_mode_sends_stamps(serve, monkeypatch) -> None:
     async def recording(self, request, **kw):
         if request.url.path.endswith("/chat/completions"):
             body = json.loads(request.content)
-            sent.append((body["messages"][0]["content"], body.get("priority")))
+            sent.append((body["messages"][0]["content"], body.pop("priority", None)))
+            # this server stands in for a vLLM peer; it refuses vLLM's priority field
+            headers = {k: v for k, v in request.headers.items() if k != "content-length"}
+            request = type(request)(request.method, request.url, headers=headers, json=body)
         return await send(self, request, **kw)
 
     monkeypatch.setattr(client, "send", recording)
     peer = Endpoint("peer", server.base_url, MODEL, sessions=False, priority=True)
     records = asyncio.run(run_specs(specs(), peer))
-    assert all(r.error is None for r in records)
+    assert [r.error for r in records if r.error] == []
     # chat: 5 tokens, then its second turn; fan: three parallel calls of 3, then one
     assert sorted(sent) == sorted(
         [("w1 w2", 0), ("w1 w2", 5), ("w0 w9", 0), ("w1 w9", 0), ("w2 w9", 0), ("w5", 9)]

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from autellix.engine.output_text import OutputText
 from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import CallState
+
+
+@dataclass(frozen=True)
+class TokenLogprobs:
+    """One output token's log-probability and the likeliest alternatives (id, logprob)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
 
 
 class Status(enum.Enum):
@@ -32,6 +42,8 @@ class Call(CallState):
     block_hashes: list[int] = field(default_factory=list)  # chained hashes of full blocks
     num_cached_prompt_tokens: int = 0  # prefix-cache hits at the first prefill
     generator: torch.Generator | None = None
+    matcher: Any = None  # the grammar's state (xgrammar) when the output is structured
+    logprobs: list[TokenLogprobs] = field(default_factory=list)  # when params.logprobs is set
     output: OutputText = field(default_factory=OutputText)
     finish_reason: str | None = None
     stop_reason: int | str | None = None  # the stop token id or stop string it ended on

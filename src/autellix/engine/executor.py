@@ -5,14 +5,27 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from autellix.engine.batch import ScheduledBatch
-from autellix.engine.call import Call
+from autellix.engine.call import Call, TokenLogprobs
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
 from autellix.engine.model.llama import LlamaForCausalLM
 from autellix.engine.model.sampler import Sampler, suppress_tokens
+from autellix.engine.structured_output import mask_logits
+
+
+@dataclass
+class StepOutput:
+    """A step's result per call of the batch: its next token (None for a prefill chunk that
+    does not reach the end of its tokens) and, where asked, that token's log-probabilities;
+    and the step's executor time in seconds (each call in the batch is charged all of it)."""
+
+    tokens: list[int | None]
+    elapsed: float
+    logprobs: list[TokenLogprobs | None] | None = None
 
 
 class Executor(ABC):
@@ -20,12 +33,11 @@ class Executor(ABC):
     num_blocks: int
     num_swap_blocks: int
     bytes_per_block: int = 0
+    vocab_size: int = 0  # logits per row (0: this executor samples no real tokens)
 
     @abstractmethod
-    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
-        """Swap blocks, then run the step. Returns the next token of each sequence (None
-        for a prefill chunk that does not reach the end of its tokens) and the step's
-        executor time in seconds (each call in the batch is charged all of it)."""
+    def execute(self, batch: ScheduledBatch) -> StepOutput:
+        """Swap blocks, then run the step."""
 
     def clock(self) -> float:
         return time.monotonic()
@@ -67,6 +79,13 @@ def swap_blocks(
         kv_cache[:, :, dev_id].copy_(swap_cache[:, :, host_id])
 
 
+def token_logprobs(row: torch.Tensor, token: torch.Tensor, top: int) -> TokenLogprobs:
+    """The sampled token's log-probability in `row` and the `top` likeliest tokens'."""
+    values, ids = row.topk(top) if top else (row[:0], row[:0].long())
+    alternatives = zip(ids.tolist(), values.tolist(), strict=True)
+    return TokenLogprobs(int(token), float(row[token]), tuple(alternatives))
+
+
 class ModelExecutor(Executor):
     def __init__(
         self,
@@ -80,6 +99,7 @@ class ModelExecutor(Executor):
         dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
         self.model = model
+        self.vocab_size = cfg.vocab_size
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.num_swap_blocks = num_swap_blocks
@@ -106,11 +126,11 @@ class ModelExecutor(Executor):
         swap_blocks(self.kv_cache, self.swap_cache, swap_out, swap_in, self.batched_swap)
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
+    def execute(self, batch: ScheduledBatch) -> StepOutput:
         start = time.perf_counter()
         self.swap(batch.swap_out, batch.swap_in)
         if not batch.calls:
-            return [], time.perf_counter() - start
+            return StepOutput([], time.perf_counter() - start)
         ids: list[int] = []
         positions: list[int] = []
         for seq, n in zip(batch.calls, batch.num_new, strict=True):
@@ -131,15 +151,24 @@ class ModelExecutor(Executor):
         )
         sample = tokens_to_sample(batch)
         rows = [i for i, s in enumerate(sample) if s]
-        out: list[int | None] = [None] * len(batch.calls)
+        out = StepOutput([None] * len(batch.calls), 0.0)
         if rows:
             logits = self.model.compute_logits(hidden[meta.last_token_idx[rows]]).float()
             seqs = [batch.calls[i] for i in rows]
+            asked = [j for j, s in enumerate(seqs) if s.params.logprobs is not None]
+            raw = logits[asked].log_softmax(dim=-1) if asked else None  # before any mask
             suppress_tokens(logits, [self._banned(s) for s in seqs])
+            mask_logits(logits, [s.matcher for s in seqs])
             tokens = self.sampler(logits, [s.params for s in seqs], [s.generator for s in seqs])
             for i, token in zip(rows, tokens.tolist(), strict=True):
-                out[i] = token
-        return out, time.perf_counter() - start
+                out.tokens[i] = token
+            if raw is not None:
+                out.logprobs = [None] * len(batch.calls)
+                for j, row in zip(asked, raw, strict=True):
+                    i, top = rows[j], seqs[j].params.logprobs or 0
+                    out.logprobs[i] = token_logprobs(row, tokens[j], top)
+        out.elapsed = time.perf_counter() - start
+        return out
 
     def _banned(self, seq: Call) -> list[int]:
         """Before min_tokens, the end-of-sequence and stop tokens may not be sampled."""
@@ -177,7 +206,7 @@ class SimulatedExecutor(Executor):
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
-    def execute(self, batch: ScheduledBatch) -> tuple[list[int | None], float]:
+    def execute(self, batch: ScheduledBatch) -> StepOutput:
         swapped = len(batch.swap_out) + len(batch.swap_in)
         elapsed = swapped * self.swap_time_per_block + (
             self.step_time(batch) if batch.calls else 0.0
@@ -188,4 +217,4 @@ class SimulatedExecutor(Executor):
             planned = self.planned.get(seq.call_id, ())
             n = seq.num_output_tokens
             out.append((planned[n] if n < len(planned) else self.token_id) if sample else None)
-        return out, elapsed
+        return StepOutput(out, elapsed)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from autellix.engine.call import Call, Status
+from autellix.engine.call import Call, Status, TokenLogprobs
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import Executor, ModelExecutor
 from autellix.engine.kv_cache import BlockManager
@@ -19,6 +19,7 @@ from autellix.engine.model.sampler import make_generator
 from autellix.engine.output_text import OutputText
 from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
+from autellix.engine.structured_output import GrammarError, StructuredOutputs
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
 
@@ -70,6 +71,7 @@ class CallOutput:
     num_cached_tokens: int = 0
     waiting: float = 0.0  # the call's own waiting and service, final when finished
     service: float = 0.0
+    logprobs: list[TokenLogprobs] | None = None  # of new_token_ids, when the call asked
 
 
 class LLMEngine:
@@ -93,6 +95,7 @@ class LLMEngine:
         )
         self.policy = make_policy(config.policy, config.scheduling)
         self.scheduler = Scheduler(config, self.policy, self.blocks, eos_token_ids)
+        self.structured = StructuredOutputs(tokenizer, executor.vocab_size, eos_token_ids)
         self._ids = itertools.count()
 
     @classmethod
@@ -137,6 +140,7 @@ class LLMEngine:
             raise CallError(f"call {call_id!r} is already in the engine")
         if self.config.max_waiting is not None and self.num_waiting >= self.config.max_waiting:
             raise QueueFull(f"{self.num_waiting} calls are waiting (the bound)")
+        matcher = self._matcher(params)
         now = self.executor.clock()
         call = Call(
             call_id,
@@ -150,9 +154,20 @@ class LLMEngine:
             params=params,
             generator=make_generator(params),
             output=OutputText(params.stop, params.include_stop_str_in_output),
+            matcher=matcher,
         )
         self.scheduler.add(call, now)
         return call
+
+    def _matcher(self, params: SamplingParams) -> Any:
+        if params.structured is None:
+            return None
+        if self.tokenizer is None or not self.executor.vocab_size:
+            raise CallError("structured output needs a model and its tokenizer")
+        try:
+            return self.structured.matcher(params.structured)
+        except GrammarError as exc:
+            raise CallError(str(exc)) from None
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -188,9 +203,11 @@ class LLMEngine:
         batch = self.scheduler.schedule(self.executor.clock())
         if not batch.calls and not batch.swap_out:
             return []
-        tokens, elapsed = self.executor.execute(batch)
+        out = self.executor.execute(batch)
         now = self.executor.clock()
-        advanced = self.scheduler.update_from_output(batch, tokens, elapsed, now)
+        advanced = self.scheduler.update_from_output(
+            batch, out.tokens, out.elapsed, now, out.logprobs
+        )
         return [self._detokenize(call, now) for call in advanced]
 
     def generate(
@@ -258,7 +275,10 @@ class LLMEngine:
                     self.scheduler.finish(call, "stop", now)
                 else:
                     call.finish_reason = "stop"
-        return self._output(call, call.token_ids[-1:], new_text)
+        out = self._output(call, call.token_ids[-1:], new_text)
+        if params.logprobs is not None:
+            out.logprobs = call.logprobs[-1:]
+        return out
 
     def _output(self, call: Call, new_ids: list[int], new_text: str) -> CallOutput:
         return CallOutput(

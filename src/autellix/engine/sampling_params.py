@@ -5,6 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """A grammar the call's output must follow, enforced as a token mask: a JSON schema
+    (`spec` is its JSON text), any JSON object, or an xgrammar structural tag (`spec` is
+    its JSON text; tool calls use one)."""
+
+    kind: Literal["json_schema", "json_object", "structural_tag"]
+    spec: str = ""
 
 
 @dataclass
@@ -21,6 +32,8 @@ class SamplingParams:
     ignore_eos: bool = False
     min_tokens: int = 0
     include_stop_str_in_output: bool = False
+    structured: StructuredOutput | None = None
+    logprobs: int | None = None  # log-probabilities of the sampled token and this many others
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -44,6 +57,12 @@ class SamplingParams:
                 f"min_tokens must be an integer in [0, max_tokens={self.max_tokens}], "
                 f"got {self.min_tokens!r}"
             )
+        if self.structured is not None and self.min_tokens:
+            raise ValueError("min_tokens cannot be combined with a structured output")
+        if self.logprobs is not None and (
+            not _is_int(self.logprobs) or not 0 <= self.logprobs <= 20
+        ):
+            raise ValueError(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
         if not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
         if not all(_is_int(i) and i >= 0 for i in self.stop_token_ids):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autellix.engine.batch import BatchFitter, ScheduledBatch
-from autellix.engine.call import Call, Status
+from autellix.engine.call import Call, Status, TokenLogprobs
 from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
 from autellix.scheduling import Policy, select_batch
@@ -115,17 +115,25 @@ class Scheduler:
     # --- update -----------------------------------------------------------------------
 
     def update_from_output(
-        self, batch: ScheduledBatch, tokens: Sequence[int | None], elapsed: float, now: float
+        self,
+        batch: ScheduledBatch,
+        tokens: Sequence[int | None],
+        elapsed: float,
+        now: float,
+        logprobs: Sequence[TokenLogprobs | None] | None = None,
     ) -> list[Call]:
         """Charge the step, advance the calls, append their new tokens and finish those
         that hit a stop token or their length. Returns the calls that got a token."""
         share = self.config.service_accounting == "share"
         per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
         advanced = []
-        for call, n, token in zip(batch.calls, batch.num_new, tokens, strict=True):
+        for i, (call, n) in enumerate(zip(batch.calls, batch.num_new, strict=True)):
+            token = tokens[i]
             self.policy.add_service(call, per_token * n if share else elapsed)
             call.num_computed += n
             self.blocks.cache_full_blocks(call)
+            if logprobs is not None and (lp := logprobs[i]) is not None:
+                call.logprobs.append(lp)
             if token is not None:
                 self._append(call, token, now)
                 advanced.append(call)
@@ -134,10 +142,16 @@ class Scheduler:
     def _append(self, call: Call, token: int, now: float) -> None:
         params = call.params
         call.token_ids.append(token)
+        grammar_done = False
+        if call.matcher is not None:
+            if not call.matcher.accept_token(token):  # the mask makes this unreachable
+                self.finish(call, "abort", now)
+                return
+            grammar_done = call.matcher.is_terminated()
         if token in params.stop_token_ids:
             call.stop_reason = token
             self.finish(call, "stop", now)
-        elif token in self.eos_token_ids and not params.ignore_eos:
+        elif (token in self.eos_token_ids and not params.ignore_eos) or grammar_done:
             self.finish(call, "stop", now)
         elif call.num_output_tokens >= params.max_tokens:
             self.finish(call, "length", now)

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from autellix.engine.llm_engine import CallError
-from autellix.engine.sampling_params import SamplingParams
+from autellix.engine.sampling_params import SamplingParams, StructuredOutput
+from autellix.engine.structured_output import GrammarError
 from autellix.programs import UnknownProgram, kind_of
 from autellix.server.errors import APIError, error_response, translate
 from autellix.server.frontend import Frontend
@@ -35,6 +36,7 @@ from autellix.server.protocol import (
     now,
 )
 from autellix.server.responses import ChatRender, TextRender, collect, sse
+from autellix.server.tools import ToolUse, chat_messages, template_renders_tools
 
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
@@ -129,7 +131,12 @@ async def end_program(program_id: str, frontend: FrontendDep) -> ProgramDeleted:
 
 
 def sampling_params(
-    frontend: Frontend, req: SamplingFields, max_tokens: int | None, num_prompt: int, index: int
+    frontend: Frontend,
+    req: ChatCompletionRequest | CompletionRequest,
+    max_tokens: int | None,
+    num_prompt: int,
+    index: int,
+    structured: StructuredOutput | None = None,
 ) -> SamplingParams:
     """The engine's sampling settings for the `index`th of a request's n calls."""
     if req.model != frontend.model_name:
@@ -150,6 +157,8 @@ def sampling_params(
             ignore_eos=req.ignore_eos,
             min_tokens=req.min_tokens,
             include_stop_str_in_output=req.include_stop_str_in_output,
+            structured=structured,
+            logprobs=req.num_logprobs,
         )
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
@@ -162,6 +171,10 @@ def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingPara
             frontend.validate(len(p), sp)
         except CallError as exc:
             raise APIError(400, str(exc), code="context_length_exceeded") from None
+    try:
+        frontend.check_grammar(params[0].structured)  # the same for every call of a request
+    except GrammarError as exc:
+        raise APIError(400, str(exc), code="invalid_schema") from None
     try:
         frontend.check_capacity(len(inputs))
     except Exception as exc:
@@ -200,15 +213,18 @@ async def collect_or_leave(request: Request, streams: list) -> list | None:
 async def run(
     frontend: Frontend,
     request: Request,
-    req: SamplingFields,
+    req: ChatCompletionRequest | CompletionRequest,
     prompts: list[list[int]],
     max_tokens: int | None,
     render: ChatRender | TextRender,
     kind: str | None = None,
+    structured: StructuredOutput | None = None,
 ) -> Response:
     """Start n calls per prompt and answer, streamed or whole."""
     params = [
-        sampling_params(frontend, req, max_tokens, len(p), i) for p in prompts for i in range(req.n)
+        sampling_params(frontend, req, max_tokens, len(p), i, structured)
+        for p in prompts
+        for i in range(req.n)
     ]
     inputs = [p for p in prompts for _ in range(req.n)]
     admit(frontend, inputs, params)
@@ -239,13 +255,20 @@ async def run(
 @router.post("/v1/chat/completions")
 async def chat(req: ChatCompletionRequest, request: Request, frontend: FrontendDep) -> Response:
     try:
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        prompt = frontend.encode_chat(messages)
+        tools = ToolUse.of(req)
+        native = template_renders_tools(frontend.tokenizer)
+        messages = chat_messages(req.messages, tools, native)
+        template_tools = tools.tools if tools is not None and native else None
+        prompt = frontend.encode_chat(messages, template_tools)
     except Exception as exc:
         raise APIError(400, f"messages: {exc}") from None
     max_tokens = req.max_completion_tokens or req.max_tokens
-    render = ChatRender(frontend.model_name)
-    return await run(frontend, request, req, [prompt], max_tokens, render, kind_of(messages))
+    render = ChatRender(frontend.model_name, frontend.tokenizer, tools)
+    structured = tools.structured() if tools is not None else None
+    if req.response_format is not None and structured is None:
+        structured = req.response_format.structured()
+    kind = kind_of(messages)
+    return await run(frontend, request, req, [prompt], max_tokens, render, kind, structured)
 
 
 @router.post("/v1/completions")
@@ -254,7 +277,7 @@ async def completions(req: CompletionRequest, request: Request, frontend: Fronte
         prompts = [frontend.encode(p) for p in req.prompts()]
     except Exception as exc:
         raise APIError(400, f"prompt: {exc}") from None
-    render = TextRender(frontend.model_name)
+    render = TextRender(frontend.model_name, frontend.tokenizer)
     return await run(frontend, request, req, prompts, req.max_tokens, render)
 
 

@@ -18,7 +18,8 @@ from typing import Any
 from autellix.balancing import Route, make_balancer
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, CallOutput
-from autellix.engine.sampling_params import SamplingParams
+from autellix.engine.sampling_params import SamplingParams, StructuredOutput
+from autellix.engine.structured_output import StructuredOutputs
 from autellix.programs import ProcessTable
 from autellix.server.metrics import Metrics
 from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied
@@ -87,6 +88,7 @@ class Frontend:
         self.replicas = replicas or [self._replica(i) for i in range(config.replicas)]
         self.metrics = Metrics()
         self.tokenizer: Any = None
+        self.grammars: StructuredOutputs | None = None
         self.model_name = config.served_model_name or "autellix"
         self._reaper: asyncio.Task | None = None
 
@@ -130,11 +132,21 @@ class Frontend:
             raise CallError(f"token ids must be in [0, {vocab})")
         return prompt
 
-    def encode_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    def encode_chat(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
         text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+            messages, tools=tools, tokenize=False, add_generation_prompt=True
         )
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def check_grammar(self, spec: StructuredOutput | None) -> None:
+        """Compile a call's grammar here first, so that a bad schema is a 400 before any
+        replica sees it (xgrammar caches it; the replicas compile their own)."""
+        if spec is not None:
+            if self.grammars is None:
+                self.grammars = StructuredOutputs(self.tokenizer, len(self.tokenizer), ())
+            self.grammars.compile(spec)
 
     def validate(self, num_prompt_tokens: int, params: SamplingParams) -> None:
         info = self.replicas[0].info

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from autellix.engine.sampling_params import StructuredOutput
 from autellix.programs import Call, Program
 
 
@@ -18,13 +20,8 @@ def new_id(prefix: str) -> str:
 # Fields of OpenAI's API that this server does not serve, each with the test of whether a
 # request asks for it: such a request is refused (400), never answered as if it had not.
 UNSERVED: dict[str, Any] = {
-    "tools": bool,
     "functions": bool,
-    "tool_choice": lambda v: v not in (None, "none"),
     "function_call": lambda v: v not in (None, "none"),
-    "response_format": lambda v: not (isinstance(v, dict) and v.get("type") == "text"),
-    "logprobs": lambda v: v not in (None, False),
-    "top_logprobs": lambda v: v not in (None, 0),
     "logit_bias": bool,
     "frequency_penalty": bool,
     "presence_penalty": bool,
@@ -33,7 +30,16 @@ UNSERVED: dict[str, Any] = {
     "best_of": lambda v: v not in (None, 1),
     "audio": bool,
     "prediction": bool,
+    "modalities": lambda v: v not in (None, ["text"]),
+    "reasoning_effort": lambda v: v is not None,
+    "verbosity": lambda v: v is not None,
+    "web_search_options": lambda v: v is not None,
 }
+# Fields that are documented no-ops here: they describe the caller or OpenAI's own
+# storage and billing, none of which changes what the model says.
+NO_OPS = frozenset(
+    {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+)
 
 
 class SamplingFields(BaseModel):
@@ -42,10 +48,13 @@ class SamplingFields(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _served(cls, body: Any) -> Any:
+        """Refuse what is not served, by name; unknown fields too, never ignore them."""
         if isinstance(body, dict):
             for name, asks in UNSERVED.items():
                 if body.get(name) is not None and asks(body[name]):
                     raise ValueError(f"{name} is not supported by this server")
+            for name in body.keys() - cls.model_fields.keys() - UNSERVED.keys() - NO_OPS:
+                raise ValueError(f"{name} is not supported by this server")
         return body
 
     model: str
@@ -63,6 +72,8 @@ class SamplingFields(BaseModel):
     min_tokens: int = Field(default=0, ge=0)
     include_stop_str_in_output: bool = False
     stop_token_ids: list[int] | None = None
+    logprobs: Any = None  # a bool on chat, a number of alternatives on completions
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)
 
@@ -84,6 +95,16 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # assistant: the calls it made
+    tool_call_id: str | None = None  # tool: the call this message answers
+
+    @model_validator(mode="after")
+    def _tool_calls(self) -> ChatMessage:
+        for call in self.tool_calls or []:
+            f = call.get("function")
+            if not isinstance(f, dict) or not isinstance(f.get("name"), str):
+                raise ValueError("a tool call needs function.name")
+        return self
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -96,14 +117,98 @@ class ChatMessage(BaseModel):
         return "".join(parts)
 
 
+class Function(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None  # calls always follow the schema here (constrained decoding)
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: Function
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class JsonSchema(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the output always follows the schema here
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchema | None = None
+
+    @model_validator(mode="after")
+    def _schema(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is given exactly when type is json_schema")
+        return self
+
+    def structured(self) -> StructuredOutput | None:
+        if self.type == "json_object":
+            return StructuredOutput("json_object")
+        if self.json_schema is not None:
+            return StructuredOutput("json_schema", json.dumps(self.json_schema.schema_))
+        return None
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _chat_fields(self) -> ChatCompletionRequest:
+        if self.logprobs not in (None, True, False):
+            raise ValueError("logprobs is a boolean on chat completions")
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        asks_format = self.response_format is not None and self.response_format.type != "text"
+        if asks_format and self.tools and self.tool_choice != "none":
+            raise ValueError("response_format cannot be combined with tools")
+        return self
+
+    @property
+    def num_logprobs(self) -> int | None:
+        """Alternatives per token, or None when the call returns no log-probabilities."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[int] | list[str] | list[list[int]]
     max_tokens: int | None = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _completion_fields(self) -> CompletionRequest:
+        if self.logprobs is not None and (
+            isinstance(self.logprobs, bool)
+            or not isinstance(self.logprobs, int)
+            or not 0 <= self.logprobs <= 5
+        ):
+            raise ValueError("logprobs on completions is a number of alternatives in [0, 5]")
+        if self.top_logprobs is not None:
+            raise ValueError("top_logprobs is a chat field; completions take logprobs: N")
+        return self
+
+    @property
+    def num_logprobs(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         p = self.prompt

@@ -5,20 +5,34 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
 
+from autellix.engine.call import TokenLogprobs
 from autellix.engine.llm_engine import CallOutput
 from autellix.server.errors import translate
 from autellix.server.protocol import error_body
+from autellix.server.tools import ToolCallStream, ToolUse, parse
 
 
-async def collect(streams: list[AsyncIterator[CallOutput]]) -> list[tuple[str, CallOutput]]:
-    async def one(stream: AsyncIterator[CallOutput]) -> tuple[str, CallOutput]:
-        text, last = "", None
+@dataclass
+class Answer:
+    """A whole call: its text, its last output and its tokens' log-probabilities."""
+
+    text: str
+    last: CallOutput
+    logprobs: list[TokenLogprobs] = field(default_factory=list)
+
+
+async def collect(streams: list[AsyncIterator[CallOutput]]) -> list[Answer]:
+    async def one(stream: AsyncIterator[CallOutput]) -> Answer:
+        text, last, logprobs = "", None, []
         async for out in stream:
             text += out.new_text
+            logprobs += out.logprobs or []
             last = out
         assert last is not None
-        return text, last
+        return Answer(text, last, logprobs)
 
     return list(await asyncio.gather(*(one(s) for s in streams)))
 
@@ -70,7 +84,13 @@ def usage(results: list[CallOutput], n: int) -> dict:
 
 
 async def sse(
-    render, streams, rid: str, created: int, n: int, include_usage: bool, finish
+    render: ChatRender | TextRender,
+    streams,
+    rid: str,
+    created: int,
+    n: int,
+    include_usage: bool,
+    finish,
 ) -> AsyncIterator[str]:
     last: dict[int, CallOutput] = {}
     try:
@@ -82,14 +102,8 @@ async def sse(
             last[i] = out
             yield f"data: {json.dumps(render.chunk(rid, created, i, out))}\n\n"
         if include_usage:
-            body = {
-                "id": rid,
-                "object": render.chunk_object,
-                "created": created,
-                "model": render.model,
-                "choices": [],
-                "usage": usage([last[i] for i in sorted(last)], n),
-            }
+            body = render.body(rid, created, render.chunk_object, [])
+            body["usage"] = usage([last[i] for i in sorted(last)], n)
             yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
     except Exception as exc:  # after the headers are out, an error can only be an event
@@ -99,100 +113,146 @@ async def sse(
         finish()
 
 
-class ChatRender:
+class Render:
+    """What the two routes share: the model's name and the token texts of log-probabilities."""
+
+    prefix = chunk_object = ""
+
+    def __init__(self, model: str, tokenizer: Any = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def token(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id]) if self.tokenizer is not None else ""
+
+    def body(self, rid: str, created: int, obj: str, choices: list[dict]) -> dict:
+        return {
+            "id": rid,
+            "object": obj,
+            "created": created,
+            "model": self.model,
+            "choices": choices,
+        }
+
+
+class ChatRender(Render):
     prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+    def __init__(self, model: str, tokenizer: Any = None, tools: ToolUse | None = None) -> None:
+        super().__init__(model, tokenizer)
+        self.tools = tools
+        self.streams: dict[int, ToolCallStream] = {}
 
     def first_chunk(self, rid: str, created: int, i: int) -> dict:
-        return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-            ],
-        }
+        delta = {"role": "assistant", "content": ""}
+        return self.body(rid, created, self.chunk_object, [self.choice(i, "delta", delta, None)])
 
     def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict:
-        delta = {"content": out.new_text} if out.new_text or not out.finished else {}
+        delta: dict[str, Any] = {"content": out.new_text} if out.new_text else {}
+        reason = out.finish_reason if out.finished else None
+        if self.tools is not None:
+            stream = self.streams.setdefault(i, ToolCallStream())
+            content, calls = stream.feed(out.new_text, out.finished)
+            delta = {"content": content} if content else {}
+            if calls:
+                delta["tool_calls"] = calls
+            if stream.calls and reason == "stop":
+                reason = "tool_calls"
+        if not delta and not out.finished:
+            delta = {"content": ""}
+        choice = self.choice(i, "delta", delta, reason, out.stop_reason)
+        if out.logprobs is not None:
+            choice["logprobs"] = self.logprobs(out.logprobs)
+        return self.body(rid, created, self.chunk_object, [choice])
+
+    def whole(self, rid: str, created: int, answers: list[Answer], n: int) -> dict:
+        choices = []
+        for i, a in enumerate(answers):
+            message: dict[str, Any] = {"role": "assistant", "content": a.text}
+            reason = a.last.finish_reason
+            if self.tools is not None:
+                content, calls = parse(a.text)
+                message["content"] = content
+                if calls:
+                    message["tool_calls"] = calls
+                    reason = "tool_calls" if reason == "stop" else reason
+            choice = self.choice(i, "message", message, reason, a.last.stop_reason)
+            if a.last.logprobs is not None:
+                choice["logprobs"] = self.logprobs(a.logprobs)
+            choices.append(choice)
+        body = self.body(rid, created, "chat.completion", choices)
+        return {**body, "usage": usage([a.last for a in answers], n)}
+
+    @staticmethod
+    def choice(
+        i: int, key: str, message: dict, reason: str | None, stop_reason: int | str | None = None
+    ) -> dict:
         return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "delta": delta,
-                    "finish_reason": out.finish_reason if out.finished else None,
-                    "stop_reason": out.stop_reason,
-                }
-            ],
+            "index": i,
+            key: message,
+            "logprobs": None,
+            "finish_reason": reason,
+            "stop_reason": stop_reason,
         }
 
-    def whole(self, rid: str, created: int, results, n: int) -> dict:
-        return {
-            "id": rid,
-            "object": "chat.completion",
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": out.finish_reason,
-                    "stop_reason": out.stop_reason,
-                }
-                for i, (text, out) in enumerate(results)
-            ],
-            "usage": usage([out for _, out in results], n),
-        }
+    def logprobs(self, tokens: list[TokenLogprobs]) -> dict:
+        def entry(token_id: int, logprob: float) -> dict:
+            text = self.token(token_id)
+            return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+        content = [
+            {**entry(t.token_id, t.logprob), "top_logprobs": [entry(*alt) for alt in t.top]}
+            for t in tokens
+        ]
+        return {"content": content, "refusal": None}
 
 
-class TextRender:
+class TextRender(Render):
     prefix, chunk_object = "cmpl", "text_completion"
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+    def __init__(self, model: str, tokenizer: Any = None) -> None:
+        super().__init__(model, tokenizer)
+        self.offsets: dict[int, int] = {}  # per choice: characters of token text so far
 
     def first_chunk(self, rid: str, created: int, i: int) -> None:
         return None
 
     def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict:
+        reason = out.finish_reason if out.finished else None
+        choice = self.choice(i, out.new_text, reason, out.stop_reason)
+        if out.logprobs is not None:
+            choice["logprobs"] = self.logprobs(i, out.logprobs)
+        return self.body(rid, created, self.chunk_object, [choice])
+
+    def whole(self, rid: str, created: int, answers: list[Answer], n: int) -> dict:
+        choices = []
+        for i, a in enumerate(answers):
+            choice = self.choice(i, a.text, a.last.finish_reason, a.last.stop_reason)
+            if a.last.logprobs is not None:
+                choice["logprobs"] = self.logprobs(i, a.logprobs)
+            choices.append(choice)
+        body = self.body(rid, created, "text_completion", choices)
+        return {**body, "usage": usage([a.last for a in answers], n)}
+
+    @staticmethod
+    def choice(i: int, text: str, reason: str | None, stop_reason: int | str | None) -> dict:
         return {
-            "id": rid,
-            "object": self.chunk_object,
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "text": out.new_text,
-                    "logprobs": None,
-                    "finish_reason": out.finish_reason if out.finished else None,
-                    "stop_reason": out.stop_reason,
-                }
-            ],
+            "index": i,
+            "text": text,
+            "logprobs": None,
+            "finish_reason": reason,
+            "stop_reason": stop_reason,
         }
 
-    def whole(self, rid: str, created: int, results, n: int) -> dict:
+    def logprobs(self, i: int, tokens: list[TokenLogprobs]) -> dict:
+        texts = [self.token(t.token_id) for t in tokens]
+        offsets = []
+        for text in texts:
+            offsets.append(self.offsets.get(i, 0))
+            self.offsets[i] = offsets[-1] + len(text)
         return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": i,
-                    "text": text,
-                    "logprobs": None,
-                    "finish_reason": out.finish_reason,
-                    "stop_reason": out.stop_reason,
-                }
-                for i, (text, out) in enumerate(results)
-            ],
-            "usage": usage([out for _, out in results], n),
+            "tokens": texts,
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [{self.token(a): lp for a, lp in t.top} for t in tokens],
+            "text_offset": offsets,
         }
