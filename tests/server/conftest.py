@@ -159,3 +159,12 @@ def client(server: Running) -> Iterator[openai.OpenAI]:
     """The official openai client of `server` (no retries: a test sees every error)."""
     with openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def default_model_server() -> Iterator[Running]:
+    """A server of the embedded default model (SmolLM2-135M), shared by a module's tests."""
+    engine = EngineConfig(max_running=8, kv_cache_bytes=64 << 20)
+    running = Running(Frontend(ServeConfig(engine=engine))).start()
+    yield running
+    running.stop()

@@ -3,6 +3,7 @@ model's calls, and the parsing of its answer, whole and streamed."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -66,6 +67,9 @@ def test_parse_leaves_text_that_is_not_a_call() -> None:
     assert parse(broken) == (broken, [])
     nameless = f'{OPEN}\n{{"arguments": {{}}}}\n{CLOSE}'
     assert parse(nameless) == (nameless, [])
+    good = call_text("add", {"a": 1, "b": 2})
+    content, calls = parse(good + "\n" + OPEN + '{"name": "add", "argu')  # cut by max_tokens
+    assert content == OPEN + '{"name": "add", "argu' and len(calls) == 1
 
 
 def test_parse_takes_a_call_cut_before_its_closing_tag() -> None:
@@ -89,7 +93,7 @@ def test_streamed_answer_equals_the_whole_one(text: str, cuts: list[int]) -> Non
     answer parses to, and never a character of a tag as content."""
     points = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
     stream, content, calls = ToolCallStream(), "", []
-    for i, (a, b) in enumerate(zip(points, points[1:], strict=False)):
+    for i, (a, b) in enumerate(itertools.pairwise(points)):
         piece, new = stream.feed(text[a:b], final=i == len(points) - 2)
         content += piece
         calls += new
@@ -98,7 +102,7 @@ def test_streamed_answer_equals_the_whole_one(text: str, cuts: list[int]) -> Non
     whole_content, whole_calls = parse(text)
     if OPEN not in text:  # no call: the text goes out as it is
         assert (content, calls) == (text, [])
-    elif whole_calls:  # every call parses: the same calls, and the same text before them
+    else:  # the same calls, and the same text before them and of calls that do not parse
         sent = [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
         assert sent == [(c["function"]["name"], c["function"]["arguments"]) for c in whole_calls]
         assert [c["index"] for c in calls] == list(range(len(calls)))
@@ -130,7 +134,9 @@ def test_tool_choice_modes() -> None:
     with pytest.raises(ValueError, match="needs tools"):
         ToolUse.of(request(tool_choice="required"))
     with pytest.raises(ValueError, match="not in tools"):
-        ToolUse.of(request(tools=[ADD], tool_choice={"type": "function", "function": {"name": "x"}}))
+        ToolUse.of(
+            request(tools=[ADD], tool_choice={"type": "function", "function": {"name": "x"}})
+        )
 
 
 # --- the prompt --------------------------------------------------------------------------

@@ -47,10 +47,11 @@ class StructuredOutputs:
 
     def compile(self, spec: StructuredOutput) -> Any:
         try:
-            if spec.kind == "json_object":
-                return self.compiler.compile_builtin_json_grammar()
-            if spec.kind == "json_schema":
-                return self.compiler.compile_json_schema(spec.spec)
+            if spec.kind in ("json_object", "json_schema"):
+                # No free whitespace: a small model sampled at temperature 1 otherwise
+                # pads its JSON with blank lines until max_tokens (measured on SmolLM2).
+                schema = spec.spec if spec.kind == "json_schema" else '{"type": "object"}'
+                return self.compiler.compile_json_schema(schema, any_whitespace=False)
             return self.compiler.compile_structural_tag(spec.spec)
         except (RuntimeError, ValueError, TypeError, json.JSONDecodeError) as exc:
             what = spec.kind.replace("_", " ")

@@ -177,23 +177,27 @@ def tool_call(block: str) -> dict[str, Any]:
 
 
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
-    """(content, tool calls) of a whole answer: the content is what comes before the first
-    call (text between and after calls is dropped); a call cut short by max_tokens still
-    counts if its JSON is whole. An answer with a call that does not parse is all content."""
-    if OPEN not in text:
+    """(content, tool calls) of a whole answer. The content is what comes before the first
+    call, plus any call that does not parse (e.g. one cut by max_tokens), as text; text
+    between and after calls is dropped."""
+    head, opened, rest = text.partition(OPEN)
+    if not opened:
         return text, []
-    head, _, rest = text.partition(OPEN)
-    try:
-        calls = [tool_call(chunk.partition(CLOSE)[0]) for chunk in rest.split(OPEN)]
-    except ValueError:
-        return text, []
-    return head.strip() or None, calls
+    content, calls = head, []
+    for chunk in rest.split(OPEN):
+        block, closed, _ = chunk.partition(CLOSE)
+        try:
+            calls.append(tool_call(block))
+        except ValueError:
+            content += OPEN + block + closed
+    return content.strip() or None, calls
 
 
 @dataclass
 class ToolCallStream:
     """A streamed answer as `parse` reads it: content deltas until the first call, then
-    each call whole as soon as it closes (an index per call; name and id sent once)."""
+    each call whole as soon as it closes (an index per call; name and id sent once), a
+    call that does not parse as content."""
 
     text: str = ""
     sent: int = 0  # characters of `text` handled
@@ -207,10 +211,12 @@ class ToolCallStream:
         content, calls = "", []
         while True:
             rest = self.text[self.sent :]
-            if self.in_call:
-                block, closed, _ = rest.partition(CLOSE)
-                if not closed and not final:
+            if self.in_call:  # a call ends at its closing tag or where the next begins
+                ends = [i for i in (rest.find(CLOSE), rest.find(OPEN)) if i >= 0]
+                if not ends and not final:
                     break
+                block = rest[: min(ends)] if ends else rest
+                closed = CLOSE if rest.startswith(CLOSE, len(block)) else ""
                 try:
                     calls.append({"index": self.calls, **tool_call(block)})
                     self.calls += 1
@@ -218,7 +224,7 @@ class ToolCallStream:
                     content += OPEN + block + closed
                 self.sent += len(block) + len(closed)
                 self.in_call = False
-                if not closed:
+                if not ends:
                     break
             else:
                 head, opened, _ = rest.partition(OPEN)
