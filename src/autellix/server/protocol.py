@@ -34,11 +34,21 @@ UNSERVED: dict[str, Any] = {
     "reasoning_effort": lambda v: v is not None,
     "verbosity": lambda v: v is not None,
     "web_search_options": lambda v: v is not None,
+    "moderation": lambda v: v is not None,
 }
 # Fields that are documented no-ops here: they describe the caller or OpenAI's own
 # storage and billing, none of which changes what the model says.
 NO_OPS = frozenset(
-    {"user", "metadata", "store", "service_tier", "safety_identifier", "prompt_cache_key"}
+    {
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",  # prompts share cached prefixes here by content, whatever the key
+        "prompt_cache_retention",
+        "prompt_cache_options",
+    }
 )
 
 
