@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from autellix.balancing import Route, make_balancer
 from autellix.engine.config import EngineConfig
@@ -55,6 +55,13 @@ class ServeConfig:
     served_model_name: str | None = field(
         default=None,
         metadata={"help": "the model name clients send (default: the folder's name)"},
+    )
+    tool_call_parser: Literal["hermes"] = field(
+        default="hermes",
+        metadata={
+            "help": "how the model writes tool calls: hermes (<tool_call>{json}</tool_call>; "
+            "Qwen2.5, Hermes, and models whose template has no tools)"
+        },
     )
     program_ttl: float = field(
         default=600.0, metadata={"help": "seconds an idle program is kept in the process table"}
