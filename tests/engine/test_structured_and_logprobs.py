@@ -107,3 +107,33 @@ def test_structured_output_survives_preemption_and_multi_step() -> None:
         assert preemptions > 0 and texts == alone, preemption
     multi, _ = structured_run(kv_cache_bytes=64 << 20, schedule_every=4)
     assert multi == alone
+
+
+@pytest.mark.parametrize("chunk", [64, 5])  # the prompt in one prefill, or in chunks
+def test_prompt_logprobs_match_transformers(tiny_llama: Path, chunk: int) -> None:
+    engine = LLMEngine.from_config(
+        EngineConfig(
+            model=str(tiny_llama), block_size=4, num_kv_blocks=64, max_prefill_tokens=chunk
+        )
+    )
+    prompt = [5, 17, 99, 3, 42, 8, 8, 120, 77, 200, 1, 64]
+    warm = engine.add_call(prompt, SamplingParams(max_tokens=1))  # fills the prefix cache
+    while engine.has_unfinished():
+        engine.step()
+    call = engine.add_call(prompt, SamplingParams(temperature=0, max_tokens=2, prompt_logprobs=2))
+    outputs = []
+    while engine.has_unfinished():
+        outputs += engine.step()
+    engine.check_idle()
+    assert warm.num_output_tokens == 1 and call.num_cached_prompt_tokens == 0  # no cache hit
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        want = hf(torch.tensor([prompt])).logits[0].float().log_softmax(-1)
+    got = call.prompt_logprobs
+    assert [t.token_id for t in got] == prompt[1:]
+    for t, row, token in zip(got, want[:-1], prompt[1:], strict=True):
+        assert t.logprob == pytest.approx(row[token].item(), abs=1e-4)
+        assert t.rank == int((row > row[token]).sum()) + 1
+        assert [i for i, _ in t.top] == row.topk(2).indices.tolist()
+    firsts = [o for o in outputs if o.prompt_logprobs is not None]
+    assert len(firsts) == 1 and firsts[0].prompt_logprobs == got

@@ -267,6 +267,26 @@ def test_completion_logprobs(client: openai.OpenAI) -> None:
         assert len(top) == 2 and top[token] == pytest.approx(logprob)
 
 
+def test_prompt_logprobs(client: openai.OpenAI, server) -> None:
+    prompt = "The capital of France is"
+    out = client.completions.create(
+        model=client.model,  # type: ignore[attr-defined]
+        prompt=prompt,
+        max_tokens=1,
+        extra_body={"prompt_logprobs": 1},
+    )
+    ids = server.frontend.encode(prompt)
+    entries = out.choices[0].model_extra["prompt_logprobs"]
+    assert entries[0] is None and len(entries) == len(ids)
+    for entry, token in zip(entries[1:], ids[1:], strict=True):
+        mine = entry[str(token)]
+        assert mine["decoded_token"] == server.frontend.tokenizer.decode([token])
+        assert mine["rank"] >= 1 and 1 <= len(entry) <= 2
+        assert all(e["logprob"] <= 0 for e in entry.values())
+    chat = create(client, max_tokens=1, extra_body={"prompt_logprobs": 0})
+    assert len(chat.model_extra["prompt_logprobs"]) == chat.usage.prompt_tokens
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

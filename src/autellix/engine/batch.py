@@ -60,7 +60,8 @@ class BatchFitter:
         if call.call_id in self.evicted:
             return False
         self.scanned.add(call.call_id)
-        matched = self.blocks.match_prefix(call.token_ids) if call.status is Status.WAITING else []
+        lookup = call.status is Status.WAITING and call.params.prompt_logprobs is None
+        matched = self.blocks.match_prefix(call.token_ids) if lookup else []
         computed = len(matched) * self.blocks.block_size if matched else call.num_computed
         n_new = self._tokens(call, call.num_tokens - computed)
         # a swapped call's blocks come back into fresh device blocks, so count them

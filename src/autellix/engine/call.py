@@ -20,6 +20,7 @@ class TokenLogprobs:
     token_id: int
     logprob: float
     top: tuple[tuple[int, float], ...] = ()
+    rank: int = 1  # 1 + how many tokens were likelier
 
 
 class Status(enum.Enum):
@@ -44,6 +45,7 @@ class Call(CallState):
     generator: torch.Generator | None = None
     matcher: Any = None  # the grammar's state (xgrammar) when the output is structured
     logprobs: list[TokenLogprobs] = field(default_factory=list)  # when params.logprobs is set
+    prompt_logprobs: list[TokenLogprobs] = field(default_factory=list)  # of prompt tokens 1..
     output: OutputText = field(default_factory=OutputText)
     finish_reason: str | None = None
     stop_reason: int | str | None = None  # the stop token id or stop string it ended on

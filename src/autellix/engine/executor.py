@@ -26,6 +26,7 @@ class StepOutput:
     tokens: list[int | None]
     elapsed: float
     logprobs: list[TokenLogprobs | None] | None = None
+    prompt_logprobs: dict[int, list[TokenLogprobs]] | None = None  # by row, where asked
 
 
 class Executor(ABC):
@@ -79,11 +80,13 @@ def swap_blocks(
         kv_cache[:, :, dev_id].copy_(swap_cache[:, :, host_id])
 
 
-def token_logprobs(row: torch.Tensor, token: torch.Tensor, top: int) -> TokenLogprobs:
-    """The sampled token's log-probability in `row` and the `top` likeliest tokens'."""
+def token_logprobs(row: torch.Tensor, token: int | torch.Tensor, top: int) -> TokenLogprobs:
+    """A token's log-probability in `row`, its rank, and the `top` likeliest tokens'."""
     values, ids = row.topk(top) if top else (row[:0], row[:0].long())
-    alternatives = zip(ids.tolist(), values.tolist(), strict=True)
-    return TokenLogprobs(int(token), float(row[token]), tuple(alternatives))
+    alternatives = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+    logprob = row[token]
+    rank = int((row > logprob).sum()) + 1
+    return TokenLogprobs(int(token), float(logprob), alternatives, rank)
 
 
 class ModelExecutor(Executor):
@@ -167,8 +170,30 @@ class ModelExecutor(Executor):
                 for j, row in zip(asked, raw, strict=True):
                     i, top = rows[j], seqs[j].params.logprobs or 0
                     out.logprobs[i] = token_logprobs(row, tokens[j], top)
+        out.prompt_logprobs = self._prompt_logprobs(batch, hidden, meta)
         out.elapsed = time.perf_counter() - start
         return out
+
+    def _prompt_logprobs(
+        self, batch: ScheduledBatch, hidden: torch.Tensor, meta: AttentionMetadata
+    ) -> dict[int, list[TokenLogprobs]] | None:
+        """For calls that asked: each prompt token's log-probability given the tokens before
+        it, over the positions this step computed and no earlier step recorded."""
+        found = {}
+        for i, (call, n) in enumerate(zip(batch.calls, batch.num_new, strict=True)):
+            top = call.params.prompt_logprobs
+            first = max(call.num_computed, len(call.prompt_logprobs))
+            last = min(call.num_computed + n, call.num_prompt_tokens - 1)
+            if top is None or first >= last:
+                continue
+            end = int(meta.last_token_idx[i]) + 1  # this call's rows are end - n .. end - 1
+            rows = hidden[end - n + first - call.num_computed : end - n + last - call.num_computed]
+            logprobs = self.model.compute_logits(rows).float().log_softmax(dim=-1)
+            targets = call.token_ids[first + 1 : last + 1]
+            found[i] = [
+                token_logprobs(row, t, top) for row, t in zip(logprobs, targets, strict=True)
+            ]
+        return found or None
 
     def _banned(self, seq: Call) -> list[int]:
         """Before min_tokens, the end-of-sequence and stop tokens may not be sampled."""

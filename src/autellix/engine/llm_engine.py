@@ -72,6 +72,7 @@ class CallOutput:
     waiting: float = 0.0  # the call's own waiting and service, final when finished
     service: float = 0.0
     logprobs: list[TokenLogprobs] | None = None  # of new_token_ids, when the call asked
+    prompt_logprobs: list[TokenLogprobs] | None = None  # in the call's first output, if asked
 
 
 class LLMEngine:
@@ -206,7 +207,7 @@ class LLMEngine:
         out = self.executor.execute(batch)
         now = self.executor.clock()
         advanced = self.scheduler.update_from_output(
-            batch, out.tokens, out.elapsed, now, out.logprobs
+            batch, out.tokens, out.elapsed, now, out.logprobs, out.prompt_logprobs
         )
         return [self._detokenize(call, now) for call in advanced]
 
@@ -278,6 +279,8 @@ class LLMEngine:
         out = self._output(call, call.token_ids[-1:], new_text)
         if params.logprobs is not None:
             out.logprobs = call.logprobs[-1:]
+        if params.prompt_logprobs is not None and call.num_output_tokens == 1:
+            out.prompt_logprobs = call.prompt_logprobs
         return out
 
     def _output(self, call: Call, new_ids: list[int], new_text: str) -> CallOutput:

@@ -34,6 +34,7 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     structured: StructuredOutput | None = None
     logprobs: int | None = None  # log-probabilities of the sampled token and this many others
+    prompt_logprobs: int | None = None  # the same for each prompt token (no prefix cache then)
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -59,10 +60,10 @@ class SamplingParams:
             )
         if self.structured is not None and self.min_tokens:
             raise ValueError("min_tokens cannot be combined with a structured output")
-        if self.logprobs is not None and (
-            not _is_int(self.logprobs) or not 0 <= self.logprobs <= 20
-        ):
-            raise ValueError(f"logprobs must be an integer in [0, 20], got {self.logprobs!r}")
+        for name in ("logprobs", "prompt_logprobs"):
+            n = getattr(self, name)
+            if n is not None and (not _is_int(n) or not 0 <= n <= 20):
+                raise ValueError(f"{name} must be an integer in [0, 20], got {n!r}")
         if not all(isinstance(s, str) and s for s in self.stop):
             raise ValueError(f"stop must be non-empty strings, got {self.stop!r}")
         if not all(_is_int(i) and i >= 0 for i in self.stop_token_ids):

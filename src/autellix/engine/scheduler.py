@@ -121,6 +121,7 @@ class Scheduler:
         elapsed: float,
         now: float,
         logprobs: Sequence[TokenLogprobs | None] | None = None,
+        prompt_logprobs: dict[int, list[TokenLogprobs]] | None = None,
     ) -> list[Call]:
         """Charge the step, advance the calls, append their new tokens and finish those
         that hit a stop token or their length. Returns the calls that got a token."""
@@ -134,6 +135,8 @@ class Scheduler:
             self.blocks.cache_full_blocks(call)
             if logprobs is not None and (lp := logprobs[i]) is not None:
                 call.logprobs.append(lp)
+            if prompt_logprobs and i in prompt_logprobs:
+                call.prompt_logprobs += prompt_logprobs[i]
             if token is not None:
                 self._append(call, token, now)
                 advanced.append(call)

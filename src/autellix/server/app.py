@@ -159,6 +159,7 @@ def sampling_params(
             include_stop_str_in_output=req.include_stop_str_in_output,
             structured=structured,
             logprobs=req.num_logprobs,
+            prompt_logprobs=req.prompt_logprobs,
         )
     except ValueError as exc:
         raise APIError(400, str(exc)) from None

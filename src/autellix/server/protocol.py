@@ -84,6 +84,7 @@ class SamplingFields(BaseModel):
     stop_token_ids: list[int] | None = None
     logprobs: Any = None  # a bool on chat, a number of alternatives on completions
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)
 

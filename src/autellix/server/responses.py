@@ -22,17 +22,19 @@ class Answer:
     text: str
     last: CallOutput
     logprobs: list[TokenLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprobs] | None = None
 
 
 async def collect(streams: list[AsyncIterator[CallOutput]]) -> list[Answer]:
     async def one(stream: AsyncIterator[CallOutput]) -> Answer:
-        text, last, logprobs = "", None, []
+        text, last, logprobs, prompt_logprobs = "", None, [], None
         async for out in stream:
             text += out.new_text
             logprobs += out.logprobs or []
+            prompt_logprobs = prompt_logprobs or out.prompt_logprobs
             last = out
         assert last is not None
-        return Answer(text, last, logprobs)
+        return Answer(text, last, logprobs, prompt_logprobs)
 
     return list(await asyncio.gather(*(one(s) for s in streams)))
 
@@ -125,6 +127,22 @@ class Render:
     def token(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id]) if self.tokenizer is not None else ""
 
+    def prompt_logprobs(self, tokens: list[TokenLogprobs]) -> list[dict | None]:
+        """vLLM's shape: per prompt token (none for the first), that token and the likeliest
+        others, each with its logprob, rank and text."""
+
+        def entry(token_id: int, logprob: float, rank: int) -> tuple[str, dict]:
+            text = self.token(token_id)
+            return str(token_id), {"logprob": logprob, "rank": rank, "decoded_token": text}
+
+        return [None] + [
+            dict(
+                [entry(t.token_id, t.logprob, t.rank)]
+                + [entry(i, lp, r) for r, (i, lp) in enumerate(t.top, 1) if i != t.token_id]
+            )
+            for t in tokens
+        ]
+
     def body(self, rid: str, created: int, obj: str, choices: list[dict]) -> dict:
         return {
             "id": rid,
@@ -163,6 +181,8 @@ class ChatRender(Render):
         choice = self.choice(i, "delta", delta, reason, out.stop_reason)
         if out.logprobs is not None:
             choice["logprobs"] = self.logprobs(out.logprobs)
+        if out.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = self.prompt_logprobs(out.prompt_logprobs)
         return self.body(rid, created, self.chunk_object, [choice])
 
     def whole(self, rid: str, created: int, answers: list[Answer], n: int) -> dict:
@@ -181,6 +201,8 @@ class ChatRender(Render):
                 choice["logprobs"] = self.logprobs(a.logprobs)
             choices.append(choice)
         body = self.body(rid, created, "chat.completion", choices)
+        if answers[0].prompt_logprobs is not None:  # one prompt: vLLM puts it at the top
+            body["prompt_logprobs"] = self.prompt_logprobs(answers[0].prompt_logprobs)
         return {**body, "usage": usage([a.last for a in answers], n)}
 
     @staticmethod
@@ -222,6 +244,8 @@ class TextRender(Render):
         choice = self.choice(i, out.new_text, reason, out.stop_reason)
         if out.logprobs is not None:
             choice["logprobs"] = self.logprobs(i, out.logprobs)
+        if out.prompt_logprobs is not None:
+            choice["prompt_logprobs"] = self.prompt_logprobs(out.prompt_logprobs)
         return self.body(rid, created, self.chunk_object, [choice])
 
     def whole(self, rid: str, created: int, answers: list[Answer], n: int) -> dict:
@@ -230,6 +254,8 @@ class TextRender(Render):
             choice = self.choice(i, a.text, a.last.finish_reason, a.last.stop_reason)
             if a.last.logprobs is not None:
                 choice["logprobs"] = self.logprobs(i, a.logprobs)
+            if a.prompt_logprobs is not None:
+                choice["prompt_logprobs"] = self.prompt_logprobs(a.prompt_logprobs)
             choices.append(choice)
         body = self.body(rid, created, "text_completion", choices)
         return {**body, "usage": usage([a.last for a in answers], n)}
