@@ -4,6 +4,8 @@ holds a stop string twice, or two different stop strings, is cut at the earliest
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autellix.engine.output_text import OutputText, find_stop, partial_stop
 
@@ -62,3 +64,57 @@ def test_without_checking_stops_the_text_is_held_back_but_never_cut() -> None:
     assert out.update("a STOP b S", False, final=False) == ("a STOP b ", None)
     assert out.update("a STOP b STOP", True, final=False) == ("", "STOP")
     assert out.text == "a STOP b "
+
+
+TOKENIZER = None
+
+
+def smollm2_tokenizer():
+    global TOKENIZER
+    if TOKENIZER is None:
+        from autellix.engine.model import default_model_path, load_tokenizer
+
+        TOKENIZER = load_tokenizer(str(default_model_path()))
+    return TOKENIZER
+
+
+class CountingTokenizer:
+    """Counts the tokens it is asked to decode."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.decoded = tokenizer, 0
+
+    def decode(self, ids, **kw) -> str:
+        self.decoded += len(ids)
+        return self.tokenizer.decode(ids, **kw)
+
+
+SAMPLE = "Héllo wörld 😀 日本語のテキスト  ,spaces\n\ttabs 🎉🎉 done."
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    picks=st.lists(
+        st.one_of(st.integers(0, 49151), st.sampled_from([0, 1, 2])), min_size=1, max_size=40
+    ),
+    use_sample=st.booleans(),
+    prompt=st.lists(st.integers(3, 49151), max_size=5),
+)
+def test_incremental_decode_equals_the_whole_decode(picks, use_sample, prompt) -> None:
+    """Token by token, the text decoded so far is the whole decode once it ends in whole
+    characters, and the whole decode at the end; the work is linear in the output."""
+    tokenizer = smollm2_tokenizer()
+    output = tokenizer.encode(SAMPLE, add_special_tokens=False) if use_sample else picks
+    ids = [*prompt, *output]
+    out = OutputText(prefix_offset=len(prompt), read_offset=len(prompt))
+    counting = CountingTokenizer(tokenizer)
+    for end in range(len(prompt) + 1, len(ids) + 1):
+        final = end == len(ids)
+        text = out.decode(counting, ids, end, final)
+        whole = tokenizer.decode(ids[len(prompt) : end], skip_special_tokens=True)
+        if final or not whole.endswith("\ufffd"):
+            assert text == whole
+        else:
+            assert whole.startswith(text)
+    # each step decodes a window of a few tokens, not the whole output
+    assert counting.decoded <= 8 * len(output) + 64

@@ -154,7 +154,12 @@ class LLMEngine:
             num_prompt_tokens=len(token_ids),
             params=params,
             generator=make_generator(params),
-            output=OutputText(params.stop, params.include_stop_str_in_output),
+            output=OutputText(
+                params.stop,
+                params.include_stop_str_in_output,
+                prefix_offset=len(token_ids),
+                read_offset=len(token_ids),
+            ),
             matcher=matcher,
         )
         self.scheduler.add(call, now)
@@ -266,8 +271,8 @@ class LLMEngine:
         finished = call.status is Status.FINISHED
         if self.tokenizer is not None:
             drop_last = call.finish_reason == "stop" and not params.include_stop_str_in_output
-            ids = call.output_ids[:-1] if drop_last else call.output_ids
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            end = call.num_tokens - 1 if drop_last else call.num_tokens
+            text = call.output.decode(self.tokenizer, call.token_ids, end, final=finished)
             check_stops = call.num_output_tokens >= params.min_tokens
             new_text, stop = call.output.update(text, check_stops, final=finished)
             if stop is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 HALF_CHARACTER = "\ufffd"  # a multi-byte character whose rest is in the next token
 
@@ -40,6 +41,22 @@ class OutputText:
     include_stop: bool = False
     text: str = ""
     sent: int = 0  # characters of `text` already handed out
+    decoded: str = ""  # the output decoded so far (whole characters only until final)
+    prefix_offset: int = 0  # ids[prefix_offset:read_offset] decode to the last piece
+    read_offset: int = 0  # (both start where the call's output starts)
+
+    def decode(self, tokenizer: Any, ids: Sequence[int], end: int, final: bool) -> str:
+        """The text of the output in `ids[:end]`, decoding only what is new, as vLLM does:
+        the last piece is decoded again with the new tokens, so that a token whose text
+        depends on the one before it (a leading space, half a character) comes out as the
+        whole decode would give it. Linear in the output's length, not quadratic."""
+        p, r = self.prefix_offset, self.read_offset
+        before = tokenizer.decode(ids[p:r], skip_special_tokens=True)
+        after = tokenizer.decode(ids[p:end], skip_special_tokens=True)
+        if len(after) > len(before) and (final or not after.endswith(HALF_CHARACTER)):
+            self.decoded += after[len(before) :]
+            self.prefix_offset, self.read_offset = r, end
+        return self.decoded
 
     def update(self, text: str, check_stops: bool, final: bool) -> tuple[str, str | None]:
         """Take the call's whole text after a new token; return the text to send now and
