@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.engine.output_text import OutputText, find_stop, partial_stop
+from autellix.engine.output_text import OutputText, decoder, find_stop, partial_stop
 
 
 def test_a_token_holding_a_stop_string_twice_is_cut_at_the_first() -> None:
@@ -78,15 +78,15 @@ def smollm2_tokenizer():
     return TOKENIZER
 
 
-class CountingTokenizer:
-    """Counts the tokens it is asked to decode."""
+class CountingDecode:
+    """The engine's decoder, counting the tokens it is asked to decode."""
 
     def __init__(self, tokenizer) -> None:
-        self.tokenizer, self.decoded = tokenizer, 0
+        self.decode, self.decoded = decoder(tokenizer), 0
 
-    def decode(self, ids, **kw) -> str:
+    def __call__(self, ids) -> str:
         self.decoded += len(ids)
-        return self.tokenizer.decode(ids, **kw)
+        return self.decode(ids)
 
 
 SAMPLE = "Héllo wörld 😀 日本語のテキスト  ,spaces\n\ttabs 🎉🎉 done."
@@ -107,7 +107,7 @@ def test_incremental_decode_equals_the_whole_decode(picks, use_sample, prompt) -
     output = tokenizer.encode(SAMPLE, add_special_tokens=False) if use_sample else picks
     ids = [*prompt, *output]
     out = OutputText(prefix_offset=len(prompt), read_offset=len(prompt))
-    counting = CountingTokenizer(tokenizer)
+    counting = CountingDecode(tokenizer)
     for end in range(len(prompt) + 1, len(ids) + 1):
         final = end == len(ids)
         text = out.decode(counting, ids, end, final)

@@ -16,7 +16,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.executor import Executor, ModelExecutor
 from autellix.engine.kv_cache import BlockManager
 from autellix.engine.model.sampler import make_generator
-from autellix.engine.output_text import OutputText
+from autellix.engine.output_text import OutputText, decoder
 from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
 from autellix.engine.structured_output import GrammarError, StructuredOutputs
@@ -87,6 +87,7 @@ class LLMEngine:
         self.config = config
         self.executor = executor
         self.tokenizer = tokenizer
+        self._decode = decoder(tokenizer)
         self.max_model_len = config.max_model_len or max_model_len or 1 << 30
         self.blocks = BlockManager(
             executor.num_blocks,
@@ -272,7 +273,7 @@ class LLMEngine:
         if self.tokenizer is not None:
             drop_last = call.finish_reason == "stop" and not params.include_stop_str_in_output
             end = call.num_tokens - 1 if drop_last else call.num_tokens
-            text = call.output.decode(self.tokenizer, call.token_ids, end, final=finished)
+            text = call.output.decode(self._decode, call.token_ids, end, final=finished)
             check_stops = call.num_output_tokens >= params.min_tokens
             new_text, stop = call.output.update(text, check_stops, final=finished)
             if stop is not None:

@@ -8,11 +8,22 @@ text; the text is cut before that occurrence (or after it, with
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 HALF_CHARACTER = "\ufffd"  # a multi-byte character whose rest is in the next token
+Decode = Callable[[Sequence[int]], str]
+
+
+def decoder(tokenizer: Any) -> Decode:
+    """Token ids to text without special tokens. A fast tokenizer's Rust backend is called
+    directly: transformers' decode wraps it in type checks that cost 3x the decode itself
+    per token (benchmarks/step_overhead.py)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and not getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        return lambda ids: backend.decode(ids, skip_special_tokens=True)
+    return lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def find_stop(text: str, stops: Sequence[str], start: int) -> tuple[int, str] | None:
@@ -45,14 +56,13 @@ class OutputText:
     prefix_offset: int = 0  # ids[prefix_offset:read_offset] decode to the last piece
     read_offset: int = 0  # (both start where the call's output starts)
 
-    def decode(self, tokenizer: Any, ids: Sequence[int], end: int, final: bool) -> str:
+    def decode(self, decode: Decode, ids: Sequence[int], end: int, final: bool) -> str:
         """The text of the output in `ids[:end]`, decoding only what is new, as vLLM does:
         the last piece is decoded again with the new tokens, so that a token whose text
         depends on the one before it (a leading space, half a character) comes out as the
         whole decode would give it. Linear in the output's length, not quadratic."""
         p, r = self.prefix_offset, self.read_offset
-        before = tokenizer.decode(ids[p:r], skip_special_tokens=True)
-        after = tokenizer.decode(ids[p:end], skip_special_tokens=True)
+        before, after = decode(ids[p:r]), decode(ids[p:end])
         if len(after) > len(before) and (final or not after.endswith(HALF_CHARACTER)):
             self.decoded += after[len(before) :]
             self.prefix_offset, self.read_offset = r, end
