@@ -104,8 +104,8 @@ def test_fcfs_ranks_running_calls_first_in_arrival_order() -> None:
         policy.add(x, 3.0)
     policy.start_running(c, 3.0)
     policy.start_running(b, 3.0)
-    # every FCFS call sits in its one queue whatever its program's service
-    assert policy.queue_lengths() == [3]
+    # every FCFS call sits in the first queue whatever its program's service
+    assert policy.queue_lengths()[0] == 3 and sum(policy.queue_lengths()) == 3
     assert ids(policy.ranked(3.0)) == ["b", "c", "a"]
     # running calls rank ahead of waiting ones: the running one is the last to lose memory
     assert policy.rank_key(a) > policy.rank_key(c) > policy.rank_key(b)
@@ -247,9 +247,27 @@ def test_q1_calls_are_never_armed_and_fcfs_has_no_anti_starvation() -> None:
     policy.add(call("fresh"), 0.0)
     assert policy._deadlines == []
     fcfs = FCFS(CONFIG)
-    assert fcfs.config.num_queues == 1  # FCFS ignores the config it is given
     fcfs.add(call("x", service=100.0), 0.0)
-    assert fcfs._deadlines == []
+    assert fcfs._deadlines == [] and fcfs.calls["x"].level == 0
+
+
+def test_fcfs_serves_priorities_as_vllm_does() -> None:
+    """A call's priority (lower first) is its queue; arrival order inside one; no call
+    ever leaves its queue; running calls stay ahead (no preemption)."""
+    policy = FCFS(CONFIG)
+    calls = [call("late-urgent", 3.0), call("early", 0.0), call("mid-low", 1.0), call("run", 0.0)]
+    calls[0].priority, calls[2].priority, calls[3].priority = 0, 2, 3
+    calls[1].priority = None  # no priority: the first queue
+    for c in calls:
+        policy.add(c, 3.0)
+    policy.start_running(calls[3], 3.0)
+    assert ids(policy.ranked(3.0)) == ["run", "early", "late-urgent", "mid-low"]
+    policy.add_service(calls[2], 1e9)
+    assert calls[2].level == 2 and calls[3].level == 3
+    calls.append(call("huge", 4.0))
+    calls[-1].priority = 99  # past the last queue: the last queue
+    policy.add(calls[-1], 4.0)
+    assert calls[-1].level == CONFIG.num_queues - 1
 
 
 def test_srpt_keeps_one_queue_and_serves_the_shortest_remainder() -> None:

@@ -81,7 +81,8 @@ def test_make_policy_gives_multi_level_policies_the_settings(policy_cls) -> None
 
 def test_make_policy_fcfs_srpt_and_unknown_names() -> None:
     assert type(make_policy("fcfs", SchedulingConfig(boundaries=(3.0,)))) is FCFS
-    assert make_policy("fcfs").config.num_queues == 1
+    fcfs = make_policy("fcfs", SchedulingConfig(boundaries=(3.0,)))
+    assert fcfs.config.num_queues == 2 and fcfs.config.quanta == (math.inf, math.inf)
     assert type(make_policy("srpt")) is SRPT
     assert sorted(POLICIES) == ["atlas", "fcfs", "gittins", "mlfq", "plas", "srpt"]
     with pytest.raises(ValueError, match=r"unknown policy 'lifo'; choose from fcfs, mlfq, "):

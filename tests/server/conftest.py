@@ -28,9 +28,9 @@ def free_port() -> int:
 
 
 class Running:
-    def __init__(self, frontend: Frontend) -> None:
+    def __init__(self, frontend: Frontend, port: int | None = None) -> None:
         self.frontend = frontend
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.url}/v1"
         config = uvicorn.Config(
@@ -168,3 +168,20 @@ def default_model_server() -> Iterator[Running]:
     running = Running(Frontend(ServeConfig(engine=engine))).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+def front(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
+    """front(*backend urls, engine={...}, **ServeConfig fields) -> a running frontend that
+    serves through those OpenAI-compatible servers (`autellix serve --backend`)."""
+    made: list[Running] = []
+
+    def start(*urls: str, engine: dict | None = None, **fields) -> Running:
+        engine_config = EngineConfig(model=str(tiny_llama), **(engine or {}))
+        config = ServeConfig(engine=engine_config, backend=urls, served_model_name=MODEL, **fields)
+        made.append(Running(Frontend(config)).start())
+        return made[-1]
+
+    yield start
+    for r in made:
+        r.stop()

@@ -151,6 +151,7 @@ class LLMEngine:
             program or ProgramSnapshot(),
             prompt_tokens=len(token_ids),
             remaining_work=remaining_work,
+            priority=params.priority,
             token_ids=list(token_ids),
             num_prompt_tokens=len(token_ids),
             params=params,

@@ -35,6 +35,7 @@ class SamplingParams:
     structured: StructuredOutput | None = None
     logprobs: int | None = None  # log-probabilities of the sampled token and this many others
     prompt_logprobs: int | None = None  # the same for each prompt token (no prefix cache then)
+    priority: int | None = None  # the queue the call enters (lower first); None: the policy's
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -58,6 +59,8 @@ class SamplingParams:
                 f"min_tokens must be an integer in [0, max_tokens={self.max_tokens}], "
                 f"got {self.min_tokens!r}"
             )
+        if self.priority is not None and (not _is_int(self.priority) or self.priority < 0):
+            raise ValueError(f"priority must be an integer >= 0, got {self.priority!r}")
         if self.structured is not None and self.min_tokens:
             raise ValueError("min_tokens cannot be combined with a structured output")
         for name in ("logprobs", "prompt_logprobs"):

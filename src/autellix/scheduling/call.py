@@ -18,6 +18,9 @@ class CallState:
     # Clairvoyant: the program's work left when this call arrived, this call
     # included (only a simulator knows it; SRPT ranks by it).
     remaining_work: float = math.inf
+    # The queue a client asked for (vLLM's `priority`: lower is served first), e.g. an
+    # Autellix frontend in front of this engine; None: the policy's own entry queue.
+    priority: int | None = None
 
     service: float = 0.0  # attained executor seconds
     waiting: float = 0.0  # seconds spent queued and not running (closed intervals)

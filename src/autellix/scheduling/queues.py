@@ -70,8 +70,24 @@ class MultiLevelPolicy(Policy):
             self._move(call, call.level + 1)
             self.demotions += 1
 
+    def entry_level(self, call: CallState) -> int:
+        """The queue a call enters: the one it asks for, else its entry priority's."""
+        if call.priority is not None:
+            return min(max(call.priority, 0), len(self.levels) - 1)
+        return self.config.queue_of(self.entry_priority(call))
+
+    def static_priority(self, call: CallState) -> int:
+        """What an engine that knows only fixed priorities (vLLM's) should be told: the
+        queue this call would enter here, or the first if its program has waited long
+        enough for anti-starvation to promote it."""
+        program_wait, program_service = self.program_context(call)
+        service = max(program_service, self.config.min_starvation_service)
+        if self.anti_starvation and program_wait >= self.config.beta * service:
+            return 0
+        return self.entry_level(call)
+
     def _insert(self, call: CallState, now: float) -> None:
-        call.level = self.config.queue_of(self.entry_priority(call))
+        call.level = self.entry_level(call)
         call.quantum_used = 0.0
         self.levels[call.level].add(call)
         self._arm(call, now)

@@ -160,6 +160,7 @@ def sampling_params(
             structured=structured,
             logprobs=req.num_logprobs,
             prompt_logprobs=req.prompt_logprobs,
+            priority=req.priority,
         )
     except ValueError as exc:
         raise APIError(400, str(exc)) from None

@@ -76,6 +76,21 @@ class ServeConfig:
             "answers 429",
         },
     )
+    backend: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "metavar": "URL",
+            "help": "serve through these OpenAI-compatible servers (vLLM, SGLang, Autellix) "
+            "instead of engines of our own; --model names the tokenizer (the same model)",
+        },
+    )
+    backend_priority: bool = field(
+        default=False,
+        metadata={
+            "help": "send each call to a backend with vLLM's `priority`: its program's "
+            "queue under --policy (vLLM needs --scheduling-policy priority)"
+        },
+    )
     # replicas in child processes; None: when replicas > 1 (no flag: --replicas decides)
     processes: bool | None = field(default=None, metadata={"flag": None})
     ray: str | None = field(
@@ -92,12 +107,24 @@ class Frontend:
         self.config = config
         self.table = ProcessTable(ttl=config.program_ttl)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
-        self.replicas = replicas or [self._replica(i) for i in range(config.replicas)]
+        self.replicas = replicas or self._replicas()
         self.metrics = Metrics()
         self.tokenizer: Any = None
         self.grammars: StructuredOutputs | None = None
         self.model_name = config.served_model_name or "autellix"
         self._reaper: asyncio.Task | None = None
+
+    def _replicas(self) -> list[Replica]:
+        config = self.config
+        if config.backend:
+            from autellix.server.remote_replica import RemoteReplica
+
+            engine = config.engine
+            return [
+                RemoteReplica(i, url, engine.policy, engine.scheduling, config.backend_priority)
+                for i, url in enumerate(config.backend)
+            ]
+        return [self._replica(i) for i in range(config.replicas)]
 
     def _replica(self, engine_id: int) -> Replica:
         config = self.config

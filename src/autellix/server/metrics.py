@@ -94,7 +94,7 @@ class Metrics:
             rid = str(replica.engine_id)
             self.alive.labels(rid).set(1 if replica.alive else 0)
             self.gauges["in_flight"].labels(rid).set(replica.in_flight)
-            if s is None:
+            if not s:  # dead, or a backend with /metrics of its own
                 continue
             for i, n in enumerate(s["queue_lengths"]):
                 self.queue.labels(rid, str(i + 1)).set(n)

@@ -85,6 +85,8 @@ class SamplingFields(BaseModel):
     logprobs: Any = None  # a bool on chat, a number of alternatives on completions
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
+    # vLLM's: the queue the call enters (lower first), for a frontend that ranks programs
+    priority: int | None = Field(default=None, ge=0)
     program_id: str | None = Field(default=None, min_length=1, max_length=256)
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)
 

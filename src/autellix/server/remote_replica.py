@@ -1,0 +1,204 @@
+"""A replica that is another OpenAI-compatible server: vLLM, SGLang, or Autellix itself.
+
+The frontend keeps everything program-level (sessions, the process table, locality
+balancing, 429s, aborts) and forwards each call to the backend's /v1/completions as token
+ids, streamed. With `--backend-priority` each call carries vLLM's `priority`: the queue
+its program's history puts it in under the frontend's policy (PLAS: attained service;
+ATLAS: critical path; with anti-starvation applied at arrival), for a backend started
+with `--scheduling-policy priority` (vLLM) or any Autellix policy.
+
+A call's service is what the frontend can see of the backend's work: the time from its
+first token to its last (decode, during which it held a batch slot, as the built-in
+engine charges a step to every call in it). Its wait is the time to its first token:
+the frontend cannot tell the backend's queueing from its prefill, so both count as
+waiting, which ranks a program by the decode it has had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from autellix.engine.llm_engine import CallError, CallOutput, EngineInfo
+from autellix.engine.sampling_params import SamplingParams
+from autellix.programs import ProgramSnapshot
+from autellix.scheduling import CallState, MultiLevelPolicy, make_policy
+from autellix.scheduling.config import SchedulingConfig
+from autellix.server.replica import Replica, ReplicaDied
+
+BLOCK_SIZE = 16  # for the frontend's own map of prefixes sent to each backend
+
+
+@dataclass(frozen=True)
+class RemoteInfo(EngineInfo):
+    """A backend's limits, as far as its /v1/models says them."""
+
+    def check(self, num_prompt_tokens: int, params: SamplingParams) -> None:
+        for name in ("structured", "logprobs", "prompt_logprobs"):
+            if getattr(params, name) is not None:
+                what = "tools and response_format" if name == "structured" else name
+                raise CallError(f"{what} are not served through --backend yet")
+        super().check(num_prompt_tokens, params)
+
+
+class RemoteReplica(Replica):
+    def __init__(
+        self,
+        engine_id: int,
+        url: str,
+        policy: str,
+        scheduling: SchedulingConfig,
+        stamp_priority: bool,
+    ) -> None:
+        super().__init__(engine_id, BLOCK_SIZE)
+        self.url = url.rstrip("/").removesuffix("/v1")
+        self.stamp_priority = stamp_priority
+        policy_obj = make_policy(policy, scheduling)
+        assert isinstance(policy_obj, MultiLevelPolicy)
+        self.policy = policy_obj
+        self.model = ""
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+        self._probe: asyncio.Task | None = None
+
+    async def start(self) -> EngineInfo:
+        try:
+            r = await self.client.get(f"{self.url}/v1/models")
+            r.raise_for_status()
+            model = r.json()["data"][0]
+        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            raise RuntimeError(f"backend {self.url} does not serve /v1/models: {exc}") from None
+        self.model = model["id"]
+        max_len = model.get("max_model_len") or 1 << 20
+        self.info = RemoteInfo(max_len, num_kv_blocks=1 << 40, block_size=BLOCK_SIZE)
+        return self.info
+
+    async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.client.aclose()
+
+    async def stats(self) -> dict[str, Any]:
+        return {}  # the backend has its own /metrics
+
+    def priority(self, program: ProgramSnapshot, num_prompt_tokens: int) -> int:
+        call = CallState("", "", 0.0, program, prompt_tokens=num_prompt_tokens)
+        return self.policy.static_priority(call)
+
+    def body(self, token_ids: list[int], params: SamplingParams, program: ProgramSnapshot):
+        body: dict[str, Any] = {
+            "model": self.model,
+            "prompt": token_ids,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        optional = {
+            "seed": params.seed,
+            "stop": list(params.stop) or None,
+            "top_k": params.top_k or None,
+            "stop_token_ids": list(params.stop_token_ids) or None,
+            "ignore_eos": params.ignore_eos or None,
+            "min_tokens": params.min_tokens or None,
+            "include_stop_str_in_output": params.include_stop_str_in_output or None,
+        }
+        if self.stamp_priority:
+            optional["priority"] = self.priority(program, len(token_ids))
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return body
+
+    async def _generate(self, token_ids, params, call_id, program_id, program):
+        body = self.body(token_ids, params, program)
+        sent = time.monotonic()
+        first = last = None
+        count, done = 0, False
+        try:
+            async with self.client.stream("POST", f"{self.url}/v1/completions", json=body) as r:
+                if r.status_code >= 500:
+                    raise ReplicaDied(f"backend {self.url} answered {r.status_code}")
+                if r.status_code >= 400:
+                    raise CallError(_message(await r.aread()))
+                async for chunk in _events(r):
+                    now = time.monotonic()
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                        yield self._final(call_id, program_id, usage, last, first, sent, now)
+                        done = True
+                        continue
+                    choice = chunk["choices"][0]
+                    first = first or now
+                    count += 1
+                    last = CallOutput(
+                        call_id,
+                        program_id,
+                        [],
+                        choice.get("text") or "",
+                        finished=choice.get("finish_reason") is not None,
+                        finish_reason=choice.get("finish_reason"),
+                        stop_reason=choice.get("stop_reason"),
+                        num_prompt_tokens=len(token_ids),
+                        num_output_tokens=count,
+                        waiting=first - sent,
+                        service=now - first,
+                    )
+                    if not last.finished:
+                        yield last
+            if not done and last is not None:  # a backend that sends no usage
+                yield last
+        except httpx.TransportError as exc:
+            self._died()
+            raise ReplicaDied(f"backend {self.url}: {exc}") from None
+
+    def _final(self, call_id, program_id, usage, last, first, sent, now) -> CallOutput:
+        """The last output: the finish chunk's reason, the usage chunk's counts."""
+        details = usage.get("prompt_tokens_details") or {}
+        return CallOutput(
+            call_id,
+            program_id,
+            [],
+            last.new_text if last is not None else "",
+            finished=True,
+            finish_reason=last.finish_reason if last is not None else "stop",
+            stop_reason=last.stop_reason if last is not None else None,
+            num_prompt_tokens=usage.get("prompt_tokens", 0),
+            num_output_tokens=usage.get("completion_tokens", 0),
+            num_cached_tokens=details.get("cached_tokens") or 0,
+            waiting=(first or now) - sent,
+            service=now - (first or now),
+        )
+
+    def _died(self) -> None:
+        """Out of rotation until its /health answers again."""
+        self.alive = False
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._come_back())
+
+    async def _come_back(self) -> None:
+        while not self.alive:
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(httpx.HTTPError):
+                self.alive = (await self.client.get(f"{self.url}/health")).status_code == 200
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    async for line in response.aiter_lines():
+        if line.startswith("data: ") and line != "data: [DONE]":
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise CallError(event["error"].get("message", "the backend failed the call"))
+            yield event
+
+
+def _message(raw: bytes) -> str:
+    try:
+        return json.loads(raw)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")[:500]

@@ -1,0 +1,134 @@
+"""`autellix serve --backend URL`: the program-aware frontend over other OpenAI-compatible
+servers (here real Autellix servers of the tiny model, as a vLLM would be): the same
+answers as the backend gives directly, the process table kept, priorities stamped from
+the programs' history and honoured by the backend, and dead backends left and rejoined."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import openai
+import pytest
+
+from autellix.server.frontend import Frontend
+
+MODEL = "tiny"
+FIXED = {"ignore_eos": True}
+
+
+def test_answers_are_the_backends(serve, front) -> None:
+    backend = serve()
+    frontend = front(backend.base_url)
+    ask = {"model": MODEL, "max_tokens": 8, "temperature": 0, "extra_body": FIXED}
+    with (
+        openai.OpenAI(base_url=backend.base_url, api_key="x", max_retries=0) as direct,
+        openai.OpenAI(base_url=frontend.base_url, api_key="x", max_retries=0) as through,
+    ):
+        want = direct.completions.create(prompt="w1 w2 w3", **ask).choices[0].text
+        got = through.completions.create(
+            prompt="w1 w2 w3", extra_headers={"X-Autellix-Program": "p1"}, **ask
+        )
+        assert got.choices[0].text == want and got.usage.completion_tokens == 8
+        stream = through.completions.create(prompt="w1 w2 w3", stream=True, **ask)
+        assert "".join(c.choices[0].text for c in stream if c.choices) == want
+        messages = [{"role": "user", "content": "w5 w6"}]
+        chat_want = direct.chat.completions.create(messages=messages, **ask)
+        chat_got = through.chat.completions.create(messages=messages, **ask)
+        assert chat_got.choices[0].message.content == chat_want.choices[0].message.content
+        with pytest.raises(openai.BadRequestError, match="not served through --backend"):
+            through.completions.create(prompt="w1", logprobs=1, **ask)
+        with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):
+            through.completions.create(prompt="w1", max_tokens=5000, model=MODEL)
+    program = frontend.frontend.table.get("p1")
+    assert program.completed_calls == 1 and program.service > 0 and program.engines == {0}
+
+
+async def _wait(condition, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def served_order(backend, frontend) -> list[str]:
+    """A long call holds the backend's only slot; a call of a program with 100 s of
+    service arrives, then one of a fresh program: the order those two finish in."""
+    heavy = frontend.frontend.table.start("heavy")
+    heavy.service = heavy.critical_path = 100.0
+    finished: list[str] = []
+
+    def stats() -> dict:
+        return backend.engine_stats()
+
+    async def main() -> None:
+        async with openai.AsyncOpenAI(base_url=frontend.base_url, api_key="x") as c:
+
+            async def call(program: str, max_tokens: int) -> None:
+                await c.completions.create(
+                    model=MODEL,
+                    prompt="w1 w2",
+                    max_tokens=max_tokens,
+                    extra_body=FIXED,
+                    extra_headers={"X-Autellix-Program": program},
+                )
+                finished.append(program)
+
+            hog = asyncio.create_task(call("hog", 200))
+            await _wait(lambda: stats()["running"] == 1, "the long call to run")
+            calls = [asyncio.create_task(call("heavy", 4))]
+            await _wait(lambda: stats()["waiting"] >= 1, "the heavy program's call to wait")
+            calls.append(asyncio.create_task(call("fresh", 4)))
+            await _wait(lambda: stats()["waiting"] >= 2, "the fresh program's call to wait")
+            await asyncio.gather(hog, *calls)
+
+    asyncio.run(main())
+    return [p for p in finished if p != "hog"]
+
+
+@pytest.mark.parametrize("stamp", [True, False])
+def test_priority_stamps_reorder_the_backend(serve, front, stamp: bool) -> None:
+    backend = serve(engine={"max_running": 1, "policy": "fcfs"})
+    frontend = front(backend.base_url, backend_priority=stamp, engine={"policy": "plas"})
+    order = served_order(backend, frontend)
+    assert order == (["fresh", "heavy"] if stamp else ["heavy", "fresh"])
+
+
+def test_static_priority_is_the_programs_queue() -> None:
+    from autellix.programs import ProgramSnapshot
+    from autellix.scheduling import CallState, SchedulingConfig, make_policy
+
+    config = SchedulingConfig()
+    plas, atlas = make_policy("plas", config), make_policy("atlas", config)
+
+    def level(policy, **snapshot) -> int:
+        return policy.static_priority(CallState("c", "p", 0.0, ProgramSnapshot(**snapshot)))
+
+    assert level(plas) == 0
+    assert level(plas, service=100.0, critical_path=1.0) == config.queue_of(100.0) > 0
+    assert level(atlas, service=100.0, critical_path=1.0) == config.queue_of(1.0)
+    # a program that has waited beta times its service is promoted to the first queue
+    assert level(plas, service=100.0, waiting=config.beta * 100.0) == 0
+    assert level(make_policy("fcfs", config), service=100.0) == 0
+
+
+def test_a_dead_backend_is_left_and_rejoined(serve, front) -> None:
+    backend = serve()
+    frontend = front(backend.base_url)
+    ask = {"model": MODEL, "prompt": "w1", "max_tokens": 2}
+    backend.stop()
+    with openai.OpenAI(base_url=frontend.base_url, api_key="x", max_retries=0) as c:
+        with pytest.raises(openai.InternalServerError, match="no engine replica is alive"):
+            c.completions.create(**ask)
+        assert httpx.get(f"{frontend.url}/health").status_code == 503
+        # a new server on the same port: the frontend finds it again
+        again = type(backend)(Frontend(backend.frontend.config), port=backend.port).start()
+        try:
+            deadline = time.monotonic() + 15
+            while httpx.get(f"{frontend.url}/health").status_code != 200:
+                assert time.monotonic() < deadline, "the backend was not rejoined"
+                time.sleep(0.1)
+            assert c.completions.create(**ask).choices[0].finish_reason == "length"
+        finally:
+            again.stop()
