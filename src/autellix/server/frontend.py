@@ -98,9 +98,10 @@ class ServeConfig:
     metrics_need_key: bool = field(
         default=False, metadata={"help": "/metrics asks for a key too (/health never does)"}
     )
-    # Measured at about 1.5 KiB per program (benchmarks/results/table-memory.md): 100,000
-    # programs are some 150 MiB, a tenth of what the default model's server holds anyway,
-    # and far more than the calls 2 cores can run within the idle TTL.
+    # Measured at 1.1 KB per idle program (benchmarks/results/table-memory.md): 100,000
+    # programs are some 110 MiB, under a tenth of the default model's server (1.4 GiB),
+    # and hold every program of 160 new programs/s over the 600 s TTL. Not higher: the
+    # reaper scans the whole table every 5 s on the server's loop, 33 ms at 100,000.
     max_programs: int = field(
         default=100_000,
         metadata={"help": "programs in the process table before starting one is a 429"},
