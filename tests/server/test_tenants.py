@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -459,3 +460,38 @@ def test_the_sdk_with_a_key(serve, tmp_path: Path) -> None:
         assert program.info()["completed_calls"] == 1
         assert server.frontend.table.get("bob\x1fagent").tenant == "bob"
     assert server.frontend.table.programs == {}
+
+
+def guard_run(headers: dict[str, str], chunks: Iterator[bytes], limit: int) -> tuple[int, int]:
+    """(the status the Guard answers, the body messages it read) for a streamed body."""
+    from autellix.server.guard import Guard
+
+    read, sent = [0], []
+
+    async def receive() -> dict:
+        read[0] += 1
+        chunk = next(chunks, None)
+        return {"type": "http.request", "body": chunk or b"", "more_body": chunk is not None}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def app(scope, receive, send) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    raw = [(k.encode(), v.encode()) for k, v in headers.items()]
+    scope = {"type": "http", "path": "/v1/completions", "headers": raw}
+    asyncio.run(Guard(app, KeyRing(), limit)(scope, receive, send))
+    return sent[0]["status"], read[0]
+
+
+def test_the_guard_never_reads_a_body_past_the_limit() -> None:
+    """A declared length over the limit is refused unread; an undeclared one is counted and
+    refused as soon as it passes the limit, however long the client would go on."""
+    forever = iter(lambda: b"x" * 100, None)
+    assert guard_run({"content-length": str(10**12)}, forever, 1000) == (413, 0)
+    assert guard_run({}, forever, 1000) == (413, 11)
+    assert guard_run({}, iter([b"x" * 100] * 10), 1000) == (200, 11)
