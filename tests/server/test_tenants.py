@@ -220,6 +220,8 @@ def test_the_program_list_is_the_callers_and_pages(serve, tmp_path: Path) -> Non
         assert seen == names and pages == [(20, True), (20, True), (5, False)]
         page = bob.get("/programs", params={"limit": 100}).json()
         assert len(page["data"]) == 45 and not page["has_more"]
+        page = bob.get("/programs", params={"limit": 5, "after": "a39"}).json()
+        assert len(page["data"]) == 5 and not page["has_more"]  # exactly the last page
         assert bob.delete("/programs/a40").status_code == 200  # a cursor that left
         page = bob.get("/programs", params={"limit": 2, "after": "a40"}).json()
         assert [p["id"] for p in page["data"]] == ["a41", "a42"] and page["has_more"]
