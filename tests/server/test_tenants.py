@@ -394,6 +394,9 @@ def test_a_programs_calls_in_flight_are_capped(serve, long_context) -> None:
         assert e.value.code == "too_many_program_calls"
         assert e.value.response.headers["retry-after"] == "1"
         complete(c, "other")
+        with pytest.raises(openai.BadRequestError) as e:  # more than it may ever have
+            c.completions.create(model=MODEL, prompt="w1", max_tokens=1, n=3)
+        assert "a program may have 2 in flight" in e.value.message
     server.wait_idle()
     with client(server, "x") as c:
         complete(c, "fan")  # the streams left: the program takes calls again

@@ -26,7 +26,7 @@ from autellix.programs import kind_of, new_program_name, program_key
 from autellix.server.errors import APIError, error_response, translate
 from autellix.server.frontend import Frontend
 from autellix.server.guard import Guard
-from autellix.server.limits import Ticket, TooMany
+from autellix.server.limits import NeverFits, Ticket, TooMany
 from autellix.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -222,7 +222,7 @@ def start_calls(frontend: Frontend, tenant: Tenant, program_id: str, calls: int)
     """Count the calls against the caps, and start their program if it is new (429s)."""
     try:
         ticket = frontend.admit_calls(tenant, program_id, calls)
-    except TooMany as exc:
+    except (TooMany, NeverFits) as exc:
         raise translate(exc) from None
     try:
         frontend.ensure_program(tenant, program_id)

@@ -18,6 +18,10 @@ class TooMany(RuntimeError):
         self.code = code
 
 
+class NeverFits(ValueError):
+    """A request with more calls than a cap allows at all (HTTP 400: retrying is futile)."""
+
+
 @dataclass
 class Ticket:
     """One request's calls, counted until `release` (which may be called again)."""
@@ -47,6 +51,9 @@ class InFlight:
         tenant_cap: int | None,
         program_cap: int | None,
     ) -> Ticket:
+        for cap, whose in ((tenant_cap, f"tenant {tenant!r}"), (program_cap, "a program")):
+            if cap is not None and calls > cap:
+                raise NeverFits(f"the request has {calls} calls; {whose} may have {cap} in flight")
         if tenant_cap is not None and self.tenants[tenant] + calls > tenant_cap:
             raise TooMany(
                 f"tenant {tenant!r} has {self.tenants[tenant]} calls in flight, at most "
