@@ -115,23 +115,30 @@ class Program:
 
 class SizeModel:
     """The sizes (total service) of the last programs of each class, and of all classes
-    together for a class with too few of its own."""
+    together for a class with too few of its own. Classes come from clients (a kind, a
+    system prompt), so only the `max_kinds` last reported are kept."""
 
-    def __init__(self, keep: int = 256, min_samples: int = 8) -> None:
+    def __init__(self, keep: int = 256, min_samples: int = 8, max_kinds: int = 1024) -> None:
         self.keep = keep
         self.min_samples = min_samples
-        self._sizes: dict[str | None, OrderedDict[str, float]] = {}
+        self.max_kinds = max_kinds
+        self._sizes: dict[str | None, OrderedDict[str, float]] = {}  # least recent first
         self._sorted: dict[str | None, tuple[float, ...]] = {}
 
     def observe(self, kind: str | None, program_id: str, size: float) -> None:
         """A program's size as of now; a later report of the same program replaces it."""
         for key in {kind, None}:
-            sizes = self._sizes.setdefault(key, OrderedDict())
+            sizes = self._sizes.pop(key, None) or OrderedDict()
+            self._sizes[key] = sizes
             sizes.pop(program_id, None)
             sizes[program_id] = size
             while len(sizes) > self.keep:
                 sizes.popitem(last=False)
             self._sorted.pop(key, None)
+        while len(self._sizes) > self.max_kinds + 1:  # + 1: all classes together
+            oldest = next(k for k in self._sizes if k is not None)
+            del self._sizes[oldest]
+            self._sorted.pop(oldest, None)
 
     def sizes(self, kind: str | None) -> tuple[float, ...]:
         """Sorted sizes for a program of this class: its own, else everyone's, else none."""
