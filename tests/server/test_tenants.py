@@ -87,6 +87,7 @@ def test_a_key_file_in_json_or_toml(tmp_path: Path) -> None:
         ([{"key": "k", "tenant": "a", "max_calls": 0}], "max_calls must be a positive"),
         ([{"key": "k", "tenant": "a\x1fb"}], "'tenant' must be"),
         ([{"key": "", "tenant": "a"}], "'key' must be"),
+        ([{"key": "sk- 1", "tenant": "a"}], "'key' must be"),
         (
             [
                 {"key": "k", "tenant": "a", "max_calls": 2},
@@ -100,6 +101,13 @@ def test_a_bad_key_file_is_refused_by_name(tmp_path: Path, entries: list, messag
     with pytest.raises(KeyFileError, match=r"keys\.json: keys\[\d\]: ") as e:
         read_key_file(key_file(tmp_path, {"keys": entries}))
     assert message in str(e.value)
+
+
+def test_no_keys_is_a_bad_key_file_not_an_open_server(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="expected a list of keys"):
+        KeyRing(key_file=key_file(tmp_path, {"keys": []}))
+    with pytest.raises(KeyFileError, match="--api-key must be"):
+        KeyRing(api_key="")
 
 
 def test_every_key_is_compared_in_constant_time(monkeypatch, tmp_path: Path) -> None:

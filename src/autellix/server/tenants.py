@@ -61,7 +61,7 @@ def read_key_file(path: str | Path) -> dict[str, Tenant]:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise KeyFileError(f"{path}: {exc}") from None
     entries = data.get("keys") if isinstance(data, dict) else None
-    if not isinstance(entries, list):
+    if not isinstance(entries, list) or not entries:  # no keys would be an open server
         raise KeyFileError(f"{path}: expected a list of keys under 'keys'")
     keys: dict[str, Tenant] = {}
     tenants: dict[str, Tenant] = {}
@@ -81,8 +81,8 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Tenant]:
     if unknown:
         raise KeyFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     key, name = entry.get("key"), entry.get("tenant")
-    if not isinstance(key, str) or not key.strip():
-        raise KeyFileError(f"{where}: 'key' must be a non-empty string")
+    if not valid_key(key):
+        raise KeyFileError(f"{where}: 'key' must be a non-empty string without spaces")
     if not valid_name(name):
         raise KeyFileError(f"{where}: 'tenant' must be 1-64 printable characters")
     limits = {}
@@ -91,7 +91,11 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Tenant]:
         if value is not None and (type(value) is not int or value < 1):
             raise KeyFileError(f"{where}: {limit} must be a positive integer")
         limits[limit] = value
-    return key, Tenant(str(name), **limits)
+    return str(key), Tenant(str(name), **limits)
+
+
+def valid_key(key: Any) -> bool:
+    return isinstance(key, str) and key.isprintable() and key != "" and " " not in key
 
 
 def valid_name(name: Any) -> bool:
@@ -130,6 +134,8 @@ class KeyRing:
         keys stay as they were."""
         keys = read_key_file(self.key_file) if self.key_file else {}
         if self.api_key is not None:
+            if not valid_key(self.api_key):
+                raise KeyFileError("--api-key must be a non-empty string without spaces")
             if self.api_key in keys:
                 raise KeyFileError(f"{self.key_file}: --api-key is also in the key file")
             keys[self.api_key] = keys_tenant(keys, DEFAULT_TENANT)
