@@ -1,7 +1,8 @@
 """The HTTP API: OpenAI's chat and completions routes, program sessions, health, metrics.
 
 The routes live on `router` and take the frontend as a dependency (`FrontendDep`, read
-from `app.state.frontend`); `create_app` wires the router, the frontend's lifespan and
+from `app.state.frontend`) and the caller's tenant (`TenantDep`, from its key);
+`create_app` wires the router, the guard (keys, body size), the frontend's lifespan and
 the OpenAI-shaped error handlers into an app.
 """
 
