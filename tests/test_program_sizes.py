@@ -16,6 +16,21 @@ def test_a_re_reported_program_counts_as_recent() -> None:
     assert model.sizes(None) == (3.0, 4.0)
 
 
+def test_only_the_last_reported_classes_are_kept() -> None:
+    """Clients name classes: a client with a new system prompt per program must not grow
+    the model without bound."""
+    model = SizeModel(keep=4, min_samples=1, max_kinds=2)
+    model.observe("a", "p1", 1.0)
+    model.observe("b", "p2", 2.0)
+    model.observe("a", "p3", 3.0)  # a again: now the most recent class
+    model.observe("c", "p4", 4.0)  # over max_kinds: b, the least recent, goes
+    assert model.sizes("a") == (1.0, 3.0) and model.sizes("c") == (4.0,)
+    assert model.sizes("b") == model.sizes(None) == (1.0, 2.0, 3.0, 4.0)  # everyone's
+    for i in range(100):
+        model.observe(f"k{i}", f"q{i}", 1.0)
+    assert len(model._sizes) == 3
+
+
 def test_one_class_per_system_prompt_start() -> None:
     start = "x" * 255  # 255 characters, then the 256th and what follows
     a = kind_of([{"role": "system", "content": start + "A" + "1: the task"}])

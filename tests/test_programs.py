@@ -115,3 +115,40 @@ def test_reap_idle_programs_only(table: ProcessTable, clock: Clock) -> None:
     table.call_finished("busy", busy.call_id, waiting=0.0, service=1.0)
     clock.now = 111.0
     assert [p.program_id for p in table.reap()] == ["busy"] and table.reaped == 3
+
+
+def test_a_tenants_programs_are_namespaced(table: ProcessTable, clock: Clock) -> None:
+    from autellix.programs import program_key, split_key
+
+    assert program_key("default", "p") == "p" and split_key("p") == ("default", "p")
+    assert split_key(program_key("alice", "p")) == ("alice", "p") != split_key("p")
+    mine = table.start("p", tenant="alice")
+    theirs = table.start("p")  # the default tenant's own "p"
+    assert (mine.tenant, mine.name, theirs.tenant, theirs.name) == ("alice", "p", "default", "p")
+    assert mine.program_id != theirs.program_id
+    assert table.start(tenant="alice").name.startswith("prog-")
+    assert (table.count("alice"), table.count("default"), table.count("bob")) == (2, 1, 0)
+    call, _ = table.call_arrived(program_key("bob", "q"))  # a call starts it, as bob's
+    assert table.get(program_key("bob", "q")).tenant == "bob" and table.count("bob") == 1
+    table.call_finished(program_key("bob", "q"), call.call_id, 0.0, 1.0)
+    table.end(mine.program_id)
+    assert table.count("alice") == 1
+    clock.now = 100.0
+    assert len(table.reap()) == 3
+    assert table.tenants == {} and table.reaped_by == {"alice": 1, "default": 1, "bob": 1}
+
+
+def test_pages_of_a_tenants_programs(table: ProcessTable) -> None:
+    for name in ("c", "a", "d", "b"):
+        table.start(name, tenant="alice")
+    table.start("zz", tenant="bob")
+
+    def names(limit: int, after: str | None = None) -> tuple[list[str], bool]:
+        page, more = table.page("alice", limit, after)
+        return [p.name for p in page], more
+
+    assert names(2) == (["a", "b"], True)
+    assert names(2, "b") == (["c", "d"], False)
+    assert names(10, "bb") == (["c", "d"], False)  # after an id that is not there
+    assert names(4) == (["a", "b", "c", "d"], False)
+    assert table.page("carol", 5) == ([], False)

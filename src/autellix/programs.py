@@ -10,11 +10,27 @@ call's service to `service`, ATLAS takes
 from __future__ import annotations
 
 import hashlib
+import heapq
 import itertools
 import time
 import uuid
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+
+DEFAULT_TENANT = "default"  # every program's tenant when the server has no keys
+TENANT_SEP = "\x1f"  # never in a client's program id (refused) nor in a tenant's name
+
+
+def program_key(tenant: str, name: str) -> str:
+    """The table's id of the program a tenant calls `name`: the name itself in the default
+    tenant, else namespaced, so that no tenant can reach another's program by its id."""
+    return name if tenant == DEFAULT_TENANT else f"{tenant}{TENANT_SEP}{name}"
+
+
+def split_key(program_id: str) -> tuple[str, str]:
+    """(tenant, the id its client knows) of a table id."""
+    tenant, _, name = program_id.rpartition(TENANT_SEP)
+    return tenant or DEFAULT_TENANT, name
 
 
 class UnknownProgram(KeyError):
@@ -67,6 +83,15 @@ class Program:
     observed: float | None = None  # the size last reported to the size model
 
     @property
+    def tenant(self) -> str:
+        return split_key(self.program_id)[0]
+
+    @property
+    def name(self) -> str:
+        """The id its client knows (program_id is the table's, namespaced by tenant)."""
+        return split_key(self.program_id)[1]
+
+    @property
     def last_activity(self) -> float:
         return max(self.started, self.last_arrival or 0.0, self.last_completion or 0.0)
 
@@ -90,23 +115,30 @@ class Program:
 
 class SizeModel:
     """The sizes (total service) of the last programs of each class, and of all classes
-    together for a class with too few of its own."""
+    together for a class with too few of its own. Classes come from clients (a kind, a
+    system prompt), so only the `max_kinds` last reported are kept."""
 
-    def __init__(self, keep: int = 256, min_samples: int = 8) -> None:
+    def __init__(self, keep: int = 256, min_samples: int = 8, max_kinds: int = 1024) -> None:
         self.keep = keep
         self.min_samples = min_samples
-        self._sizes: dict[str | None, OrderedDict[str, float]] = {}
+        self.max_kinds = max_kinds
+        self._sizes: dict[str | None, OrderedDict[str, float]] = {}  # least recent first
         self._sorted: dict[str | None, tuple[float, ...]] = {}
 
     def observe(self, kind: str | None, program_id: str, size: float) -> None:
         """A program's size as of now; a later report of the same program replaces it."""
         for key in {kind, None}:
-            sizes = self._sizes.setdefault(key, OrderedDict())
+            sizes = self._sizes.pop(key, None) or OrderedDict()
+            self._sizes[key] = sizes
             sizes.pop(program_id, None)
             sizes[program_id] = size
             while len(sizes) > self.keep:
                 sizes.popitem(last=False)
             self._sorted.pop(key, None)
+        while len(self._sizes) > self.max_kinds + 1:  # + 1: all classes together
+            oldest = next(k for k in self._sizes if k is not None)
+            del self._sizes[oldest]
+            self._sorted.pop(oldest, None)
 
     def sizes(self, kind: str | None) -> tuple[float, ...]:
         """Sorted sizes for a program of this class: its own, else everyone's, else none."""
@@ -116,6 +148,10 @@ class SizeModel:
                     self._sorted[key] = tuple(sorted(self._sizes[key].values()))
                 return self._sorted[key]
         return ()
+
+
+def new_program_name() -> str:
+    return f"prog-{uuid.uuid4().hex[:16]}"
 
 
 def kind_of(messages: list[dict]) -> str | None:
@@ -128,7 +164,8 @@ def kind_of(messages: list[dict]) -> str | None:
 
 
 class ProcessTable:
-    """Every live program, keyed by id. Not thread-safe: one owner (the frontend's loop).
+    """Every live program, keyed by id (`program_key`: namespaced by tenant). Not
+    thread-safe: one owner (the frontend's loop).
 
     It also learns what sizes programs come in (for the Gittins policy): a program's size
     is reported when it ends, is reaped, or has been idle for `idle_after` seconds (it
@@ -141,7 +178,9 @@ class ProcessTable:
         self.idle_after = idle_after
         self.sizes = SizeModel()
         self.programs: dict[str, Program] = {}
+        self.tenants: dict[str, dict[str, Program]] = {}  # tenant -> its programs by id
         self.reaped = 0  # programs removed for being idle past the TTL
+        self.reaped_by: Counter[str] = Counter()  # the same, per tenant
         self._call_ids = itertools.count()
 
     def __len__(self) -> int:
@@ -150,12 +189,30 @@ class ProcessTable:
     def __contains__(self, program_id: str) -> bool:
         return program_id in self.programs
 
-    def start(self, program_id: str | None = None, kind: str | None = None) -> Program:
-        program_id = program_id or f"prog-{uuid.uuid4().hex[:16]}"
+    def count(self, tenant: str) -> int:
+        """The tenant's programs in the table."""
+        return len(self.tenants.get(tenant, ()))
+
+    def page(self, tenant: str, limit: int, after: str | None = None) -> tuple[list[Program], bool]:
+        """(up to `limit` of the tenant's programs in order of name, after `after`; whether
+        there are more). By name, so that a page still follows one whose last program left."""
+        mine = self.tenants.get(tenant, {}).values()
+        rest = (p for p in mine if after is None or p.name > after)
+        page = heapq.nsmallest(limit + 1, rest, key=lambda p: p.name)
+        return page[:limit], len(page) > limit
+
+    def start(
+        self, name: str | None = None, kind: str | None = None, tenant: str = DEFAULT_TENANT
+    ) -> Program:
+        """Start the program the tenant calls `name` (None: a fresh name); its id in the
+        table is `program_key(tenant, name)`."""
+        name = name or new_program_name()
+        program_id = program_key(tenant, name)
         if program_id in self.programs:
-            raise ValueError(f"program {program_id!r} already exists")
+            raise ValueError(f"program {name!r} already exists")
         program = Program(program_id, started=self.clock(), kind=kind)
         self.programs[program_id] = program
+        self.tenants.setdefault(tenant, {})[program_id] = program
         return program
 
     def get(self, program_id: str) -> Program:
@@ -188,7 +245,8 @@ class ProcessTable:
             program = self.start()
             program.ended = True
         else:
-            program = self.programs.get(program_id) or self.start(program_id)
+            tenant, name = split_key(program_id)
+            program = self.programs.get(program_id) or self.start(name, tenant=tenant)
             if program.ended:
                 raise ProgramEnded(f"program {program_id!r} has ended")
         call_id = call_id or f"call-{next(self._call_ids)}"
@@ -248,12 +306,17 @@ class ProcessTable:
         stale = [p for p in idle if now - p.last_activity > self.ttl]
         for program in stale:
             self._leave(program)
+            self.reaped_by[program.tenant] += 1
         self.reaped += len(stale)
         return stale
 
     def _leave(self, program: Program) -> None:
         self._observe(program)
         del self.programs[program.program_id]
+        mine = self.tenants[program.tenant]
+        del mine[program.program_id]
+        if not mine:
+            del self.tenants[program.tenant]
 
     def _observe(self, program: Program) -> None:
         if program.observed != program.service and program.completed_calls:

@@ -144,6 +144,11 @@ def serve(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
                         time.sleep(0.05)
                     assert idle, stats
             assert all(not p.calls for p in r.frontend.table.programs.values())
+            in_flight = r.frontend.in_flight  # every request's calls were released
+            deadline = time.monotonic() + 10
+            while (in_flight.tenants or in_flight.programs) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert not in_flight.tenants and not in_flight.programs, vars(in_flight)
         finally:
             r.stop()
 

@@ -12,6 +12,7 @@ from autellix.programs import ProcessTable
 from autellix.server.app import program_of, sampling_params
 from autellix.server.errors import APIError
 from autellix.server.protocol import CompletionRequest, ProgramView
+from autellix.server.tenants import OPEN, Tenant
 
 
 def test_program_view_shows_the_table_and_round_trips() -> None:
@@ -81,16 +82,22 @@ def test_program_of_a_call() -> None:
     frontend.table = ProcessTable()
     body = CompletionRequest(model="tiny", prompt="w1", program_id="body", thread_id="t")
     headers = {"X-Autellix-Program": "header", "X-Autellix-Thread": "h"}
-    assert program_of(frontend, request_with(headers), body) == ("header", "h", False)
-    assert program_of(frontend, request_with({}), body) == ("body", "t", False)
-    # no program: a program of one call, started now
+    assert program_of(frontend, request_with(headers), body, OPEN) == ("header", "h", False)
+    assert program_of(frontend, request_with({}), body, OPEN) == ("body", "t", False)
+    # another tenant's calls name programs of its own
+    alice = Tenant("alice")
+    assert program_of(frontend, request_with({}), body, alice) == ("alice\x1fbody", "t", False)
+    # no program: a program of one call, under a fresh id (started with its calls)
     anonymous, thread, is_anonymous = program_of(
-        frontend, request_with({}), body.model_copy(update={"program_id": None, "thread_id": None})
+        frontend,
+        request_with({}),
+        body.model_copy(update={"program_id": None, "thread_id": None}),
+        OPEN,
     )
-    assert (thread, is_anonymous) == (None, True) and anonymous in frontend.table
+    assert (thread, is_anonymous) == (None, True) and anonymous.startswith("prog-")
     # an ended program with calls in flight takes no new ones
     frontend.table.call_arrived("busy")
     frontend.table.end("busy")
     with pytest.raises(APIError) as ended:
-        program_of(frontend, request_with({"X-Autellix-Program": "busy"}), body)
+        program_of(frontend, request_with({"X-Autellix-Program": "busy"}), body, OPEN)
     assert (ended.value.status, ended.value.code) == (400, "program_ended")

@@ -1,18 +1,20 @@
 """The HTTP API: OpenAI's chat and completions routes, program sessions, health, metrics.
 
 The routes live on `router` and take the frontend as a dependency (`FrontendDep`, read
-from `app.state.frontend`); `create_app` wires the router, the frontend's lifespan and
+from `app.state.frontend`) and the caller's tenant (`TenantDep`, from its key);
+`create_app` wires the router, the guard (keys, body size), the frontend's lifespan and
 the OpenAI-shaped error handlers into an app.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
@@ -21,9 +23,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from autellix.engine.llm_engine import CallError
 from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.engine.structured_output import GrammarError
-from autellix.programs import UnknownProgram, kind_of
+from autellix.programs import kind_of, new_program_name, program_key
 from autellix.server.errors import APIError, error_response, translate
 from autellix.server.frontend import Frontend
+from autellix.server.guard import Guard
+from autellix.server.limits import NeverFits, Ticket, TooMany
 from autellix.server.protocol import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -34,8 +38,10 @@ from autellix.server.protocol import (
     SamplingFields,
     new_id,
     now,
+    printable,
 )
 from autellix.server.responses import ChatRender, TextRender, collect, sse
+from autellix.server.tenants import Tenant
 from autellix.server.tools import ToolUse, chat_messages, template_renders_tools
 
 PROGRAM_HEADER = "X-Autellix-Program"
@@ -47,7 +53,12 @@ def get_frontend(request: Request) -> Frontend:
     return request.app.state.frontend
 
 
+def get_tenant(request: Request) -> Tenant:
+    return request.state.tenant  # set by the Guard, from the request's key
+
+
 FrontendDep = Annotated[Frontend, Depends(get_frontend)]
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
 router = APIRouter()
 
 
@@ -90,40 +101,48 @@ async def metrics(frontend: FrontendDep) -> Response:
 
 
 @router.post("/v1/programs", status_code=201)
-async def start_program(request: Request, frontend: FrontendDep) -> ProgramView:
+async def start_program(request: Request, frontend: FrontendDep, tenant: TenantDep) -> ProgramView:
     raw = await request.body()  # optional (empty: all defaults), so parsed here
     try:
         body = ProgramCreate.model_validate_json(raw) if raw.strip() else ProgramCreate()
     except ValidationError as exc:  # answered as FastAPI's own body errors are
         raise RequestValidationError(exc.errors(include_url=False)) from None
     try:
-        return ProgramView.of(frontend.table.start(body.program_id, body.kind))
+        return ProgramView.of(frontend.start_program(tenant, body.program_id, body.kind))
     except ValueError as exc:
         raise APIError(409, str(exc), code="program_exists") from None
+    except TooMany as exc:
+        raise translate(exc) from None
 
 
 @router.get("/v1/programs")
-async def list_programs(frontend: FrontendDep) -> ProgramList:
-    table = frontend.table
-    return ProgramList(
-        reaped=table.reaped, data=[ProgramView.of(p) for p in table.programs.values()]
-    )
+async def list_programs(
+    frontend: FrontendDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    after: str | None = None,
+) -> ProgramList:
+    """The caller's programs only, a page at a time."""
+    page, has_more = frontend.table.page(tenant.name, limit, after)
+    return ProgramList.of(page, has_more, frontend.table.reaped_by[tenant.name])
+
+
+def own_program(frontend: Frontend, tenant: Tenant, program_id: str) -> str:
+    """The table's id of the caller's program `program_id`; another tenant's is a 404 too."""
+    key = program_key(tenant.name, program_id)
+    if key not in frontend.table:
+        raise APIError(404, f"unknown program: {program_id!r}", code="program_not_found")
+    return key
 
 
 @router.get("/v1/programs/{program_id}")
-async def get_program(program_id: str, frontend: FrontendDep) -> ProgramView:
-    try:
-        return ProgramView.of(frontend.table.get(program_id))
-    except UnknownProgram as exc:
-        raise APIError(404, str(exc), code="program_not_found") from None
+async def get_program(program_id: str, frontend: FrontendDep, tenant: TenantDep) -> ProgramView:
+    return ProgramView.of(frontend.table.get(own_program(frontend, tenant, program_id)))
 
 
 @router.delete("/v1/programs/{program_id}")
-async def end_program(program_id: str, frontend: FrontendDep) -> ProgramDeleted:
-    try:
-        frontend.end_program(program_id)
-    except UnknownProgram as exc:
-        raise APIError(404, str(exc), code="program_not_found") from None
+async def end_program(program_id: str, frontend: FrontendDep, tenant: TenantDep) -> ProgramDeleted:
+    frontend.end_program(own_program(frontend, tenant, program_id))
     return ProgramDeleted(id=program_id)
 
 
@@ -184,17 +203,36 @@ def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingPara
 
 
 def program_of(
-    frontend: Frontend, request: Request, req: SamplingFields
+    frontend: Frontend, request: Request, req: SamplingFields, tenant: Tenant
 ) -> tuple[str, str | None, bool]:
-    """(program id, thread id, anonymous): a call without a program is a program of one."""
-    program_id = request.headers.get(PROGRAM_HEADER) or req.program_id
+    """(the table's program id, thread id, anonymous): a call without a program is a
+    program of one. The program need not exist yet (`start_calls` starts it)."""
+    name = request.headers.get(PROGRAM_HEADER) or req.program_id
     thread_id = request.headers.get(THREAD_HEADER) or req.thread_id
-    if program_id is None:
-        return frontend.table.start().program_id, thread_id, True
+    if name is None:
+        return program_key(tenant.name, new_program_name()), thread_id, True
+    try:
+        program_id = program_key(tenant.name, printable(name))
+    except ValueError as exc:
+        raise APIError(400, f"program_id: {exc}", code="invalid_value") from None
     program = frontend.table.programs.get(program_id)
     if program is not None and program.ended:
-        raise APIError(400, f"program {program_id!r} has ended", code="program_ended")
+        raise APIError(400, f"program {name!r} has ended", code="program_ended")
     return program_id, thread_id, False
+
+
+def start_calls(frontend: Frontend, tenant: Tenant, program_id: str, calls: int) -> Ticket:
+    """Count the calls against the caps, and start their program if it is new (429s)."""
+    try:
+        ticket = frontend.admit_calls(tenant, program_id, calls)
+    except (TooMany, NeverFits) as exc:
+        raise translate(exc) from None
+    try:
+        frontend.ensure_program(tenant, program_id)
+    except TooMany as exc:
+        ticket.release()
+        raise translate(exc) from None
+    return ticket
 
 
 async def collect_or_leave(request: Request, streams: list) -> list | None:
@@ -230,7 +268,9 @@ async def run(
     ]
     inputs = [p for p in prompts for _ in range(req.n)]
     admit(frontend, inputs, params)
-    program_id, thread_id, anonymous = program_of(frontend, request, req)
+    tenant = get_tenant(request)
+    program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
+    ticket = start_calls(frontend, tenant, program_id, len(inputs))
     kind = request.headers.get(KIND_HEADER) or kind
     streams = [
         frontend.stream(p, sp, program_id, thread_id, kind)
@@ -239,11 +279,16 @@ async def run(
     rid, created = new_id(render.prefix), now()
 
     def finish() -> None:
+        if ticket.released:
+            return
+        ticket.release()
         if anonymous and program_id in frontend.table:
             frontend.end_program(program_id)
 
     if req.stream:
         events = sse(render, streams, rid, created, req.n, req.include_usage, finish)
+        # a stream that never starts (the client left first) never runs its finally
+        weakref.finalize(events, finish).atexit = False
         return StreamingResponse(events, media_type="text/event-stream")
     try:
         results = await collect_or_leave(request, streams)
@@ -291,7 +336,7 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":
         return error_response(400, "the request body is not valid JSON", code="invalid_json")
-    where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+    where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query"))
     message = first.get("msg", "invalid request").removeprefix("Value error, ")
     message = f"{where}: {message}" if where else message
     return error_response(400, message, code="invalid_value", param=where or None)
@@ -337,4 +382,9 @@ def create_app(frontend: Frontend) -> FastAPI:
     app = FastAPI(title="Autellix", lifespan=lifespan, exception_handlers=ERROR_HANDLERS)
     app.state.frontend = frontend
     app.include_router(router)
+    config = frontend.config
+    open_paths = ["/health"] if config.metrics_need_key else ["/health", "/metrics"]
+    app.add_middleware(
+        Guard, keys=frontend.keys, max_body_bytes=config.max_body_bytes, open_paths=open_paths
+    )
     return app

@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from autellix.engine.llm_engine import CallError
 from autellix.programs import ProgramEnded
 from autellix.server.frontend import Overloaded, Unavailable
+from autellix.server.limits import TooMany
 from autellix.server.protocol import error_body
 from autellix.server.replica import ReplicaDied
 
@@ -44,6 +45,8 @@ def translate(exc: Exception) -> APIError:
         return APIError(400, str(exc))
     if isinstance(exc, Overloaded):
         return APIError(429, str(exc), "rate_limit_error", headers={"Retry-After": "1"})
+    if isinstance(exc, TooMany):
+        return APIError(429, str(exc), "rate_limit_error", exc.code, {"Retry-After": "1"})
     if isinstance(exc, Unavailable | ReplicaDied):
         return APIError(503, str(exc), "service_unavailable")
     return APIError(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error")

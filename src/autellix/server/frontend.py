@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,9 +21,11 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, CallOutput
 from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.engine.structured_output import StructuredOutputs
-from autellix.programs import ProcessTable
+from autellix.programs import ProcessTable, Program, split_key
+from autellix.server.limits import InFlight, Ticket, TooMany
 from autellix.server.metrics import Metrics
 from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied
+from autellix.server.tenants import KeyRing, Tenant
 
 
 class Overloaded(RuntimeError):
@@ -91,6 +94,53 @@ class ServeConfig:
             "queue under --policy (vLLM needs --scheduling-policy priority)"
         },
     )
+    api_key: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "KEY",
+            "help": "clients must send Authorization: Bearer KEY (tenant 'default'; visible "
+            "in the process list, --api-keys is not)",
+        },
+    )
+    api_keys: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "FILE",
+            "help": "a JSON or TOML file of API keys, each with its tenant and optional "
+            "limits (autellix.server.tenants); reloaded on SIGHUP",
+        },
+    )
+    metrics_need_key: bool = field(
+        default=False, metadata={"help": "/metrics asks for a key too (/health never does)"}
+    )
+    # Measured at 1.1 KB per idle program (benchmarks/results/table-memory.md): 100,000
+    # programs are some 110 MiB, under a tenth of the default model's server (1.4 GiB),
+    # and hold every program of 160 new programs/s over the 600 s TTL. Not higher: the
+    # reaper scans the whole table every 5 s on the server's loop, 33 ms at 100,000.
+    max_programs: int = field(
+        default=100_000,
+        metadata={"help": "programs in the process table before starting one is a 429"},
+    )
+    max_tenant_calls: int | None = field(
+        default=None,
+        metadata={
+            "help": "calls in flight per tenant before a 429 (a tenant's max_calls in "
+            "--api-keys overrides; default: with two tenants or more, half the server's "
+            "room, replicas x (--max-running + --max-waiting), so that no one tenant fills "
+            "it; else no cap of its own)"
+        },
+    )
+    max_program_calls: int = field(
+        default=64,
+        metadata={
+            "help": "calls in flight per program before a 429 (a tenant's max_program_calls "
+            "in --api-keys overrides)"
+        },
+    )
+    max_body_bytes: int = field(
+        default=16 << 20,
+        metadata={"help": "the largest request body; a larger one is a 413"},
+    )
     # replicas in child processes; None: when replicas > 1 (no flag: --replicas decides)
     processes: bool | None = field(default=None, metadata={"flag": None})
     ray: str | None = field(
@@ -112,6 +162,8 @@ class Frontend:
         self.tokenizer: Any = None
         self.grammars: StructuredOutputs | None = None
         self.model_name = config.served_model_name or "autellix"
+        self.keys = KeyRing(config.api_key, config.api_keys)
+        self.in_flight = InFlight()
         self._reaper: asyncio.Task | None = None
 
     def _replicas(self) -> list[Replica]:
@@ -146,10 +198,20 @@ class Frontend:
             self.model_name = str(folder).rstrip("/").rsplit("/", 1)[-1]
         await asyncio.gather(*(r.start() for r in self.replicas))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        if self.config.api_keys is not None:
+            # only in the main thread (`autellix serve`); a server in a thread (tests)
+            # reloads by calling keys.reload_logged
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(
+                    signal.SIGHUP, self.keys.reload_logged
+                )
 
     async def stop(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+        if self.config.api_keys is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
 
     @property
@@ -199,6 +261,49 @@ class Frontend:
         bound = self.config.engine.max_running + self.config.max_queued_per_replica
         if all(r.in_flight + calls > bound for r in live):
             raise Overloaded(f"every replica has {bound} calls in flight; retry later")
+
+    @property
+    def room(self) -> int:
+        """Calls in flight the replicas take before the server answers 429."""
+        per_replica = self.config.engine.max_running + self.config.max_queued_per_replica
+        return len(self.replicas) * per_replica
+
+    def tenant_call_cap(self, tenant: Tenant) -> int | None:
+        if tenant.max_calls is not None:
+            return tenant.max_calls
+        if self.config.max_tenant_calls is not None:
+            return self.config.max_tenant_calls
+        return max(1, self.room // 2) if len(self.keys.tenants) > 1 else None
+
+    def admit_calls(self, tenant: Tenant, program_id: str, calls: int) -> Ticket:
+        """Count a request's calls against its tenant's and its program's caps (TooMany)."""
+        program_cap = tenant.max_program_calls or self.config.max_program_calls
+        return self.in_flight.admit(
+            tenant.name, program_id, calls, self.tenant_call_cap(tenant), program_cap
+        )
+
+    def start_program(
+        self, tenant: Tenant, name: str | None = None, kind: str | None = None
+    ) -> Program:
+        """Start a tenant's program, if the table and the tenant have room (TooMany)."""
+        if len(self.table) >= self.config.max_programs:
+            raise TooMany(
+                f"the process table holds {len(self.table)} programs, at most "
+                f"{self.config.max_programs}; end programs or retry later",
+                "too_many_programs",
+            )
+        cap = tenant.max_programs
+        if cap is not None and self.table.count(tenant.name) >= cap:
+            raise TooMany(
+                f"tenant {tenant.name!r} has {cap} programs, its cap; end programs or retry later",
+                "too_many_programs",
+            )
+        return self.table.start(name, kind, tenant.name)
+
+    def ensure_program(self, tenant: Tenant, program_id: str) -> None:
+        """The program of a call that names it: started here if new (TooMany)."""
+        if program_id not in self.table:
+            self.start_program(tenant, split_key(program_id)[1])
 
     async def stream(
         self,

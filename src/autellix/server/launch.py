@@ -4,6 +4,8 @@ field's metadata) and the server."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import sys
 
 from autellix.flags import ENGINE_SECTIONS, add_flags, engine_choices, from_args
 from autellix.server.frontend import ServeConfig
@@ -35,10 +37,29 @@ def serve(args: argparse.Namespace) -> int:
     from autellix.engine.model import load_config
     from autellix.server.app import create_app
     from autellix.server.frontend import Frontend
+    from autellix.server.tenants import KeyFileError
 
     if args.model is not None:
         load_config(args.model)  # a bad folder is a one-line error, before anything starts
     config = from_args(ServeConfig, args)
-    app = create_app(Frontend(config))
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level)
+    try:
+        frontend = Frontend(config)
+    except (OSError, KeyFileError) as exc:
+        sys.exit(f"autellix serve: --api-keys: {exc}")
+    if frontend.keys.open and not loopback(config.host):
+        print(
+            f"warning: serving on {config.host} without an API key: anyone who can reach "
+            "it can use it (--api-key or --api-keys)",
+            file=sys.stderr,
+        )
+    uvicorn.run(create_app(frontend), host=config.host, port=config.port, log_level=args.log_level)
     return 0
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only localhost is known to be local
+        return False

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autellix.engine.sampling_params import StructuredOutput
 from autellix.programs import Call, Program
@@ -15,6 +15,16 @@ from autellix.programs import Call, Program
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def printable(program_id: str) -> str:
+    """A client's program id: no control characters (the table's ids use one)."""
+    if not program_id.isprintable():
+        raise ValueError("a program id cannot hold control characters")
+    return program_id
+
+
+ProgramId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(printable)]
 
 
 # Fields of OpenAI's API that this server does not serve, each with the test of whether a
@@ -87,7 +97,7 @@ class SamplingFields(BaseModel):
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
     # vLLM's: the queue the call enters (lower first), for a frontend that ranks programs
     priority: int | None = Field(default=None, ge=0)
-    program_id: str | None = Field(default=None, min_length=1, max_length=256)
+    program_id: ProgramId | None = None
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("stop")
@@ -247,7 +257,7 @@ class ProgramCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    program_id: str | None = Field(default=None, min_length=1, max_length=256)
+    program_id: ProgramId | None = None
     kind: str | None = Field(default=None, min_length=1, max_length=256)
 
 
@@ -295,7 +305,7 @@ class ProgramView(BaseModel):
     @classmethod
     def of(cls, p: Program) -> ProgramView:
         return cls(
-            id=p.program_id,
+            id=p.name,
             kind=p.kind,
             started=p.started,
             ended=p.ended,
@@ -313,9 +323,21 @@ class ProgramView(BaseModel):
 
 
 class ProgramList(BaseModel):
+    """A page of the caller's programs, in order of id (`after`: the last id of the page
+    before), as OpenAI's list routes page."""
+
     object: Literal["list"] = "list"
-    reaped: int  # programs reaped for idleness since the server started
+    reaped: int  # the caller's programs reaped for idleness since the server started
     data: list[ProgramView]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+    @classmethod
+    def of(cls, programs: list[Program], has_more: bool, reaped: int) -> ProgramList:
+        data = [ProgramView.of(p) for p in programs]
+        first, last = (data[0].id, data[-1].id) if data else (None, None)
+        return cls(reaped=reaped, data=data, first_id=first, last_id=last, has_more=has_more)
 
 
 class ProgramDeleted(BaseModel):
