@@ -129,6 +129,15 @@ def test_tool_choice_modes() -> None:
         request(tools=[ADD, ECHO], tool_choice={"type": "function", "function": {"name": "echo"}})
     )
     assert named is not None and [f["name"] for f in named.functions] == ["echo"]
+    # a function may be called "auto": naming it is not the auto mode
+    auto_fn = {"type": "function", "function": {"name": "auto"}}
+    forced = ToolUse.of(
+        request(
+            tools=[ADD, auto_fn], tool_choice={"type": "function", "function": {"name": "auto"}}
+        )
+    )
+    assert forced is not None and forced.choice == "named"
+    assert [f["name"] for f in forced.functions] == ["auto"]
     one = ToolUse.of(request(tools=[ADD], tool_choice="required", parallel_tool_calls=False))
     assert one is not None and not one.parallel
     with pytest.raises(ValueError, match="needs tools"):

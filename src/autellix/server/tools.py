@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from autellix.engine.output_text import partial_stop
 from autellix.engine.sampling_params import StructuredOutput
@@ -38,8 +38,9 @@ class ToolUse:
     """A request's tools and how it lets the model use them."""
 
     tools: list[dict[str, Any]]
-    choice: str  # auto | required | the name of the one function to call
+    choice: Literal["auto", "required", "named"]
     parallel: bool = True
+    name: str | None = None  # the one function to call, when named
 
     @classmethod
     def of(cls, req: ChatCompletionRequest) -> ToolUse | None:
@@ -56,15 +57,12 @@ class ToolUse:
             name = choice.function.name
             if name not in [t.function.name for t in req.tools]:
                 raise ValueError(f"tool_choice names {name!r}, which is not in tools")
-            return cls(tools, name, parallel=False)
+            return cls(tools, "named", parallel=False, name=name)
         return cls(tools, choice, req.parallel_tool_calls is not False)
 
     @property
     def functions(self) -> list[dict[str, Any]]:
-        named = self.choice not in ("auto", "required")
-        return [
-            t["function"] for t in self.tools if not named or t["function"]["name"] == self.choice
-        ]
+        return [t["function"] for t in self.tools if self.name in (None, t["function"]["name"])]
 
     def structured(self) -> StructuredOutput:
         """The grammar the model's output follows (an xgrammar structural tag)."""
@@ -77,7 +75,7 @@ class ToolUse:
             }
             for f in self.functions
         ]
-        single = self.choice not in ("auto", "required") or not self.parallel
+        single = self.choice == "named" or not self.parallel
         if self.choice == "auto":
             fmt: dict[str, Any] = {
                 "type": "triggered_tags",
