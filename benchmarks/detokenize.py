@@ -51,7 +51,8 @@ def main() -> None:
         f"- command: `python {' '.join(sys.argv)}`",
         f"- machine: {this_machine()}; commit {this_commit()}",
         "",
-        "| output tokens | before: the whole output through transformers each token | after: the new piece, Rust decoder | speed-up |",
+        "| output tokens | before: whole output, transformers' decode | "
+        "after: new piece, Rust decoder | speed-up |",
         "|---|---|---|---|",
         *rows,
         "",
