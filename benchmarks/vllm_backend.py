@@ -85,6 +85,9 @@ def main() -> None:
         "",
         f"- command: `python {' '.join(sys.argv)}`",
         f"- machine: {this_machine()}; commit {this_commit()}; vLLM model {model}",
+        "- servers: started as this script's docstring says (vLLM 0.32 CPU with "
+        "`--scheduling-policy priority --max-num-seqs 1`; `autellix serve --backend URL "
+        "--backend-priority`, default policy PLAS)",
         "",
         "| check | result |",
         "|---|---|",
