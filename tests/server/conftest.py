@@ -182,7 +182,7 @@ def front(tiny_llama: Path) -> Iterator[Callable[..., Running]]:
     made: list[Running] = []
 
     def start(*urls: str, engine: dict | None = None, **fields) -> Running:
-        engine_config = EngineConfig(model=str(tiny_llama), **(engine or {}))
+        engine_config = EngineConfig(**{"model": str(tiny_llama), **(engine or {})})
         config = ServeConfig(engine=engine_config, backend=urls, served_model_name=MODEL, **fields)
         made.append(Running(Frontend(config)).start())
         return made[-1]

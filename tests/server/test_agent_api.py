@@ -287,6 +287,30 @@ def test_prompt_logprobs(client: openai.OpenAI, server) -> None:
     assert len(chat.model_extra["prompt_logprobs"]) == chat.usage.prompt_tokens
 
 
+def test_vllm_structured_outputs_field(client: openai.OpenAI) -> None:
+    """vLLM's own field for grammars, served on both routes (what a frontend sends)."""
+    out = client.completions.create(
+        model=client.model,  # type: ignore[attr-defined]
+        prompt="A person as JSON:",
+        max_tokens=80,
+        temperature=0,
+        extra_body={"structured_outputs": {"json": PERSON, "disable_any_whitespace": True}},
+    ).choices[0]
+    assert out.finish_reason == "stop"
+    jsonschema.validate(json.loads(out.text), PERSON)
+    chat = create(client, max_tokens=200, extra_body={"structured_outputs": {"json_object": True}})
+    assert isinstance(json.loads(chat.choices[0].message.content), dict)
+    with pytest.raises(openai.BadRequestError, match="regex"):
+        create(client, max_tokens=2, extra_body={"structured_outputs": {"regex": "a+"}})
+    with pytest.raises(openai.BadRequestError, match="exclude each other"):
+        create(
+            client,
+            max_tokens=2,
+            response_format={"type": "json_object"},
+            extra_body={"structured_outputs": {"json_object": True}},
+        )
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ the programs' history and honoured by the backend, and dead backends left and re
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -37,8 +38,6 @@ def test_answers_are_the_backends(serve, front) -> None:
         chat_want = direct.chat.completions.create(messages=messages, **ask)
         chat_got = through.chat.completions.create(messages=messages, **ask)
         assert chat_got.choices[0].message.content == chat_want.choices[0].message.content
-        with pytest.raises(openai.BadRequestError, match="not served through --backend"):
-            through.completions.create(prompt="w1", logprobs=1, **ask)
         with pytest.raises(openai.BadRequestError, match="exceeds the model's context"):
             through.completions.create(prompt="w1", max_tokens=5000, model=MODEL)
     program = frontend.frontend.table.get("p1")
@@ -132,3 +131,70 @@ def test_a_dead_backend_is_left_and_rejoined(serve, front) -> None:
             assert c.completions.create(**ask).choices[0].finish_reason == "length"
         finally:
             again.stop()
+
+
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+@pytest.mark.slow
+def test_agent_fields_go_through_to_the_backend(default_model_server, front) -> None:
+    """Tool calls, response formats and logprobs through the frontend are what the backend
+    gives directly: grammars travel as vLLM's structured_outputs, logprobs as token ids."""
+    backend = default_model_server
+    frontend = front(backend.base_url, engine={"model": None})
+    name = backend.frontend.model_name
+    messages = [{"role": "user", "content": "Add 2 and 3, please."}]
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}
+    with (
+        openai.OpenAI(base_url=backend.base_url, api_key="x", max_retries=0) as direct,
+        openai.OpenAI(base_url=frontend.base_url, api_key="x", max_retries=0) as through,
+    ):
+
+        def both(**fields):
+            fields = {"messages": messages, "temperature": 0, "max_tokens": 60, **fields}
+            return (
+                direct.chat.completions.create(model=name, **fields).choices[0],
+                through.chat.completions.create(model=MODEL, **fields).choices[0],
+            )
+
+        want, got = both(tools=[ADD], tool_choice="required")
+        assert got.finish_reason == "tool_calls"
+        calls = [(c.function.name, c.function.arguments) for c in got.message.tool_calls]
+        assert calls == [(c.function.name, c.function.arguments) for c in want.message.tool_calls]
+        want, got = both(response_format=fmt)
+        assert got.message.content == want.message.content
+        assert json.loads(got.message.content).keys() == {"name", "age"}
+        want, got = both(logprobs=True, top_logprobs=2, max_tokens=6)
+        pairs = [(e.token, round(e.logprob, 4)) for e in got.logprobs.content]
+        assert pairs == [(e.token, round(e.logprob, 4)) for e in want.logprobs.content]
+        assert [len(e.top_logprobs) for e in got.logprobs.content] == [2] * 6
+        ask = {"prompt": "The capital of France is", "max_tokens": 1}
+        p_want = direct.completions.create(model=name, extra_body={"prompt_logprobs": 1}, **ask)
+        p_got = through.completions.create(model=MODEL, extra_body={"prompt_logprobs": 1}, **ask)
+
+        def flat(out) -> list:
+            entries = out.choices[0].model_extra["prompt_logprobs"][1:]
+            return [
+                sorted(
+                    (t, round(e["logprob"], 4), e["rank"], e["decoded_token"]) for t, e in d.items()
+                )
+                for d in entries
+            ]
+
+        assert flat(p_got) == flat(p_want) and len(flat(p_got)) == 4

@@ -310,10 +310,17 @@ async def chat(req: ChatCompletionRequest, request: Request, frontend: FrontendD
     except Exception as exc:
         raise APIError(400, f"messages: {exc}") from None
     max_tokens = req.max_completion_tokens or req.max_tokens
-    render = ChatRender(frontend.model_name, frontend.tokenizer, tools)
-    structured = tools.structured() if tools is not None else None
-    if req.response_format is not None and structured is None:
-        structured = req.response_format.structured()
+    render = ChatRender(
+        frontend.model_name, frontend.tokenizer, tools, req.return_tokens_as_token_ids
+    )
+    asked = [
+        tools.structured() if tools is not None else None,
+        req.response_format.structured() if req.response_format is not None else None,
+        vllm_structured(req),
+    ]
+    if sum(a is not None for a in asked) > 1:
+        raise APIError(400, "tools, response_format and structured_outputs exclude each other")
+    structured = next((a for a in asked if a is not None), None)
     kind = kind_of(messages)
     return await run(frontend, request, req, [prompt], max_tokens, render, kind, structured)
 
@@ -324,8 +331,18 @@ async def completions(req: CompletionRequest, request: Request, frontend: Fronte
         prompts = [frontend.encode(p) for p in req.prompts()]
     except Exception as exc:
         raise APIError(400, f"prompt: {exc}") from None
-    render = TextRender(frontend.model_name, frontend.tokenizer)
-    return await run(frontend, request, req, prompts, req.max_tokens, render)
+    render = TextRender(frontend.model_name, frontend.tokenizer, req.return_tokens_as_token_ids)
+    structured = vllm_structured(req)
+    return await run(frontend, request, req, prompts, req.max_tokens, render, None, structured)
+
+
+def vllm_structured(req: SamplingFields) -> StructuredOutput | None:
+    if req.structured_outputs is None:
+        return None
+    try:
+        return req.structured_outputs.structured()
+    except ValueError as exc:
+        raise APIError(400, f"structured_outputs: {exc}") from None
 
 
 # --- errors, in OpenAI's shape -----------------------------------------------------------

@@ -62,6 +62,35 @@ NO_OPS = frozenset(
 )
 
 
+class StructuredOutputsParams(BaseModel):
+    """vLLM's `structured_outputs` field, the kinds served here (one per call)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    json_schema: dict[str, Any] | str | None = Field(default=None, alias="json")
+    json_object: bool | None = None
+    structural_tag: str | None = None
+    # JSON is always compiled without free whitespace here (see structured_output.py)
+    disable_any_whitespace: bool = False
+
+    def structured(self) -> StructuredOutput:
+        kinds = {
+            "json_schema": self.json_schema is not None,
+            "json_object": bool(self.json_object),
+            "structural_tag": self.structural_tag is not None,
+        }
+        if sum(kinds.values()) != 1:
+            raise ValueError("structured_outputs takes one of json, json_object, structural_tag")
+        if self.json_object:
+            return StructuredOutput("json_object")
+        if self.structural_tag is not None:
+            return StructuredOutput("structural_tag", self.structural_tag)
+        schema = self.json_schema
+        return StructuredOutput(
+            "json_schema", schema if isinstance(schema, str) else json.dumps(schema)
+        )
+
+
 class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -97,6 +126,8 @@ class SamplingFields(BaseModel):
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
     # vLLM's: the queue the call enters (lower first), for a frontend that ranks programs
     priority: int | None = Field(default=None, ge=0)
+    structured_outputs: StructuredOutputsParams | None = None  # vLLM's
+    return_tokens_as_token_ids: bool = False  # vLLM's: logprobs' tokens as "token_id:N"
     program_id: ProgramId | None = None
     thread_id: str | None = Field(default=None, min_length=1, max_length=256)
 

@@ -5,7 +5,9 @@ balancing, 429s, aborts) and forwards each call to the backend's /v1/completions
 ids, streamed. With `--backend-priority` each call carries vLLM's `priority`: the queue
 its program's history puts it in under the frontend's policy (PLAS: attained service;
 ATLAS: critical path; with anti-starvation applied at arrival), for a backend started
-with `--scheduling-policy priority` (vLLM) or any Autellix policy.
+with `--scheduling-policy priority` (vLLM) or any Autellix policy. Grammars (tool calls,
+response formats) go as vLLM's `structured_outputs`, logprobs with vLLM's
+`return_tokens_as_token_ids`, so that tokens come back as ids.
 
 A call's service is what the frontend can see of the backend's work: the time from its
 first token to its last (decode, during which it held a batch slot, as the built-in
@@ -21,31 +23,19 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from autellix.engine.call import TokenLogprobs
 from autellix.engine.llm_engine import CallError, CallOutput, EngineInfo
-from autellix.engine.sampling_params import SamplingParams
+from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import CallState, MultiLevelPolicy, make_policy
 from autellix.scheduling.config import SchedulingConfig
 from autellix.server.replica import Replica, ReplicaDied
 
 BLOCK_SIZE = 16  # for the frontend's own map of prefixes sent to each backend
-
-
-@dataclass(frozen=True)
-class RemoteInfo(EngineInfo):
-    """A backend's limits, as far as its /v1/models says them."""
-
-    def check(self, num_prompt_tokens: int, params: SamplingParams) -> None:
-        for name in ("structured", "logprobs", "prompt_logprobs"):
-            if getattr(params, name) is not None:
-                what = "tools and response_format" if name == "structured" else name
-                raise CallError(f"{what} are not served through --backend yet")
-        super().check(num_prompt_tokens, params)
 
 
 class RemoteReplica(Replica):
@@ -76,7 +66,7 @@ class RemoteReplica(Replica):
             raise RuntimeError(f"backend {self.url} does not serve /v1/models: {exc}") from None
         self.model = model["id"]
         max_len = model.get("max_model_len") or 1 << 20
-        self.info = RemoteInfo(max_len, num_kv_blocks=1 << 40, block_size=BLOCK_SIZE)
+        self.info = EngineInfo(max_len, num_kv_blocks=1 << 40, block_size=BLOCK_SIZE)
         return self.info
 
     async def stop(self) -> None:
@@ -101,7 +91,7 @@ class RemoteReplica(Replica):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        optional = {
+        optional: dict[str, Any] = {
             "seed": params.seed,
             "stop": list(params.stop) or None,
             "top_k": params.top_k or None,
@@ -112,6 +102,12 @@ class RemoteReplica(Replica):
         }
         if self.stamp_priority:
             optional["priority"] = self.priority(program, len(token_ids))
+        if params.structured is not None:
+            optional["structured_outputs"] = structured_outputs(params.structured)
+        if params.logprobs is not None:
+            optional["logprobs"] = params.logprobs
+            optional["return_tokens_as_token_ids"] = True
+        optional["prompt_logprobs"] = params.prompt_logprobs
         body.update({k: v for k, v in optional.items() if v is not None})
         return body
 
@@ -148,6 +144,8 @@ class RemoteReplica(Replica):
                         num_output_tokens=count,
                         waiting=first - sent,
                         service=now - first,
+                        logprobs=output_logprobs(choice.get("logprobs"), params),
+                        prompt_logprobs=prompt_logprobs(choice.get("prompt_logprobs"), token_ids),
                     )
                     if not last.finished:
                         yield last
@@ -160,7 +158,7 @@ class RemoteReplica(Replica):
     def _final(self, call_id, program_id, usage, last, first, sent, now) -> CallOutput:
         """The last output: the finish chunk's reason, the usage chunk's counts."""
         details = usage.get("prompt_tokens_details") or {}
-        return CallOutput(
+        out = CallOutput(
             call_id,
             program_id,
             [],
@@ -174,6 +172,9 @@ class RemoteReplica(Replica):
             waiting=(first or now) - sent,
             service=now - (first or now),
         )
+        if last is not None:
+            out.logprobs, out.prompt_logprobs = last.logprobs, last.prompt_logprobs
+        return out
 
     def _died(self) -> None:
         """Out of rotation until its /health answers again."""
@@ -202,3 +203,48 @@ def _message(raw: bytes) -> str:
         return json.loads(raw)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         return raw.decode(errors="replace")[:500]
+
+
+def structured_outputs(spec: StructuredOutput) -> dict[str, Any]:
+    """A call's grammar as vLLM's `structured_outputs` (xgrammar there too)."""
+    if spec.kind == "structural_tag":
+        return {"structural_tag": spec.spec}
+    if spec.kind == "json_object":
+        return {"json_object": True, "disable_any_whitespace": True}
+    return {"json": json.loads(spec.spec), "disable_any_whitespace": True}
+
+
+def _token_id(token: str) -> int:
+    return int(token.removeprefix("token_id:"))
+
+
+def output_logprobs(body: dict | None, params: SamplingParams) -> list[TokenLogprobs] | None:
+    """A completions chunk's logprobs (tokens as "token_id:N") as the engine's."""
+    if params.logprobs is None:
+        return None
+    if not body:
+        return []
+    tops = body.get("top_logprobs") or [None] * len(body["tokens"])
+    out = []
+    for token, logprob, top in zip(body["tokens"], body["token_logprobs"], tops, strict=True):
+        ranked = sorted(((_token_id(t), lp) for t, lp in (top or {}).items()), key=lambda x: -x[1])
+        token_id = _token_id(token)
+        rank = next((i for i, (t, _) in enumerate(ranked, 1) if t == token_id), 0)
+        out.append(TokenLogprobs(token_id, logprob, tuple(ranked[: params.logprobs]), rank))
+    return out
+
+
+def prompt_logprobs(entries: list | None, token_ids: list[int]) -> list[TokenLogprobs] | None:
+    """vLLM's prompt_logprobs (per prompt token: {id: {logprob, rank, ...}}) as the engine's."""
+    if not entries:
+        return None
+    out = []
+    for token, entry in zip(token_ids[1:], entries[1:], strict=True):
+        mine = entry[str(token)]
+        others = sorted(
+            ((int(t), e["logprob"], e["rank"]) for t, e in entry.items() if int(t) != token),
+            key=lambda x: x[2],
+        )
+        top = tuple((t, lp) for t, lp, _ in others)
+        out.append(TokenLogprobs(token, mine["logprob"], top, mine["rank"]))
+    return out

@@ -120,11 +120,14 @@ class Render:
 
     prefix = chunk_object = ""
 
-    def __init__(self, model: str, tokenizer: Any = None) -> None:
+    def __init__(self, model: str, tokenizer: Any = None, token_ids: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.token_ids = token_ids  # vLLM's return_tokens_as_token_ids
 
     def token(self, token_id: int) -> str:
+        if self.token_ids:
+            return f"token_id:{token_id}"
         return self.tokenizer.decode([token_id]) if self.tokenizer is not None else ""
 
     def prompt_logprobs(self, tokens: list[TokenLogprobs]) -> list[dict | None]:
@@ -156,8 +159,14 @@ class Render:
 class ChatRender(Render):
     prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
 
-    def __init__(self, model: str, tokenizer: Any = None, tools: ToolUse | None = None) -> None:
-        super().__init__(model, tokenizer)
+    def __init__(
+        self,
+        model: str,
+        tokenizer: Any = None,
+        tools: ToolUse | None = None,
+        token_ids: bool = False,
+    ) -> None:
+        super().__init__(model, tokenizer, token_ids)
         self.tools = tools
         self.streams: dict[int, ToolCallStream] = {}
 
@@ -232,8 +241,8 @@ class ChatRender(Render):
 class TextRender(Render):
     prefix, chunk_object = "cmpl", "text_completion"
 
-    def __init__(self, model: str, tokenizer: Any = None) -> None:
-        super().__init__(model, tokenizer)
+    def __init__(self, model: str, tokenizer: Any = None, token_ids: bool = False) -> None:
+        super().__init__(model, tokenizer, token_ids)
         self.offsets: dict[int, int] = {}  # per choice: characters of token text so far
 
     def first_chunk(self, rid: str, created: int, i: int) -> None:
