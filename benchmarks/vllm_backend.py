@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -68,6 +70,80 @@ def answers(base: str, model: str) -> list[str]:
     return out
 
 
+ADD = {
+    "type": "function",
+    "function": {
+        "name": "add",
+        "parameters": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "required": ["a", "b"],
+        },
+    },
+}
+PERSON = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def agent_fields(vllm: str, model: str, frontend: str, front_model: str) -> list[str]:
+    """Tool calls and JSON through the frontend over vLLM (grammars as vLLM's
+    structured_outputs), sampled at temperature 1 over 10 seeds; logprobs against vLLM's."""
+    rows = []
+    with (
+        openai.OpenAI(base_url=f"{frontend}/v1", api_key="x", max_retries=0) as c,
+        openai.OpenAI(base_url=f"{vllm}/v1", api_key="x", max_retries=0) as v,
+    ):
+        ask = {"model": front_model, "temperature": 1.0, "max_tokens": 80}
+        tools = json_ok = 0
+        for seed in range(10):
+            m = [{"role": "user", "content": f"Add {seed} and {seed * 7}."}]
+            out = c.chat.completions.create(
+                messages=m, tools=[ADD], tool_choice="required", seed=seed, **ask
+            ).choices[0]
+            args = [json.loads(t.function.arguments) for t in out.message.tool_calls or []]
+            tools += bool(args) and all(set(a) == {"a", "b"} for a in args)
+            fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}
+            m = [{"role": "user", "content": "Describe a person."}]
+            text = (
+                c.chat.completions.create(messages=m, response_format=fmt, seed=seed, **ask)
+                .choices[0]
+                .message.content
+            )
+            with contextlib.suppress(ValueError):
+                json_ok += set(json.loads(text or "")) == {"name", "age"}
+        rows.append(
+            f"| tool calls (required) through the frontend that parse and fit | {tools}/10 |"
+        )
+        rows.append(
+            f"| JSON (json_schema) through the frontend that parses and fits | {json_ok}/10 |"
+        )
+        prompt = "The capital of France is"
+        mine = (
+            c.completions.create(
+                model=front_model, prompt=prompt, max_tokens=4, temperature=0, logprobs=2
+            )
+            .choices[0]
+            .logprobs
+        )
+        theirs = (
+            v.completions.create(
+                model=model, prompt=prompt, max_tokens=4, temperature=0, logprobs=2
+            )
+            .choices[0]
+            .logprobs
+        )
+        same = mine.tokens == theirs.tokens and all(
+            abs(a - b) < 1e-3
+            for a, b in zip(mine.token_logprobs, theirs.token_logprobs, strict=True)
+        )
+        rows.append(f"| logprobs through the frontend equal vLLM's (4 tokens, top 2) | {same} |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vllm", required=True)
@@ -77,6 +153,7 @@ def main() -> None:
     model = httpx.get(f"{args.vllm}/v1/models").json()["data"][0]["id"]
     front_model = httpx.get(f"{args.frontend}/v1/models").json()["data"][0]["id"]
     direct, through = answers(args.vllm, model), answers(args.frontend, front_model)
+    agents = agent_fields(args.vllm, model, args.frontend, front_model)
     start = time.monotonic()
     stamped = asyncio.run(order(args.frontend, front_model, headers=True))
     plain = asyncio.run(order(args.vllm, model, headers=False))
@@ -96,6 +173,7 @@ def main() -> None:
         f"| finish order through the frontend (`--backend-priority`, PLAS) | {stamped} |",
         f"| finish order sent to vLLM directly | {plain} |",
         f"| time for both order runs | {time.monotonic() - start:.0f} s |",
+        *agents,
         "",
     ]
     args.out.write_text("\n".join(lines))
