@@ -204,3 +204,34 @@ def test_lookup_statistics_add_up() -> None:
     manager.count_lookup(10, 4)
     manager.count_lookup(6, 0)
     assert (manager.queried_tokens, manager.hit_tokens) == (16, 4)
+
+
+def test_an_ended_programs_blocks_are_evicted_before_live_programs() -> None:
+    manager = BlockManager(num_blocks=5, block_size=SIZE, num_swap_blocks=0)
+    b_tokens, a_tokens = list(range(100, 108)), list(range(200, 212))
+    b = computed(manager, b_tokens)
+    manager.free(b, "B")  # B's blocks are the least recently freed
+    a = computed(manager, a_tokens)
+    manager.free(a, "A")
+    manager.end_program("A")
+    assert manager.released_blocks == 3
+    taken = manager.allocate(3)  # evicts A's three, not B's two
+    assert sorted(taken) == sorted(a)
+    assert len(manager.match_prefix([*b_tokens, 1])) == 2  # B still finds its prefix
+    assert manager.program_blocks.get("A") is None and manager.blocks[taken[0]].users == set()
+
+
+def test_a_block_another_live_program_held_is_kept_in_lru_order() -> None:
+    manager = BlockManager(num_blocks=4, block_size=SIZE, num_swap_blocks=0)
+    shared = list(range(10, 18))
+    table = computed(manager, shared)
+    manager.free(table, "A")
+    again = manager.match_prefix([*shared, 1])  # B's call finds the same two blocks
+    manager.free(again, "B")
+    manager.end_program("A")
+    assert manager.released_blocks == 0  # B may still come back for them
+    manager.end_program("B")
+    assert manager.released_blocks == 2
+    # an evicted block leaves no trace in the programs' sets
+    filler = manager.allocate(4)
+    assert manager.num_free == 0 and all(not manager.blocks[i].users for i in filler)

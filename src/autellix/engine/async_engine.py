@@ -43,6 +43,7 @@ class AsyncLLMEngine:
         self._streams: dict[str, asyncio.Queue[CallOutput | BaseException]] = {}
         self._adds: list[_Pending] = []
         self._aborts: list[str] = []
+        self._ended: list[str] = []  # programs that ended
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._ids = itertools.count()
@@ -97,6 +98,12 @@ class AsyncLLMEngine:
                 self._aborts.append(call_id)
                 self._wake.set()
 
+    def end_program(self, program_id: str) -> None:
+        """Applied between steps, as adds and aborts are."""
+        self._ended.append(program_id)
+        self._wake.set()
+        self.start()
+
     async def _run(self) -> None:
         try:
             while True:
@@ -127,6 +134,9 @@ class AsyncLLMEngine:
                 )
             except Exception as exc:
                 self._streams.pop(p.call_id).put_nowait(exc)
+        ended, self._ended = self._ended, []
+        for program_id in ended:
+            self.engine.end_program(program_id)
         aborts, self._aborts = self._aborts, []
         for call_id in aborts:
             out = self.engine.abort(call_id)

@@ -86,7 +86,7 @@ class BatchFitter:
             call.num_computed = 0
             call.num_hashed_blocks = 0
             call.status = Status.WAITING
-        self.blocks.free(call.block_table)
+        self.blocks.free(call.block_table, call.program_id)
         call.block_table = []
         self.batch.evicted.append(call)
 

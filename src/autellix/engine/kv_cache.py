@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence as Seq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ class Block:
     block_id: int
     ref_count: int = 0
     hash: int | None = None
+    users: set[str] = field(default_factory=set)  # live programs whose calls held it
 
 
 class BlockManager:
@@ -46,6 +47,8 @@ class BlockManager:
         self.num_swap_blocks = num_swap_blocks
         self.hit_tokens = 0  # prefix-cache statistics
         self.queried_tokens = 0
+        self.program_blocks: dict[str, set[int]] = {}  # cached blocks each program has held
+        self.released_blocks = 0  # cached blocks moved to the front of eviction by end_program
 
     @property
     def num_blocks(self) -> int:
@@ -91,20 +94,26 @@ class BlockManager:
         for _ in range(n):
             if self.free_ids:
                 block_id = self.free_ids.pop()
-            else:  # evict the least recently freed cached block
+            else:  # evict the cached block at the front: ended programs', then LRU
                 block_id, _ = self.cached_free.popitem(last=False)
                 block = self.blocks[block_id]
                 if block.hash is not None:
                     del self.by_hash[block.hash]
                 block.hash = None
+                for program_id in block.users:
+                    self.program_blocks[program_id].discard(block_id)
+                block.users.clear()
             self.blocks[block_id].ref_count = 1
             out.append(block_id)
         return out
 
-    def free(self, block_ids: Seq[int]) -> None:
+    def free(self, block_ids: Seq[int], program_id: str | None = None) -> None:
         # tail blocks first, so eviction takes the ends of prefixes before their heads
         for block_id in reversed(block_ids):
             block = self.blocks[block_id]
+            if program_id is not None and block.hash is not None:
+                block.users.add(program_id)
+                self.program_blocks.setdefault(program_id, set()).add(block_id)
             block.ref_count -= 1
             if block.ref_count == 0:
                 if block.hash is None:
@@ -140,6 +149,16 @@ class BlockManager:
             return
         self.blocks[block_id].hash = h
         self.by_hash[h] = block_id
+
+    def end_program(self, program_id: str) -> None:
+        """A program ended: the cached blocks no live program has held go to the front of
+        eviction, ahead of every block a live program may come back for."""
+        for block_id in self.program_blocks.pop(program_id, ()):
+            block = self.blocks[block_id]
+            block.users.discard(program_id)
+            if not block.users and block_id in self.cached_free:
+                self.cached_free.move_to_end(block_id, last=False)
+                self.released_blocks += 1
 
     def allocate_swap(self, n: int) -> list[int] | None:
         if n > len(self.free_swap_ids):

@@ -202,6 +202,10 @@ class LLMEngine:
         self.scheduler.finish(call, "abort", self.executor.clock())
         return self._output(call, [], "")
 
+    def end_program(self, program_id: str) -> None:
+        """The program will not come back: its cached KV blocks are evicted first."""
+        self.blocks.end_program(program_id)
+
     # --- the step -------------------------------------------------------------------
 
     def has_unfinished(self) -> bool:
@@ -255,6 +259,7 @@ class LLMEngine:
             "num_kv_blocks": self.blocks.num_blocks,
             "prefix_queried_tokens": self.blocks.queried_tokens,
             "prefix_hit_tokens": self.blocks.hit_tokens,
+            "released_blocks": self.blocks.released_blocks,
             "computed_tokens": self.scheduler.computed_tokens,
         }
 

@@ -53,7 +53,7 @@ class Scheduler:
         del self.calls[call.call_id]
         self.policy.remove(call, now)
         self.resident.pop(call.call_id, None)
-        self.blocks.free(call.block_table)
+        self.blocks.free(call.block_table, call.program_id)
         self.blocks.free_swap(call.swap_table)
         call.block_table, call.swap_table = [], []
         self._last = None

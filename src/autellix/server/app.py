@@ -283,7 +283,7 @@ async def run(
             return
         ticket.release()
         if anonymous and program_id in frontend.table:
-            frontend.end_program(program_id)
+            frontend.end_program(program_id, release=False)
 
     if req.stream:
         events = sse(render, streams, rid, created, req.n, req.include_usage, finish)

@@ -357,10 +357,20 @@ class Frontend:
 
     # --- programs ---------------------------------------------------------------------
 
-    def end_program(self, program_id: str) -> None:
+    def end_program(self, program_id: str, release: bool = True) -> None:
+        """End a program; with `release`, the replicas it used evict its cached KV first
+        (not for a program of one anonymous call: a client that names no program may
+        still send the same prefix again)."""
         program = self.table.end(program_id)
         if not program.calls:
             self.metrics.observe_program(program)
+        if release:
+            self._release(program)
+
+    def _release(self, program: Program) -> None:
+        for replica in self.replicas:
+            if replica.engine_id in program.engines and replica.alive:
+                replica.end_program(program.program_id)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -368,6 +378,7 @@ class Frontend:
             await asyncio.sleep(max(0.05, period))
             for program in self.table.reap():
                 self.metrics.observe_program(program)
+                self._release(program)
 
     async def replica_stats(self) -> list[tuple[Replica, dict[str, Any] | None]]:
         async def one(r: Replica) -> dict[str, Any] | None:

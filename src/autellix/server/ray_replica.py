@@ -42,6 +42,9 @@ class EngineActor:
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
 
+    def end_program(self, program_id: str) -> None:
+        self.aengine.end_program(program_id)
+
 
 class RayReplica(Replica):
     def __init__(self, engine_id: int, config: EngineConfig, address: str = "auto") -> None:
@@ -91,6 +94,10 @@ class RayReplica(Replica):
         finally:
             if not finished:
                 ray.cancel(stream)  # the actor's generator is cancelled and aborts the call
+
+    def end_program(self, program_id: str) -> None:
+        if self.alive:
+            self.actor.end_program.remote(program_id)  # fire and forget
 
     async def stats(self) -> dict[str, Any]:
         import ray

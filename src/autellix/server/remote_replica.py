@@ -77,6 +77,9 @@ class RemoteReplica(Replica):
     async def stats(self) -> dict[str, Any]:
         return {}  # the backend has its own /metrics
 
+    def end_program(self, program_id: str) -> None:
+        pass  # an OpenAI-compatible backend knows no programs
+
     def priority(self, program: ProgramSnapshot, num_prompt_tokens: int) -> int:
         call = CallState("", "", 0.0, program, prompt_tokens=num_prompt_tokens)
         return self.policy.static_priority(call)

@@ -26,6 +26,7 @@ from autellix.server.replica_io import (
     AddCall,
     CallFailed,
     CallOutputs,
+    EndProgram,
     FromReplica,
     GetStats,
     Ready,
@@ -90,6 +91,10 @@ class Replica(ABC):
     @abstractmethod
     async def stats(self) -> dict[str, Any]: ...
 
+    @abstractmethod
+    def end_program(self, program_id: str) -> None:
+        """The program ended: the replica may drop what it kept for it (its cached KV)."""
+
 
 class LocalReplica(Replica):
     """The engine in this process, stepping in a worker thread."""
@@ -115,6 +120,10 @@ class LocalReplica(Replica):
         assert self.aengine is not None
         async for out in self.aengine.generate(token_ids, params, call_id, program_id, program):
             yield out
+
+    def end_program(self, program_id: str) -> None:
+        if self.aengine is not None:
+            self.aengine.end_program(program_id)
 
     async def stats(self) -> dict[str, Any]:
         assert self.engine is not None
@@ -159,6 +168,8 @@ def handle(engine: LLMEngine, msg: ToReplica, send: Callable[[FromReplica], None
             out = engine.abort(msg.call_id)
             if out is not None:
                 send(CallOutputs([out]))
+        case EndProgram():
+            engine.end_program(msg.program_id)
         case GetStats():
             send(Stats(engine.stats()))
         case Stop():
@@ -205,6 +216,10 @@ class ProcessReplica(Replica):
     def kill(self) -> None:
         """For tests and operators: end the child at once."""
         self.process.kill()
+
+    def end_program(self, program_id: str) -> None:
+        with contextlib.suppress(ReplicaDied):
+            self._send(EndProgram(program_id))
 
     def _send(self, msg: ToReplica) -> None:
         try:

@@ -37,6 +37,13 @@ class AbortCall:
 
 
 @dataclass(frozen=True, slots=True)
+class EndProgram:
+    """A program ended: its cached KV goes first when memory is needed."""
+
+    program_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class GetStats:
     """Ask for the engine's stats; answered by `Stats`."""
 
@@ -83,5 +90,5 @@ class Stats:
     stats: dict[str, Any]
 
 
-ToReplica = AddCall | AbortCall | GetStats | Stop
+ToReplica = AddCall | AbortCall | EndProgram | GetStats | Stop
 FromReplica = Ready | StartFailed | CallOutputs | CallFailed | Stats
