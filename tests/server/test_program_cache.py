@@ -42,6 +42,8 @@ def test_deleting_a_program_releases_its_cache(serve) -> None:
         )
     assert httpx.delete(f"{server.base_url}/programs/agent").status_code == 200
     assert wait_released(server, 5) == 5
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'autellix_released_blocks{replica="0"} 5.0' in metrics
 
 
 def test_a_reaped_program_releases_its_cache_in_a_child_process(serve) -> None:

@@ -69,6 +69,7 @@ class Metrics:
                 ("swap_out_bytes", "KV bytes swapped out so far"),
                 ("swap_in_bytes", "KV bytes swapped in so far"),
                 ("kv_usage", "Fraction of KV blocks in use"),
+                ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
                 ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
                 ("in_flight", "Calls routed to the replica and not finished"),
             )
@@ -107,6 +108,7 @@ class Metrics:
                 "swap_out_bytes",
                 "swap_in_bytes",
                 "kv_usage",
+                "released_blocks",
             ):
                 self.gauges[name].labels(rid).set(s[name])
             queried = s["prefix_queried_tokens"]
