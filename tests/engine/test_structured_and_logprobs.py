@@ -137,3 +137,69 @@ def test_prompt_logprobs_match_transformers(tiny_llama: Path, chunk: int) -> Non
         assert [i for i, _ in t.top] == row.topk(2).indices.tolist()
     firsts = [o for o in outputs if o.prompt_logprobs is not None]
     assert len(firsts) == 1 and firsts[0].prompt_logprobs == got
+
+
+def reference_greedy(hf, prompt: list[int], n: int, params: SamplingParams) -> list[int]:
+    """Greedy decoding with the penalties applied token by token, loops and all."""
+    ids = list(prompt)
+    for _ in range(n):
+        with torch.no_grad():
+            logits = hf(torch.tensor([ids])).logits[0, -1].float().clone()
+        for token, bias in params.logit_bias:
+            logits[token] += bias
+        for token in set(ids):
+            v = logits[token]
+            r = params.repetition_penalty
+            logits[token] = v / r if v > 0 else v * r
+        output = ids[len(prompt) :]
+        for token in set(output):
+            logits[token] -= params.frequency_penalty * output.count(token)
+            logits[token] -= params.presence_penalty
+        ids.append(int(logits.argmax()))
+    return ids[len(prompt) :]
+
+
+@pytest.mark.parametrize(
+    "penalties",
+    [
+        {"repetition_penalty": 1.8},
+        {"frequency_penalty": 1.5},
+        {"presence_penalty": 2.0, "frequency_penalty": -0.5},
+        {"logit_bias": ((7, 6.0), (9, -100.0)), "repetition_penalty": 0.7},
+    ],
+)
+def test_penalties_and_logit_bias_match_a_reference(tiny_llama: Path, penalties: dict) -> None:
+    engine = LLMEngine.from_config(
+        EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=64)
+    )
+    prompts = [[5, 17, 99, 3], [200, 11, 11, 11]]
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, **penalties)
+    plain = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
+    calls = [engine.add_call(p, params) for p in prompts] + [engine.add_call(prompts[0], plain)]
+    while engine.has_unfinished():
+        engine.step()
+    engine.check_idle()
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    for prompt, call in zip(prompts, calls, strict=False):
+        assert call.output_ids == reference_greedy(hf, prompt, 8, params)
+    assert calls[2].output_ids == reference_greedy(hf, prompts[0], 8, plain)
+    assert calls[0].output_ids != calls[2].output_ids  # the penalty changed something
+
+
+def test_frequency_and_presence_count_the_output_only(tiny_llama: Path) -> None:
+    """A prompt that repeats the token the model would say next: penalties on the output
+    leave that first token alone (vLLM's and OpenAI's semantics), so it is said."""
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    plain = SamplingParams(temperature=0, max_tokens=1, ignore_eos=True)
+    loop = next(x for x in range(3, 256) if reference_greedy(hf, [x] * 6, 1, plain) == [x])
+    engine = LLMEngine.from_config(
+        EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=64)
+    )
+    params = SamplingParams(
+        temperature=0, max_tokens=2, ignore_eos=True, frequency_penalty=2.0, presence_penalty=2.0
+    )
+    call = engine.add_call([loop] * 6, params)
+    while engine.has_unfinished():
+        engine.step()
+    assert call.output_ids[0] == loop
+    assert call.output_ids == reference_greedy(hf, [loop] * 6, 2, params)

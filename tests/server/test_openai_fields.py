@@ -12,21 +12,20 @@ import pytest
 from autellix.server.protocol import NO_OPS, UNSERVED
 
 MODEL = "tiny"  # the served name in conftest
-# Served, each with its tests: sampling in test_sampling_http.py, stop in
+# Served, each with its tests: sampling in test_sampling_http.py (penalties and logit_bias
+# there and in tests/engine/test_structured_and_logprobs.py), stop in
 # test_stop_strings_http.py, tools, response_format and logprobs in test_agent_api.py.
 SERVED = {
     "messages", "prompt", "model", "max_tokens", "max_completion_tokens", "n", "seed", "stop",
     "stream", "stream_options", "temperature", "top_p", "tools", "tool_choice",
-    "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
+    "parallel_tool_calls", "response_format", "logprobs", "top_logprobs", "frequency_penalty",
+    "presence_penalty", "logit_bias",
 }  # fmt: skip
 # A value that asks for each refused field's feature.
 REFUSED = {
     "audio": {"voice": "alloy", "format": "wav"},
-    "frequency_penalty": 0.5,
-    "presence_penalty": 0.5,
     "function_call": "auto",
     "functions": [{"name": "f", "parameters": {"type": "object"}}],
-    "logit_bias": {"5": 10},
     "modalities": ["text", "audio"],
     "moderation": {"type": "auto"},
     "prediction": {"type": "content", "content": "w1"},
@@ -87,5 +86,6 @@ def test_no_op_fields_are_answered(client: openai.OpenAI, route: str) -> None:
     out = send(client, route, extra_body={n: NO_OP_VALUES[n] for n in names})
     assert out.choices[0].finish_reason in ("stop", "length")
     # the defaults of refused fields ask for nothing and pass
-    defaults = {"frequency_penalty": 0, "presence_penalty": 0, "logit_bias": {}}
-    assert send(client, route, extra_body=defaults).choices
+    defaults = {"best_of": 1, "echo": False, "modalities": ["text"]}
+    names = defaults.keys() & fields(chat_params if route == "chat" else text_params)
+    assert send(client, route, extra_body={n: defaults[n] for n in names}).choices

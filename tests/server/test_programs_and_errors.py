@@ -116,7 +116,7 @@ def test_async_program_fan_out(serve) -> None:
         ('{"model": "tiny", "prompt": "w1", "logprobs": 9}', "logprobs on completions"),
         ('{"model": "tiny", "prompt": "w1", "guided_json": {}}', "guided_json is not supported"),
         ('{"model": "tiny", "prompt": "w1", "echo": true}', "echo is not supported"),
-        ('{"model": "tiny", "prompt": "w1", "presence_penalty": 0.5}', "presence_penalty"),
+        ('{"model": "tiny", "prompt": "w1", "presence_penalty": 2.5}', "presence_penalty"),
     ],
 )
 def test_bad_input_is_a_400_in_openai_shape(serve, body: str, fragment: str) -> None:

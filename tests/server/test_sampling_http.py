@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import openai
+import pytest
+
 from autellix.engine.sampling_params import SamplingParams
 
 MODEL = "tiny"  # the served name in conftest
@@ -278,3 +281,30 @@ def test_streamed_chat_n_equals_the_whole_response(client) -> None:
     assert dict(texts) == {c.index: c.message.content for c in whole.choices}
     assert dict(finishes) == {i: ["length"] for i in range(3)}
     assert dict(roles) == {i: ["assistant"] for i in range(3)}
+
+
+def test_logit_bias_and_penalties_over_http(client) -> None:
+    """A bias of 100 makes a token all the model says; an unknown token id is a 400."""
+    out = client.completions.create(
+        model=MODEL,
+        prompt="w1 w2",
+        max_tokens=5,
+        temperature=0,
+        logit_bias={"7": 100},
+        extra_body={"ignore_eos": True},
+    )
+    assert out.choices[0].text.split() == ["w4"] * 5
+    penalized = client.completions.create(
+        model=MODEL,
+        prompt="w1 w2",
+        max_tokens=5,
+        temperature=0,
+        logit_bias={"7": 100},
+        frequency_penalty=2,
+        extra_body={"ignore_eos": True, "repetition_penalty": 1.2},
+    )
+    assert penalized.choices[0].text.split()[0] == "w4"
+    with pytest.raises(openai.BadRequestError, match="logit_bias token ids"):
+        client.completions.create(model=MODEL, prompt="w1", max_tokens=2, logit_bias={"99999": 1})
+    with pytest.raises(openai.BadRequestError, match="frequency_penalty"):
+        client.completions.create(model=MODEL, prompt="w1", max_tokens=2, frequency_penalty=3)

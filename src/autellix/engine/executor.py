@@ -13,7 +13,7 @@ from autellix.engine.batch import ScheduledBatch
 from autellix.engine.call import Call, TokenLogprobs
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
 from autellix.engine.model.llama import LlamaForCausalLM
-from autellix.engine.model.sampler import Sampler, suppress_tokens
+from autellix.engine.model.sampler import Sampler, penalize, suppress_tokens
 from autellix.engine.structured_output import mask_logits
 
 
@@ -160,6 +160,7 @@ class ModelExecutor(Executor):
             seqs = [batch.calls[i] for i in rows]
             asked = [j for j, s in enumerate(seqs) if s.params.logprobs is not None]
             raw = logits[asked].log_softmax(dim=-1) if asked else None  # before any mask
+            penalize(logits, [(s.params, s.token_ids, s.num_prompt_tokens) for s in seqs])
             suppress_tokens(logits, [self._banned(s) for s in seqs])
             mask_logits(logits, [s.matcher for s in seqs])
             tokens = self.sampler(logits, [s.params for s in seqs], [s.generator for s in seqs])

@@ -142,6 +142,9 @@ class LLMEngine:
             raise CallError(f"call {call_id!r} is already in the engine")
         if self.config.max_waiting is not None and self.num_waiting >= self.config.max_waiting:
             raise QueueFull(f"{self.num_waiting} calls are waiting (the bound)")
+        vocab = self.executor.vocab_size
+        if vocab and any(t >= vocab for t, _ in params.logit_bias):
+            raise CallError(f"logit_bias token ids must be in [0, {vocab})")
         matcher = self._matcher(params)
         now = self.executor.clock()
         call = Call(

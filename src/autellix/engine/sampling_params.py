@@ -36,6 +36,12 @@ class SamplingParams:
     logprobs: int | None = None  # log-probabilities of the sampled token and this many others
     prompt_logprobs: int | None = None  # the same for each prompt token (no prefix cache then)
     priority: int | None = None  # the queue the call enters (lower first); None: the policy's
+    # as vLLM and OpenAI define them: presence/frequency on the output so far, repetition on
+    # prompt and output (divides positive logits, multiplies negative ones), bias per token
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -61,6 +67,16 @@ class SamplingParams:
             )
         if self.priority is not None and (not _is_int(self.priority) or self.priority < 0):
             raise ValueError(f"priority must be an integer >= 0, got {self.priority!r}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not -2 <= v <= 2:
+                raise ValueError(f"{name} must be in [-2, 2], got {v!r}")
+        r = self.repetition_penalty
+        if isinstance(r, bool) or not isinstance(r, int | float) or not 0 < r <= 10:
+            raise ValueError(f"repetition_penalty must be in (0, 10], got {r!r}")
+        self.logit_bias = tuple((int(t), float(b)) for t, b in self.logit_bias)
+        if not all(t >= 0 and -100 <= b <= 100 for t, b in self.logit_bias):
+            raise ValueError("logit_bias maps token ids >= 0 to biases in [-100, 100]")
         if self.structured is not None and self.min_tokens:
             raise ValueError("min_tokens cannot be combined with a structured output")
         for name in ("logprobs", "prompt_logprobs"):
@@ -75,6 +91,15 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def penalized(self) -> bool:
+        return bool(
+            self.presence_penalty
+            or self.frequency_penalty
+            or self.repetition_penalty != 1
+            or self.logit_bias
+        )
 
 
 def _is_int(x: object) -> bool:

@@ -180,6 +180,10 @@ def sampling_params(
             logprobs=req.num_logprobs,
             prompt_logprobs=req.prompt_logprobs,
             priority=req.priority,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            repetition_penalty=req.repetition_penalty,
+            logit_bias=tuple((req.logit_bias or {}).items()),
         )
     except ValueError as exc:
         raise APIError(400, str(exc)) from None

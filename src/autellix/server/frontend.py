@@ -248,6 +248,9 @@ class Frontend:
         info = self.replicas[0].info
         assert info is not None
         info.check(num_prompt_tokens, params)
+        vocab = len(self.tokenizer)
+        if any(t >= vocab for t, _ in params.logit_bias):
+            raise CallError(f"logit_bias token ids must be in [0, {vocab})")
 
     def default_max_tokens(self, num_prompt_tokens: int) -> int:
         info = self.replicas[0].info

@@ -32,9 +32,6 @@ ProgramId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(p
 UNSERVED: dict[str, Any] = {
     "functions": bool,
     "function_call": lambda v: v not in (None, "none"),
-    "logit_bias": bool,
-    "frequency_penalty": bool,
-    "presence_penalty": bool,
     "echo": bool,
     "suffix": bool,
     "best_of": lambda v: v not in (None, 1),
@@ -126,6 +123,10 @@ class SamplingFields(BaseModel):
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
     # vLLM's: the queue the call enters (lower first), for a frontend that ranks programs
     priority: int | None = Field(default=None, ge=0)
+    presence_penalty: float = Field(default=0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
+    repetition_penalty: float = Field(default=1.0, gt=0, le=10)  # vLLM's
+    logit_bias: dict[int, float] | None = None  # token id -> bias in [-100, 100]
     structured_outputs: StructuredOutputsParams | None = None  # vLLM's
     return_tokens_as_token_ids: bool = False  # vLLM's: logprobs' tokens as "token_id:N"
     program_id: ProgramId | None = None

@@ -102,6 +102,12 @@ class RemoteReplica(Replica):
             "ignore_eos": params.ignore_eos or None,
             "min_tokens": params.min_tokens or None,
             "include_stop_str_in_output": params.include_stop_str_in_output or None,
+            "presence_penalty": params.presence_penalty or None,
+            "frequency_penalty": params.frequency_penalty or None,
+            "repetition_penalty": params.repetition_penalty
+            if params.repetition_penalty != 1
+            else None,
+            "logit_bias": {str(t): b for t, b in params.logit_bias} or None,
         }
         if self.stamp_priority:
             optional["priority"] = self.priority(program, len(token_ids))

@@ -31,6 +31,30 @@ def suppress_tokens(logits: torch.Tensor, rows: Sequence[Sequence[int]]) -> torc
     return logits
 
 
+def penalize(
+    logits: torch.Tensor, rows: Sequence[tuple[SamplingParams, Sequence[int], int]]
+) -> torch.Tensor:
+    """In place, as vLLM does: each row's logit bias, then its repetition penalty over the
+    call's prompt and output tokens, then its frequency and presence penalties over its
+    output. `rows` holds (params, token ids, prompt length) per row of `logits`."""
+    for i, (params, token_ids, num_prompt) in enumerate(rows):
+        if not params.penalized:
+            continue
+        row = logits[i]
+        for token, bias in params.logit_bias:
+            row[token] += bias
+        if params.repetition_penalty != 1:
+            seen = torch.tensor(sorted(set(token_ids)), device=row.device)
+            values = row[seen]
+            r = params.repetition_penalty
+            row[seen] = torch.where(values > 0, values / r, values * r)
+        if params.frequency_penalty or params.presence_penalty:
+            output = torch.tensor(token_ids[num_prompt:], device=row.device, dtype=torch.long)
+            counts = torch.bincount(output, minlength=row.shape[0])[: row.shape[0]].to(row.dtype)
+            row -= params.frequency_penalty * counts + params.presence_penalty * (counts > 0)
+    return logits
+
+
 class Sampler:
     """Next token per row: greedy, or temperature then top-k then top-p sampling.
 
