@@ -15,6 +15,7 @@ import uvicorn
 
 from autellix.engine.config import EngineConfig
 from autellix.server.app import create_app
+from autellix.server.drain import DrainingServer
 from autellix.server.frontend import Frontend, ServeConfig
 from autellix.server.replica import LocalReplica
 
@@ -36,7 +37,7 @@ class Running:
         config = uvicorn.Config(
             create_app(frontend), host="127.0.0.1", port=self.port, log_level="warning"
         )
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config, frontend)  # handle_exit(SIGTERM, None) drains
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> Running:

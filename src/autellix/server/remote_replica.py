@@ -175,6 +175,10 @@ class RemoteReplica(Replica):
             service=now - (first or now),
         )
 
+    def fail(self, why: str) -> bool:
+        self._died()
+        return False
+
     def _died(self) -> None:
         """Out of rotation until its /health answers again."""
         self.alive = False

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -47,6 +48,17 @@ class Replica(ABC):
         self.alive = True
         self.routed = PrefixIndex(block_size=block_size)
         self.info: EngineInfo | None = None
+        self.progress = 0.0  # when one of its calls last had an output (monotonic)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Holding calls, none of which had an output for `timeout` seconds: hung."""
+        return self.in_flight > 0 and now - self.progress > timeout
+
+    def fail(self, why: str) -> bool:
+        """Out of rotation for good (a hung replica). True if its calls end by
+        themselves; else the frontend stops them."""
+        self.alive = False
+        return False
 
     @property
     def active_calls(self) -> int:
@@ -63,10 +75,13 @@ class Replica(ABC):
         program_id: str,
         program: ProgramSnapshot,
     ) -> AsyncIterator[CallOutput]:
+        if self.in_flight == 0:  # the clock of `stalled` starts with the first call
+            self.progress = time.monotonic()
         self.in_flight += 1
         self.routed.insert(token_ids)
         try:
             async for out in self._generate(token_ids, params, call_id, program_id, program):
+                self.progress = time.monotonic()
                 yield out
         finally:
             self.in_flight -= 1
@@ -205,6 +220,13 @@ class ProcessReplica(Replica):
     def kill(self) -> None:
         """For tests and operators: end the child at once."""
         self.process.kill()
+
+    def fail(self, why: str) -> bool:
+        """Kill the hung child (even a stopped one): its memory goes with it, and its
+        calls fail as a dead replica's do (those without a token yet move)."""
+        self.alive = False
+        self.kill()
+        return True
 
     def _send(self, msg: ToReplica) -> None:
         try:
