@@ -168,6 +168,21 @@ def client(server: Running) -> Iterator[openai.OpenAI]:
 
 
 @pytest.fixture(scope="module")
+def module_server(tiny_llama: Path) -> Iterator[Running]:
+    """A server with the default settings of `serve`, shared by a module's tests; after
+    them, no call in flight."""
+    engine = EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=256, max_running=8)
+    running = Running(Frontend(ServeConfig(engine=engine, served_model_name=MODEL))).start()
+    yield running
+    try:
+        running.wait_idle(30)
+        assert all(not p.calls for p in running.frontend.table.programs.values())
+        assert running.frontend.calls_in_flight == 0
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
 def default_model_server() -> Iterator[Running]:
     """A server of the embedded default model (SmolLM2-135M), shared by a module's tests."""
     engine = EngineConfig(max_running=8, kv_cache_bytes=64 << 20)
