@@ -297,7 +297,9 @@ def test_serve_drains_on_sigterm_exits_0_and_restarts_on_the_same_port(
         caller.first.wait(30)
         proc.send_signal(signal.SIGTERM)
         wait_for(lambda: httpx.get(f"{url}/health").status_code == 503, what="draining")
-        r = httpx.post(f"{url}/v1/completions", json={"model": MODEL, "prompt": "w", "max_tokens": 2})
+        r = httpx.post(
+            f"{url}/v1/completions", json={"model": MODEL, "prompt": "w", "max_tokens": 2}
+        )
         assert r.status_code == 503 and r.json()["error"]["code"] == "draining"
         caller.join(60)
         assert caller.answered, caller.events[-3:]

@@ -72,9 +72,7 @@ async def health(frontend: FrontendDep) -> JSONResponse:
     ]
     ok = bool(frontend.live_replicas) and not frontend.draining
     status = "draining" if frontend.draining else "ok" if ok else "unavailable"
-    return JSONResponse(
-        {"status": status, "replicas": replicas}, status_code=200 if ok else 503
-    )
+    return JSONResponse({"status": status, "replicas": replicas}, status_code=200 if ok else 503)
 
 
 @router.get("/v1/models")

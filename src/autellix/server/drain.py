@@ -24,7 +24,7 @@ from autellix.server.frontend import Frontend
 
 log = logging.getLogger("autellix.drain")
 
-GRACE = 5.0  # seconds for stopped calls to send their last event
+GRACE = 5  # seconds for stopped calls to send their last event
 
 
 async def until_idle(frontend: Frontend, timeout: float, hurry: asyncio.Event) -> bool:

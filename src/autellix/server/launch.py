@@ -33,8 +33,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     """Start the server with the parsed flags; returns when it stops."""
     from autellix.engine.model import load_config
-    from autellix.server.app import create_app
     from autellix.server import drain
+    from autellix.server.app import create_app
     from autellix.server.frontend import Frontend
     from autellix.server.tenants import KeyFileError
 
