@@ -36,6 +36,8 @@ from autellix.server.replica_io import (
     ToReplica,
 )
 
+HEARTBEAT = 1.0  # seconds between a busy child's messages, outputs or not
+
 
 class ReplicaDied(RuntimeError):
     pass
@@ -135,6 +137,9 @@ class LocalReplica(Replica):
         assert self.engine is not None
         return self.engine.stats()
 
+    def stalled(self, now: float, timeout: float) -> bool:
+        return False  # a thread cannot be stopped: a slow step is waited for
+
 
 def replica_main(config: EngineConfig, conn: Any) -> None:
     """A child process: one engine, messages in, outputs out, over a pipe."""
@@ -144,6 +149,7 @@ def replica_main(config: EngineConfig, conn: Any) -> None:
         conn.send(StartFailed(f"{type(exc).__name__}: {exc}"))
         return
     conn.send(Ready(engine.info))
+    sent = time.monotonic()
     while True:
         if not engine.has_unfinished():
             conn.poll(None)
@@ -152,8 +158,10 @@ def replica_main(config: EngineConfig, conn: Any) -> None:
                 return
         if engine.has_unfinished():
             outs = engine.step()
-            if outs:
+            # steps without outputs (a long prefill) still say the engine is alive
+            if outs or time.monotonic() - sent > HEARTBEAT:
                 conn.send(CallOutputs(outs))
+                sent = time.monotonic()
 
 
 def handle(engine: LLMEngine, msg: ToReplica, send: Callable[[FromReplica], None]) -> bool:
@@ -193,6 +201,7 @@ class ProcessReplica(Replica):
         self._streams: dict[str, asyncio.Queue] = {}
         self._stats: list[asyncio.Future] = []
         self._send_lock = threading.Lock()
+        self.why = f"engine replica {engine_id} died"  # what its calls' errors say
 
     async def start(self) -> EngineInfo:
         ctx = mp.get_context("spawn")
@@ -225,6 +234,7 @@ class ProcessReplica(Replica):
         """Kill the hung child (even a stopped one): its memory goes with it, and its
         calls fail as a dead replica's do (those without a token yet move)."""
         self.alive = False
+        self.why = why
         self.kill()
         return True
 
@@ -247,6 +257,7 @@ class ProcessReplica(Replica):
     def _dispatch(self, msg: FromReplica) -> None:
         """A message from the child, on the event loop: to its call's stream, or to the
         oldest stats request."""
+        self.progress = time.monotonic()
         match msg:
             case CallOutputs():
                 for out in msg.outputs:
@@ -265,7 +276,7 @@ class ProcessReplica(Replica):
 
     def _died(self) -> None:
         self.alive = False
-        error = ReplicaDied(f"engine replica {self.engine_id} died")
+        error = ReplicaDied(self.why)
         for stream in self._streams.values():
             stream.put_nowait(error)
         for future in self._stats:
