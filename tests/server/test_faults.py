@@ -235,7 +235,7 @@ def test_a_hung_replica_is_treated_as_dead(serve, long_context) -> None:
     try:
         wait_for(lambda: not victim.alive, timeout=15, what="the hang to be seen")
         seen = time.monotonic() - stopped
-        assert 2 <= seen < 5, seen
+        assert 2 <= seen < 10, seen  # 2 s and the watchdog's period, on a busy machine
         wait_for(lambda: any(c.stream_error for c in callers), what="the hung call's error")
         hung = next(c for c in callers if c.stream_error)
         hung.join(10)
@@ -256,6 +256,21 @@ def test_a_hung_replica_is_treated_as_dead(serve, long_context) -> None:
     for c in callers:
         c.join(15)
         assert not c.is_alive()
+
+
+def test_a_long_prefill_is_not_a_hang(serve, long_context) -> None:
+    """A child busy prefilling sends no output for seconds, but its heartbeat says it is
+    alive: the watchdog leaves it be."""
+    engine = {**long_context, "max_prefill_tokens": 16}
+    server = serve(engine=engine, replicas=2, processes=True, replica_timeout=2)
+    prompt = [5 + i % 200 for i in range(20_000)]
+    started = time.monotonic()
+    with httpx.Client(base_url=server.base_url, timeout=120) as http:
+        r = http.post("/completions", json={"model": MODEL, "prompt": prompt, "max_tokens": 1})
+    took = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert took > 4, f"the prefill took {took:.1f} s: too short to test the watchdog"
+    assert all(rep.alive for rep in server.frontend.replicas)
 
 
 async def cut(frontend) -> None:

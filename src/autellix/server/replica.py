@@ -36,7 +36,7 @@ from autellix.server.replica_io import (
     ToReplica,
 )
 
-HEARTBEAT = 1.0  # seconds between a busy child's messages, outputs or not
+HEARTBEAT = 0.2  # seconds between a busy child's messages, outputs or not
 
 
 class ReplicaDied(RuntimeError):
