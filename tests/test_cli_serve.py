@@ -12,7 +12,7 @@ def test_flags_reach_the_configs(monkeypatch: pytest.MonkeyPatch, tiny_llama) ->
         seen["frontend"] = app.state.frontend
         seen["where"] = (host, port, log_level)
 
-    monkeypatch.setattr("uvicorn.run", fake_run)
+    monkeypatch.setattr("autellix.server.drain.run", fake_run)
     argv = [
         "serve",
         "--model",

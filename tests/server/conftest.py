@@ -15,6 +15,7 @@ import uvicorn
 
 from autellix.engine.config import EngineConfig
 from autellix.server.app import create_app
+from autellix.server.drain import DrainingServer
 from autellix.server.frontend import Frontend, ServeConfig
 from autellix.server.replica import LocalReplica
 
@@ -36,7 +37,7 @@ class Running:
         config = uvicorn.Config(
             create_app(frontend), host="127.0.0.1", port=self.port, log_level="warning"
         )
-        self.server = uvicorn.Server(config)
+        self.server = DrainingServer(config, frontend)  # handle_exit(SIGTERM, None) drains
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def start(self) -> Running:
@@ -164,6 +165,21 @@ def client(server: Running) -> Iterator[openai.OpenAI]:
     """The official openai client of `server` (no retries: a test sees every error)."""
     with openai.OpenAI(base_url=server.base_url, api_key="none", max_retries=0) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def module_server(tiny_llama: Path) -> Iterator[Running]:
+    """A server with the default settings of `serve`, shared by a module's tests; after
+    them, no call in flight."""
+    engine = EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=256, max_running=8)
+    running = Running(Frontend(ServeConfig(engine=engine, served_model_name=MODEL))).start()
+    yield running
+    try:
+        running.wait_idle(30)
+        assert all(not p.calls for p in running.frontend.table.programs.values())
+        assert running.frontend.calls_in_flight == 0
+    finally:
+        running.stop()
 
 
 @pytest.fixture(scope="module")

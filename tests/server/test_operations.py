@@ -221,9 +221,8 @@ def test_autellix_serve_process_serves_then_exits_cleanly_on_sigterm(
         rc = proc.wait(timeout=20)
         wait_for(lambda: not any(alive(p) for p in kids), timeout=10, what="replicas to exit")
         log = log_path.read_text()  # the replicas' output too
-        # uvicorn shuts down gracefully, then re-raises the signal it caught, so the exit
-        # status is "terminated by SIGTERM"; the log shows the shutdown ran to its end
-        assert rc in (0, -signal.SIGTERM), log
+        # the drain ends in a clean exit (uvicorn alone would re-raise the signal: -15)
+        assert rc == 0, log
         assert "Application shutdown complete" in log and "Traceback" not in log, log
     finally:
         if proc.poll() is None:

@@ -305,11 +305,9 @@ def test_sighup_reloads_the_key_file_of_autellix_serve(tiny_llama: Path, tmp_pat
 def test_a_server_on_the_network_without_a_key_warns(monkeypatch, capsys) -> None:
     import argparse
 
-    import uvicorn
+    from autellix.server import drain, launch
 
-    from autellix.server import launch
-
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(drain, "run", lambda *a, **k: None)
     parser = argparse.ArgumentParser()
     launch.add_serve_flags(parser)
     for flags, warned in [

@@ -25,7 +25,7 @@ from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.engine.structured_output import GrammarError
 from autellix.programs import kind_of, new_program_name, program_key
 from autellix.server.errors import APIError, error_response, translate
-from autellix.server.frontend import Frontend
+from autellix.server.frontend import Frontend, Unavailable
 from autellix.server.guard import Guard
 from autellix.server.limits import NeverFits, Ticket, TooMany
 from autellix.server.protocol import (
@@ -70,11 +70,9 @@ async def health(frontend: FrontendDep) -> JSONResponse:
     replicas = [
         {"id": r.engine_id, "alive": r.alive, "in_flight": r.in_flight} for r in frontend.replicas
     ]
-    ok = bool(frontend.live_replicas)
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "replicas": replicas},
-        status_code=200 if ok else 503,
-    )
+    ok = bool(frontend.live_replicas) and not frontend.draining
+    status = "draining" if frontend.draining else "ok" if ok else "unavailable"
+    return JSONResponse({"status": status, "replicas": replicas}, status_code=200 if ok else 503)
 
 
 @router.get("/v1/models")
@@ -111,7 +109,7 @@ async def start_program(request: Request, frontend: FrontendDep, tenant: TenantD
         return ProgramView.of(frontend.start_program(tenant, body.program_id, body.kind))
     except ValueError as exc:
         raise APIError(409, str(exc), code="program_exists") from None
-    except TooMany as exc:
+    except (TooMany, Unavailable) as exc:
         raise translate(exc) from None
 
 
@@ -233,7 +231,7 @@ def start_calls(frontend: Frontend, tenant: Tenant, program_id: str, calls: int)
         raise translate(exc) from None
     try:
         frontend.ensure_program(tenant, program_id)
-    except TooMany as exc:
+    except (TooMany, Unavailable) as exc:
         ticket.release()
         raise translate(exc) from None
     return ticket

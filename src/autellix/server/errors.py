@@ -6,7 +6,7 @@ from fastapi.responses import JSONResponse
 
 from autellix.engine.llm_engine import CallError
 from autellix.programs import ProgramEnded
-from autellix.server.frontend import Overloaded, Unavailable
+from autellix.server.frontend import Draining, Overloaded, Unavailable
 from autellix.server.limits import TooMany
 from autellix.server.protocol import error_body
 from autellix.server.replica import ReplicaDied
@@ -48,5 +48,6 @@ def translate(exc: Exception) -> APIError:
     if isinstance(exc, TooMany):
         return APIError(429, str(exc), "rate_limit_error", exc.code, {"Retry-After": "1"})
     if isinstance(exc, Unavailable | ReplicaDied):
-        return APIError(503, str(exc), "service_unavailable")
+        code = "draining" if isinstance(exc, Draining) else None
+        return APIError(503, str(exc), "service_unavailable", code, {"Retry-After": "1"})
     return APIError(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -21,11 +22,13 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, CallOutput
 from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.engine.structured_output import StructuredOutputs
-from autellix.programs import ProcessTable, Program, split_key
+from autellix.programs import Call, ProcessTable, Program, split_key
 from autellix.server.limits import InFlight, Ticket, TooMany
 from autellix.server.metrics import Metrics
 from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied
 from autellix.server.tenants import KeyRing, Tenant
+
+log = logging.getLogger("autellix.frontend")
 
 
 class Overloaded(RuntimeError):
@@ -34,6 +37,10 @@ class Overloaded(RuntimeError):
 
 class Unavailable(RuntimeError):
     """No live replica can take the call (HTTP 503)."""
+
+
+class Draining(Unavailable):
+    """The server is shutting down: it takes no new calls (HTTP 503)."""
 
 
 @dataclass
@@ -141,6 +148,20 @@ class ServeConfig:
         default=16 << 20,
         metadata={"help": "the largest request body; a larger one is a 413"},
     )
+    drain_timeout: float = field(
+        default=30.0,
+        metadata={
+            "help": "on SIGTERM or SIGINT, seconds the calls in flight have to finish (new "
+            "calls get 503) before they are stopped and the server exits"
+        },
+    )
+    replica_timeout: float = field(
+        default=60.0,
+        metadata={
+            "help": "seconds a replica may hold calls without any of them making progress "
+            "before it is treated as dead (0: never)"
+        },
+    )
     # replicas in child processes; None: when replicas > 1 (no flag: --replicas decides)
     processes: bool | None = field(default=None, metadata={"flag": None})
     ray: str | None = field(
@@ -164,7 +185,11 @@ class Frontend:
         self.model_name = config.served_model_name or "autellix"
         self.keys = KeyRing(config.api_key, config.api_keys)
         self.in_flight = InFlight()
+        self.draining = False
+        self._calls: dict[str, tuple[asyncio.Task, Call]] = {}  # for stopping them
+        self._cut: dict[str, str] = {}  # call id -> why it was stopped
         self._reaper: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
 
     def _replicas(self) -> list[Replica]:
         config = self.config
@@ -198,6 +223,8 @@ class Frontend:
             self.model_name = str(folder).rstrip("/").rsplit("/", 1)[-1]
         await asyncio.gather(*(r.start() for r in self.replicas))
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+        if self.config.replica_timeout > 0:
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch_forever())
         if self.config.api_keys is not None:
             # only in the main thread (`autellix serve`); a server in a thread (tests)
             # reloads by calling keys.reload_logged
@@ -207,8 +234,9 @@ class Frontend:
                 )
 
     async def stop(self) -> None:
-        if self._reaper is not None:
-            self._reaper.cancel()
+        for task in (self._reaper, self._watchdog):
+            if task is not None:
+                task.cancel()
         if self.config.api_keys is not None:
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
@@ -258,6 +286,8 @@ class Frontend:
         return max(1, min(info.max_model_len - num_prompt_tokens, 4096))
 
     def check_capacity(self, calls: int = 1) -> None:
+        if self.draining:
+            raise Draining("the server is shutting down; retry on another server or later")
         live = self.live_replicas
         if not live:
             raise Unavailable("no engine replica is alive")
@@ -289,6 +319,8 @@ class Frontend:
         self, tenant: Tenant, name: str | None = None, kind: str | None = None
     ) -> Program:
         """Start a tenant's program, if the table and the tenant have room (TooMany)."""
+        if self.draining:
+            raise Draining("the server is shutting down; retry on another server or later")
         if len(self.table) >= self.config.max_programs:
             raise TooMany(
                 f"the process table holds {len(self.table)} programs, at most "
@@ -322,6 +354,7 @@ class Frontend:
         started = time.monotonic()
         last: CallOutput | None = None
         replica: Replica | None = None
+        self._calls[call.call_id] = (asyncio.current_task(), call)  # type: ignore[assignment]
         try:
             for _ in range(len(self.replicas)):
                 live = self.live_replicas
@@ -343,7 +376,15 @@ class Frontend:
                     if last is not None:  # tokens were sent: the call cannot move
                         raise
             raise Unavailable("no engine replica is alive")
+        except asyncio.CancelledError:
+            why = self._cut.pop(call.call_id, None)
+            if why is None:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            raise Unavailable(why) from None
         finally:
+            self._calls.pop(call.call_id, None)
+            self._cut.pop(call.call_id, None)
             elapsed = time.monotonic() - started
             waiting, service = (last.waiting, last.service) if last else (elapsed, 0.0)
             self.metrics.observe_call(elapsed, waiting, last)
@@ -357,6 +398,33 @@ class Frontend:
                 )
                 if program.ended and not program.calls:
                     self.metrics.observe_program(program)
+
+    # --- draining and dead replicas -----------------------------------------------------
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls of requests not yet answered (a stream counts until its last event)."""
+        return sum(self.in_flight.tenants.values())
+
+    def cut_calls(self, why: str, engine_id: int | None = None) -> None:
+        """Stop the calls in flight (on one replica, or all): each ends with a 503 saying
+        `why`, and its replica aborts it."""
+        for call_id, (task, call) in list(self._calls.items()):
+            if engine_id is None or call.engine == engine_id:
+                self._cut[call_id] = why
+                task.cancel()
+
+    async def _watch_forever(self) -> None:
+        timeout = self.config.replica_timeout
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for replica in self.live_replicas:
+                if replica.stalled(now, timeout):
+                    why = f"engine replica {replica.engine_id} made no progress for {timeout:g} s"
+                    log.warning("%s: treated as dead", why)
+                    if not replica.fail(why):
+                        self.cut_calls(why, replica.engine_id)
 
     # --- programs ---------------------------------------------------------------------
 

@@ -32,9 +32,8 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Start the server with the parsed flags; returns when it stops."""
-    import uvicorn
-
     from autellix.engine.model import load_config
+    from autellix.server import drain
     from autellix.server.app import create_app
     from autellix.server.frontend import Frontend
     from autellix.server.tenants import KeyFileError
@@ -52,7 +51,7 @@ def serve(args: argparse.Namespace) -> int:
             "it can use it (--api-key or --api-keys)",
             file=sys.stderr,
         )
-    uvicorn.run(create_app(frontend), host=config.host, port=config.port, log_level=args.log_level)
+    drain.run(create_app(frontend), host=config.host, port=config.port, log_level=args.log_level)
     return 0
 
 

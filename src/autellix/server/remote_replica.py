@@ -185,6 +185,10 @@ class RemoteReplica(Replica):
             out.logprobs, out.prompt_logprobs = last.logprobs, last.prompt_logprobs
         return out
 
+    def fail(self, why: str) -> bool:
+        self._died()
+        return False
+
     def _died(self) -> None:
         """Out of rotation until its /health answers again."""
         self.alive = False

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import multiprocessing as mp
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -36,6 +37,8 @@ from autellix.server.replica_io import (
     ToReplica,
 )
 
+HEARTBEAT = 0.2  # seconds between a busy child's messages, outputs or not
+
 
 class ReplicaDied(RuntimeError):
     pass
@@ -48,6 +51,17 @@ class Replica(ABC):
         self.alive = True
         self.routed = PrefixIndex(block_size=block_size)
         self.info: EngineInfo | None = None
+        self.progress = 0.0  # when one of its calls last had an output (monotonic)
+
+    def stalled(self, now: float, timeout: float) -> bool:
+        """Holding calls, none of which had an output for `timeout` seconds: hung."""
+        return self.in_flight > 0 and now - self.progress > timeout
+
+    def fail(self, why: str) -> bool:
+        """Out of rotation for good (a hung replica). True if its calls end by
+        themselves; else the frontend stops them."""
+        self.alive = False
+        return False
 
     @property
     def active_calls(self) -> int:
@@ -64,10 +78,13 @@ class Replica(ABC):
         program_id: str,
         program: ProgramSnapshot,
     ) -> AsyncIterator[CallOutput]:
+        if self.in_flight == 0:  # the clock of `stalled` starts with the first call
+            self.progress = time.monotonic()
         self.in_flight += 1
         self.routed.insert(token_ids)
         try:
             async for out in self._generate(token_ids, params, call_id, program_id, program):
+                self.progress = time.monotonic()
                 yield out
         finally:
             self.in_flight -= 1
@@ -129,6 +146,9 @@ class LocalReplica(Replica):
         assert self.engine is not None
         return self.engine.stats()
 
+    def stalled(self, now: float, timeout: float) -> bool:
+        return False  # a thread cannot be stopped: a slow step is waited for
+
 
 def replica_main(config: EngineConfig, conn: Any) -> None:
     """A child process: one engine, messages in, outputs out, over a pipe."""
@@ -138,6 +158,7 @@ def replica_main(config: EngineConfig, conn: Any) -> None:
         conn.send(StartFailed(f"{type(exc).__name__}: {exc}"))
         return
     conn.send(Ready(engine.info))
+    sent = time.monotonic()
     while True:
         if not engine.has_unfinished():
             conn.poll(None)
@@ -146,8 +167,10 @@ def replica_main(config: EngineConfig, conn: Any) -> None:
                 return
         if engine.has_unfinished():
             outs = engine.step()
-            if outs:
+            # steps without outputs (a long prefill) still say the engine is alive
+            if outs or time.monotonic() - sent > HEARTBEAT:
                 conn.send(CallOutputs(outs))
+                sent = time.monotonic()
 
 
 def handle(engine: LLMEngine, msg: ToReplica, send: Callable[[FromReplica], None]) -> bool:
@@ -189,6 +212,7 @@ class ProcessReplica(Replica):
         self._streams: dict[str, asyncio.Queue] = {}
         self._stats: list[asyncio.Future] = []
         self._send_lock = threading.Lock()
+        self.why = f"engine replica {engine_id} died"  # what its calls' errors say
 
     async def start(self) -> EngineInfo:
         ctx = mp.get_context("spawn")
@@ -221,6 +245,14 @@ class ProcessReplica(Replica):
         with contextlib.suppress(ReplicaDied):
             self._send(EndProgram(program_id))
 
+    def fail(self, why: str) -> bool:
+        """Kill the hung child (even a stopped one): its memory goes with it, and its
+        calls fail as a dead replica's do (those without a token yet move)."""
+        self.alive = False
+        self.why = why
+        self.kill()
+        return True
+
     def _send(self, msg: ToReplica) -> None:
         try:
             with self._send_lock:
@@ -240,6 +272,7 @@ class ProcessReplica(Replica):
     def _dispatch(self, msg: FromReplica) -> None:
         """A message from the child, on the event loop: to its call's stream, or to the
         oldest stats request."""
+        self.progress = time.monotonic()
         match msg:
             case CallOutputs():
                 for out in msg.outputs:
@@ -258,7 +291,7 @@ class ProcessReplica(Replica):
 
     def _died(self) -> None:
         self.alive = False
-        error = ReplicaDied(f"engine replica {self.engine_id} died")
+        error = ReplicaDied(self.why)
         for stream in self._streams.values():
             stream.put_nowait(error)
         for future in self._stats:
