@@ -19,7 +19,7 @@ SCHEMA = schemathesis.openapi.from_dict(create_app(Frontend(ServeConfig())).open
 ERROR_FIELDS = {"message", "type", "param", "code"}
 
 
-def check(status: int, text: str, content_type: str) -> None:
+def check(status: int, text: str, content_type: str, cut_short: bool = False) -> None:
     assert status < 500, f"{status}: {text[:500]}"
     assert "Traceback" not in text and "internal_error" not in text, text[:500]
     if status >= 400:
@@ -27,7 +27,8 @@ def check(status: int, text: str, content_type: str) -> None:
         assert set(error) == ERROR_FIELDS, error
         assert isinstance(error["message"], str) and error["message"]
         assert isinstance(error["type"], str)
-    elif content_type.startswith("text/event-stream"):
+    elif content_type.startswith("text/event-stream") and not cut_short:
+        # (schemathesis stops reading a stream after 20 events: only a whole one must end)
         assert text.rstrip().endswith("data: [DONE]"), text[-500:]
 
 
@@ -49,4 +50,4 @@ def test_no_route_answers_5xx_or_a_bare_error(case, module_server) -> None:
         body["model"] = MODEL
     response = case.call(base_url=module_server.url, timeout=60)
     content_type = response.headers.get("content-type") or [""]  # schemathesis: a list
-    check(response.status_code, response.text, content_type[0])
+    check(response.status_code, response.text, content_type[0], response.stream_cut_short)
