@@ -304,7 +304,11 @@ def test_logit_bias_and_penalties_over_http(client) -> None:
         extra_body={"ignore_eos": True, "repetition_penalty": 1.2},
     )
     assert penalized.choices[0].text.split()[0] == "w4"
-    with pytest.raises(openai.BadRequestError, match="logit_bias token ids"):
+    with pytest.raises(openai.BadRequestError, match="logit_bias token ids") as e:
         client.completions.create(model=MODEL, prompt="w1", max_tokens=2, logit_bias={"99999": 1})
+    assert e.value.code == "invalid_value"
+    with pytest.raises(openai.BadRequestError, match="context") as e:
+        client.completions.create(model=MODEL, prompt="w1", max_tokens=99_999)
+    assert e.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError, match="frequency_penalty"):
         client.completions.create(model=MODEL, prompt="w1", max_tokens=2, frequency_penalty=3)

@@ -27,6 +27,10 @@ from autellix.scheduling import make_policy
 class CallError(ValueError):
     """A call the engine cannot take (too long, too large for the pool, bad input)."""
 
+    def __init__(self, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.code = code  # OpenAI's error code for it
+
 
 class QueueFull(RuntimeError):
     """The waiting queue is at its bound; try again later."""
@@ -47,7 +51,8 @@ class EngineInfo:
         if total > self.max_model_len:
             raise CallError(
                 f"prompt ({num_prompt_tokens} tokens) + max_tokens ({params.max_tokens}) = "
-                f"{total} exceeds the model's context of {self.max_model_len} tokens"
+                f"{total} exceeds the model's context of {self.max_model_len} tokens",
+                code="context_length_exceeded",
             )
         blocks = -(-total // self.block_size)
         if blocks > self.num_kv_blocks:

@@ -193,7 +193,7 @@ def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingPara
         try:
             frontend.validate(len(p), sp)
         except CallError as exc:
-            raise APIError(400, str(exc), code="context_length_exceeded") from None
+            raise APIError(400, str(exc), code=exc.code) from None
     try:
         frontend.check_grammar(params[0].structured)  # the same for every call of a request
     except GrammarError as exc:
