@@ -288,3 +288,21 @@ def test_removing_a_call_frees_its_queue_slot(policy_cls) -> None:
     policy.remove(c, 2.0)
     assert policy.queue_lengths() == [0, 0, 0, 0] and policy.running == {} and len(policy) == 0
     assert not c.running and c.waiting == 0.0
+
+
+def test_static_priority_is_the_programs_queue() -> None:
+    config = SchedulingConfig()
+    plas, atlas = PLAS(config), ATLAS(config)
+
+    def level(policy, **snapshot) -> int:
+        return policy.static_priority(CallState("c", "p", 0.0, ProgramSnapshot(**snapshot)))
+
+    assert level(plas) == 0
+    assert level(plas, service=100.0, critical_path=1.0) == config.queue_of(100.0) > 0
+    assert level(atlas, service=100.0, critical_path=1.0) == config.queue_of(1.0)
+    # a program that has waited beta times its service is promoted to the first queue
+    assert level(plas, service=100.0, waiting=config.beta * 100.0) == 0
+    assert level(FCFS(config), service=100.0) == 0
+    # a call's own priority wins over its program's
+    asked = CallState("c", "p", 0.0, ProgramSnapshot(service=100.0), priority=1)
+    assert plas.static_priority(asked) == 1

@@ -94,24 +94,6 @@ def test_priority_stamps_reorder_the_backend(serve, front, stamp: bool) -> None:
     assert order == (["fresh", "heavy"] if stamp else ["heavy", "fresh"])
 
 
-def test_static_priority_is_the_programs_queue() -> None:
-    from autellix.programs import ProgramSnapshot
-    from autellix.scheduling import CallState, SchedulingConfig, make_policy
-
-    config = SchedulingConfig()
-    plas, atlas = make_policy("plas", config), make_policy("atlas", config)
-
-    def level(policy, **snapshot) -> int:
-        return policy.static_priority(CallState("c", "p", 0.0, ProgramSnapshot(**snapshot)))
-
-    assert level(plas) == 0
-    assert level(plas, service=100.0, critical_path=1.0) == config.queue_of(100.0) > 0
-    assert level(atlas, service=100.0, critical_path=1.0) == config.queue_of(1.0)
-    # a program that has waited beta times its service is promoted to the first queue
-    assert level(plas, service=100.0, waiting=config.beta * 100.0) == 0
-    assert level(make_policy("fcfs", config), service=100.0) == 0
-
-
 def test_a_dead_backend_is_left_and_rejoined(serve, front) -> None:
     backend = serve()
     frontend = front(backend.base_url)
