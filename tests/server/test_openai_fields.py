@@ -89,3 +89,16 @@ def test_no_op_fields_are_answered(client: openai.OpenAI, route: str) -> None:
     defaults = {"best_of": 1, "echo": False, "modalities": ["text"]}
     names = defaults.keys() & fields(chat_params if route == "chat" else text_params)
     assert send(client, route, extra_body={n: defaults[n] for n in names}).choices
+
+
+def test_stream_options_are_served_or_refused(client: openai.OpenAI) -> None:
+    """Every stream option of the client is taken (include_obfuscation a no-op); any other
+    is a 400 naming it."""
+    from openai.types.chat import ChatCompletionStreamOptionsParam
+
+    options = {name: True for name in ChatCompletionStreamOptionsParam.__annotations__}
+    assert set(options) == {"include_usage", "include_obfuscation"}
+    chunks = list(send(client, "chat", stream=True, stream_options=options))
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+    with pytest.raises(openai.BadRequestError, match=r"stream_options\.continuous_usage_stats"):
+        send(client, "text", stream=True, stream_options={"continuous_usage_stats": True})

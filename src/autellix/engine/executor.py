@@ -183,9 +183,11 @@ class ModelExecutor(Executor):
         found = {}
         for i, (call, n) in enumerate(zip(batch.calls, batch.num_new, strict=True)):
             top = call.params.prompt_logprobs
+            if top is None:
+                continue
             first = max(call.num_computed, len(call.prompt_logprobs))
             last = min(call.num_computed + n, call.num_prompt_tokens - 1)
-            if top is None or first >= last:
+            if first >= last:
                 continue
             end = int(meta.last_token_idx[i]) + 1  # this call's rows are end - n .. end - 1
             rows = hidden[end - n + first - call.num_computed : end - n + last - call.num_computed]

@@ -286,14 +286,17 @@ class Frontend:
         return max(1, min(info.max_model_len - num_prompt_tokens, 4096))
 
     def check_capacity(self, calls: int = 1) -> None:
-        if self.draining:
-            raise Draining("the server is shutting down; retry on another server or later")
+        self.refuse_if_draining()
         live = self.live_replicas
         if not live:
             raise Unavailable("no engine replica is alive")
         bound = self.config.engine.max_running + self.config.max_queued_per_replica
         if all(r.in_flight + calls > bound for r in live):
             raise Overloaded(f"every replica has {bound} calls in flight; retry later")
+
+    def refuse_if_draining(self) -> None:
+        if self.draining:
+            raise Draining("the server is shutting down; retry on another server or later")
 
     @property
     def room(self) -> int:
@@ -319,8 +322,7 @@ class Frontend:
         self, tenant: Tenant, name: str | None = None, kind: str | None = None
     ) -> Program:
         """Start a tenant's program, if the table and the tenant have room (TooMany)."""
-        if self.draining:
-            raise Draining("the server is shutting down; retry on another server or later")
+        self.refuse_if_draining()
         if len(self.table) >= self.config.max_programs:
             raise TooMany(
                 f"the process table holds {len(self.table)} programs, at most "

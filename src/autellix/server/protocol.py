@@ -140,6 +140,14 @@ class SamplingFields(BaseModel):
             raise ValueError("stop takes up to 4 non-empty strings")
         return stops
 
+    @field_validator("stream_options")
+    @classmethod
+    def _stream_options(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        # include_obfuscation pads OpenAI's events against side channels: a no-op here
+        for name in (v or {}).keys() - {"include_usage", "include_obfuscation"}:
+            raise ValueError(f"stream_options.{name} is not supported by this server")
+        return v
+
     @property
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.get("include_usage"))

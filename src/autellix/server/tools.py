@@ -21,7 +21,6 @@ from autellix.engine.output_text import partial_stop
 from autellix.engine.sampling_params import StructuredOutput
 from autellix.server.protocol import ChatCompletionRequest, ChatMessage, NamedToolChoice
 
-TOOL_PARSERS = ("hermes",)
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
 SYSTEM = (
