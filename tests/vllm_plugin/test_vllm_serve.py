@@ -1,0 +1,89 @@
+"""The real `vllm serve` (vllm-cpu) with `--scheduler-cls autellix.vllm_scheduler...`:
+a fresh program's call overtakes a running call of a program with history, through the
+official OpenAI client, and vLLM holds no KV and no request afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+httpx = pytest.importorskip("httpx")
+openai = pytest.importorskip("openai")
+
+ROOT = Path(__file__).resolve().parents[2]
+PEER = ROOT / "benchmarks" / "peers" / "vllm_cpu.sh"
+SETTINGS = '{"autellix": {"policy": "plas", "first_boundary": 0.5, "num_queues": 4}}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    port = str(free_port())
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    args = [
+        "--scheduler-cls",
+        "autellix.vllm_scheduler.AutellixScheduler",
+        "--max-num-seqs",
+        "1",
+        "--enforce-eager",
+        "--additional-config",
+        SETTINGS,
+    ]
+    subprocess.run([PEER, "serve", port, *args], env=env, check=True, timeout=600)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([PEER, "stop", port], check=False, timeout=120)
+
+
+def metric(base: str, name: str) -> float:
+    text = httpx.get(f"{base}/metrics").text
+    match = re.search(rf"^vllm:{name}\{{[^}}]*\}} (\S+)$", text, re.M)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_a_fresh_program_overtakes_a_running_call_and_nothing_is_left(server):
+    client = openai.AsyncOpenAI(base_url=f"{server}/v1", api_key="none")
+    done: list[str] = []
+
+    async def call(program: str, tokens: int, tag: str) -> None:
+        await client.completions.create(
+            model="SmolLM2-135M-Instruct",
+            prompt="Once upon a time",
+            max_tokens=tokens,
+            temperature=0,
+            extra_body={"ignore_eos": True, "vllm_xargs": {"autellix_program": program}},
+        )
+        done.append(tag)
+
+    async def scenario() -> None:
+        await call("A", 40, "history")  # program A: past the first queue
+        long = asyncio.create_task(call("A", 80, "long"))
+        await asyncio.sleep(1.0)  # it runs (one slot) and demotes
+        await asyncio.gather(long, call("B", 5, "fresh"))
+
+    preemptions = metric(server, "num_preemptions_total")
+    asyncio.run(scenario())
+    assert done == ["history", "fresh", "long"]
+    assert metric(server, "num_preemptions_total") == preemptions + 1
+    deadline = time.monotonic() + 10
+    while metric(server, "num_requests_running") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(server, "num_requests_running") == 0
+    assert metric(server, "num_requests_waiting") == 0
+    assert metric(server, "kv_cache_usage_perc") == 0
