@@ -236,6 +236,11 @@ def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
             "--peer-priority",
             "a peer in priority mode: calls stamped with the program's tokens so far",
         ),
+        (
+            "--peer-plugin",
+            "a vLLM running the Autellix scheduler plug-in: calls name their program in "
+            "vllm_xargs",
+        ),
     ):
         p.add_argument(flag, action="append", metavar="NAME=URL", help=what)
     p.add_argument(

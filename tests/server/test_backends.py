@@ -180,3 +180,16 @@ def test_agent_fields_go_through_to_the_backend(default_model_server, front) -> 
             ]
 
         assert flat(p_got) == flat(p_want) and len(flat(p_got)) == 4
+
+
+@pytest.mark.parametrize("name_programs", [True, False])
+def test_backend_programs_name_the_program_in_vllm_xargs(name_programs: bool) -> None:
+    from autellix.engine.sampling_params import SamplingParams
+    from autellix.programs import ProgramSnapshot
+    from autellix.scheduling import SchedulingConfig
+    from autellix.server.remote_replica import RemoteReplica
+
+    replica = RemoteReplica(0, "http://backend", "plas", SchedulingConfig(), False, name_programs)
+    body = replica.body([1, 2], SamplingParams(max_tokens=3), ProgramSnapshot(), "chat-7")
+    assert body.get("vllm_xargs") == ({"autellix_program": "chat-7"} if name_programs else None)
+    assert "priority" not in body

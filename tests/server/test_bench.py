@@ -122,3 +122,27 @@ def test_priority_peer_mode_sends_stamps(serve, monkeypatch) -> None:
     )
     # without sessions every call is a program of one call: none is left in the table
     assert "chat" not in server.frontend.table
+
+
+def test_a_plugin_peer_gets_each_calls_program_in_vllm_xargs(serve, monkeypatch) -> None:
+    server = serve()
+    sent: list[tuple[str, dict]] = []
+    client = openai.DefaultAsyncHttpxClient
+    send = client.send
+
+    async def recording(self, request, **kw):
+        if request.url.path.endswith("/chat/completions"):
+            body = json.loads(request.content)
+            sent.append((body["messages"][0]["content"], body.pop("vllm_xargs")))
+            headers = {k: v for k, v in request.headers.items() if k != "content-length"}
+            request = type(request)(request.method, request.url, headers=headers, json=body)
+        return await send(self, request, **kw)
+
+    monkeypatch.setattr(client, "send", recording)
+    peer = Endpoint("peer", server.base_url, MODEL, sessions=False, program_args=True)
+    records = asyncio.run(run_specs(specs(), peer))
+    assert [r.error for r in records if r.error] == []
+    # each run tags its programs, so that two runs on one vLLM are different programs
+    programs = {text: args["autellix_program"].split("-", 1)[1] for text, args in sent}
+    assert len(sent) == 6 and programs["w1 w2"] == "chat" and programs["w5"] == "fan"
+    assert len({args["autellix_program"] for _, args in sent}) == 2

@@ -35,20 +35,23 @@ def workload_builder(args: argparse.Namespace) -> Callable[[float], list]:
     return build
 
 
-def endpoint(text: str, sessions: bool, priority: bool, model: str | None):
+def endpoint(
+    text: str, sessions: bool, priority: bool, model: str | None, program_args: bool = False
+):
     from autellix.bench.runner import Endpoint
 
     name, sep, url = text.partition("=")
     if not sep or not url.startswith("http"):
         raise ValueError(f"an endpoint is NAME=URL (http://host:port/v1), got {text!r}")
-    return Endpoint(name, url.rstrip("/"), model, sessions, priority)
+    return Endpoint(name, url.rstrip("/"), model, sessions, priority, program_args)
 
 
 def endpoints(args: argparse.Namespace) -> list:
-    """--endpoint (Autellix, with sessions), --peer and --peer-priority."""
+    """--endpoint (Autellix, with sessions), --peer, --peer-priority and --peer-plugin."""
     found = [endpoint(e, True, False, args.model) for e in args.endpoint or []]
     found += [endpoint(e, False, False, args.model) for e in args.peer or []]
     found += [endpoint(e, False, True, args.model) for e in args.peer_priority or []]
+    found += [endpoint(e, False, False, args.model, True) for e in args.peer_plugin or []]
     return found
 
 

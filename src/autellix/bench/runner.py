@@ -3,8 +3,9 @@
 Each program arrives at its spec's time, runs its stages in order (a stage's calls in
 parallel), feeds each call's real output into the later prompts that refer to it,
 waits out the tool delays, and names itself to the endpoint: by program-session
-headers on Autellix, or by a priority stamp on a peer that has none (client-side
-PLAS: the program's decode tokens so far, the best a vLLM user can do today).
+headers on Autellix, in `vllm_xargs` on a vLLM running the Autellix scheduler plug-in,
+or by a priority stamp on a peer that has none (client-side PLAS: the program's decode
+tokens so far, the best a plain vLLM's user can do today).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Endpoint:
     model: str | None  # None: the first model the endpoint serves (see sweep.reachable)
     sessions: bool = True  # send X-Autellix-Program / X-Autellix-Thread
     priority: bool = False  # stamp each call with its program's decode tokens so far
+    program_args: bool = False  # name the program in vllm_xargs (the vLLM scheduler plug-in)
     api_key: str = "EMPTY"
 
 
@@ -100,6 +102,8 @@ async def _call(spec, s, i, call, outputs, endpoint, client, record, t0, run_tag
         headers = {"X-Autellix-Program": run_tag + spec.program_id, "X-Autellix-Thread": str(i)}
     if endpoint.priority:
         extra_body["priority"] = sum(c.output_tokens for c in record.calls)
+    if endpoint.program_args:
+        extra_body["vllm_xargs"] = {"autellix_program": run_tag + spec.program_id}
     text = []
     try:
         stream = await client.chat.completions.create(

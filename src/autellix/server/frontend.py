@@ -101,6 +101,13 @@ class ServeConfig:
             "queue under --policy (vLLM needs --scheduling-policy priority)"
         },
     )
+    backend_programs: bool = field(
+        default=False,
+        metadata={
+            "help": "name each call's program to the backends in vLLM's vllm_xargs "
+            "(autellix_program), for a vLLM running the Autellix scheduler plug-in"
+        },
+    )
     api_key: str | None = field(
         default=None,
         metadata={
@@ -198,7 +205,14 @@ class Frontend:
 
             engine = config.engine
             return [
-                RemoteReplica(i, url, engine.policy, engine.scheduling, config.backend_priority)
+                RemoteReplica(
+                    i,
+                    url,
+                    engine.policy,
+                    engine.scheduling,
+                    config.backend_priority,
+                    config.backend_programs,
+                )
                 for i, url in enumerate(config.backend)
             ]
         return [self._replica(i) for i in range(config.replicas)]

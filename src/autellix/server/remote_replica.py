@@ -7,7 +7,9 @@ its program's history puts it in under the frontend's policy (PLAS: attained ser
 ATLAS: critical path; with anti-starvation applied at arrival), for a backend started
 with `--scheduling-policy priority` (vLLM) or any Autellix policy. Grammars (tool calls,
 response formats) go as vLLM's `structured_outputs`, logprobs with vLLM's
-`return_tokens_as_token_ids`, so that tokens come back as ids.
+`return_tokens_as_token_ids`, so that tokens come back as ids. With `--backend-programs`
+each call names its program in `vllm_xargs` (`autellix_program`), which a vLLM running the
+Autellix scheduler plug-in (`autellix.vllm_scheduler`) ranks by.
 
 A call's service is what the frontend can see of the backend's work: the time from its
 first token to its last (decode, during which it held a batch slot, as the built-in
@@ -46,10 +48,12 @@ class RemoteReplica(Replica):
         policy: str,
         scheduling: SchedulingConfig,
         stamp_priority: bool,
+        name_programs: bool = False,
     ) -> None:
         super().__init__(engine_id, BLOCK_SIZE)
         self.url = url.rstrip("/").removesuffix("/v1")
         self.stamp_priority = stamp_priority
+        self.name_programs = name_programs
         policy_obj = make_policy(policy, scheduling)
         assert isinstance(policy_obj, MultiLevelPolicy)
         self.policy = policy_obj
@@ -84,7 +88,13 @@ class RemoteReplica(Replica):
         call = CallState("", "", 0.0, program, prompt_tokens=num_prompt_tokens)
         return self.policy.static_priority(call)
 
-    def body(self, token_ids: list[int], params: SamplingParams, program: ProgramSnapshot):
+    def body(
+        self,
+        token_ids: list[int],
+        params: SamplingParams,
+        program: ProgramSnapshot,
+        program_id: str | None = None,
+    ):
         body: dict[str, Any] = {
             "model": self.model,
             "prompt": token_ids,
@@ -111,6 +121,8 @@ class RemoteReplica(Replica):
         }
         if self.stamp_priority:
             optional["priority"] = self.priority(program, len(token_ids))
+        if self.name_programs and program_id is not None:
+            optional["vllm_xargs"] = {"autellix_program": program_id}
         if params.structured is not None:
             optional["structured_outputs"] = structured_outputs(params.structured)
         if params.logprobs is not None:
@@ -121,7 +133,7 @@ class RemoteReplica(Replica):
         return body
 
     async def _generate(self, token_ids, params, call_id, program_id, program):
-        body = self.body(token_ids, params, program)
+        body = self.body(token_ids, params, program, program_id)
         sent = time.monotonic()
         first = last = None
         count, done = 0, False
