@@ -238,8 +238,7 @@ def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
         ),
         (
             "--peer-plugin",
-            "a vLLM running the Autellix scheduler plug-in: calls name their program in "
-            "vllm_xargs",
+            "a vLLM running the Autellix scheduler plug-in: calls name their program in vllm_xargs",
         ),
     ):
         p.add_argument(flag, action="append", metavar="NAME=URL", help=what)
