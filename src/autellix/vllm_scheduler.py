@@ -130,7 +130,6 @@ class AutellixScheduler(Scheduler):
         self.ranking: Policy = make_policy(config.policy, config.scheduling)
         self.table = ProcessTable(ttl=config.program_ttl, clock=self.clock)
         self.calls: dict[str, CallState] = {}  # by request id: every call not finished
-        self.num_rank_preemptions = 0  # running calls preempted for a waiting call
         self._order: dict[str, int] = {}  # request id -> place in the last ranking
         self._scheduled_at: dict[int, float] = {}  # id(SchedulerOutput) -> when
         self._last_output = 0.0
@@ -229,7 +228,6 @@ class AutellixScheduler(Scheduler):
                 continue
             self.running.remove(request)
             self._preempt_request(request, timestamp)
-            self.num_rank_preemptions += 1
             short_slots -= 1
 
     def update_from_output(self, scheduler_output: Any, model_runner_output: Any) -> Any:
