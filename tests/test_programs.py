@@ -152,3 +152,51 @@ def test_pages_of_a_tenants_programs(table: ProcessTable) -> None:
     assert names(10, "bb") == (["c", "d"], False)  # after an id that is not there
     assert names(4) == (["a", "b", "c", "d"], False)
     assert table.page("carol", 5) == ([], False)
+
+
+def finish_at(table: ProcessTable, clock: Clock, program_id: str, at: float) -> None:
+    """The program's one call in flight finishes at `at`."""
+    clock.now = at
+    (call_id,) = table.get(program_id).calls
+    table.call_finished(program_id, call_id, 0.0, 0.1)
+
+
+def test_a_programs_gaps_between_calls_reach_its_next_calls_snapshot(
+    table: ProcessTable, clock: Clock
+) -> None:
+    _, first = table.call_arrived("agent", kind="react")
+    assert first.return_gaps == () and first.kind == "react"
+    finish_at(table, clock, "agent", 1.0)
+    clock.now = 1.5
+    _, second = table.call_arrived("agent")
+    assert second.return_gaps == (0.5,)
+    finish_at(table, clock, "agent", 2.0)
+    clock.now = 2.25
+    _, third = table.call_arrived("agent", expect_return=0.7)
+    assert third.return_gaps == (0.5, 0.25) and third.expect_return == 0.7
+
+
+def test_a_parallel_stages_second_call_is_no_gap(table: ProcessTable, clock: Clock) -> None:
+    table.call_arrived("tree", "a")
+    table.call_arrived("tree", "b")  # while "a" runs
+    assert tuple(table.get("tree").gaps) == ()
+
+
+def test_a_program_without_gaps_gets_its_classs(table: ProcessTable, clock: Clock) -> None:
+    table.call_arrived("old", kind="react")
+    finish_at(table, clock, "old", 1.0)
+    clock.now = 3.0
+    table.call_arrived("old")
+    _, fresh = table.call_arrived("new", kind="react")
+    assert fresh.return_gaps == (2.0,)
+    _, other = table.call_arrived("chat", kind="chat")
+    assert other.return_gaps == (2.0,)  # no gaps of its class yet: everyone's
+
+
+def test_a_program_of_one_call_expects_no_return(table: ProcessTable, clock: Clock) -> None:
+    table.call_arrived("old")
+    finish_at(table, clock, "old", 1.0)
+    clock.now = 2.0
+    table.call_arrived("old")
+    _, snapshot = table.call_arrived(None)
+    assert snapshot.return_gaps == ()

@@ -26,6 +26,10 @@ def imported_modules(path: pathlib.Path) -> set[str]:
     return names
 
 
+def test_the_retention_policy_is_among_the_pure_modules() -> None:
+    assert PACKAGE / "scheduling" / "retention.py" in PURE
+
+
 def test_pure_modules_import_nothing_impure() -> None:
     for path in PURE:
         for name in imported_modules(path):
@@ -34,7 +38,8 @@ def test_pure_modules_import_nothing_impure() -> None:
 
 def test_importing_the_policies_loads_no_impure_module() -> None:
     code = (
-        "import sys, autellix.scheduling, autellix.balancing, autellix.programs;"
+        "import sys, autellix.scheduling, autellix.scheduling.retention, autellix.balancing,"
+        " autellix.programs;"
         f"bad = [m for m in sys.modules if m.startswith({FORBIDDEN!r})];"
         "print(','.join(bad))"
     )

@@ -20,6 +20,13 @@ import openai
 
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
+EXPECT_RETURN_HEADER = "X-Autellix-Expect-Return"
+
+
+def expect_return_headers(seconds: float) -> dict[str, str]:
+    if not seconds >= 0:
+        raise ValueError("expect_return: seconds >= 0")
+    return {EXPECT_RETURN_HEADER: repr(float(seconds))}
 
 
 class _Session:
@@ -79,6 +86,12 @@ class Program(_Session):
             default_headers={THREAD_HEADER: thread_id or uuid.uuid4().hex[:12]}
         )
 
+    def expecting_return(self, seconds: float) -> openai.OpenAI:
+        """A client whose calls tell the server that this program calls again about
+        `seconds` after each (a tool's expected run time): the server may keep the
+        program's KV cache on the device that long (--kv-retention)."""
+        return self.client.with_options(default_headers=expect_return_headers(seconds))
+
     def info(self) -> dict[str, Any]:
         """The program's row in the server's process table."""
         r = self._http.get(f"{self.base_url}/programs/{self.id}")
@@ -123,6 +136,10 @@ class AsyncProgram(_Session):
         return self.client.with_options(
             default_headers={THREAD_HEADER: thread_id or uuid.uuid4().hex[:12]}
         )
+
+    def expecting_return(self, seconds: float) -> openai.AsyncOpenAI:
+        """As `Program.expecting_return`."""
+        return self.client.with_options(default_headers=expect_return_headers(seconds))
 
     async def info(self) -> dict[str, Any]:
         r = await self._http.get(f"{self.base_url}/programs/{self.id}")

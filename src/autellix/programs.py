@@ -14,8 +14,8 @@ import heapq
 import itertools
 import time
 import uuid
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field, replace
 
 DEFAULT_TENANT = "default"  # every program's tenant when the server has no keys
 TENANT_SEP = "\x1f"  # never in a client's program id (refused) nor in a tenant's name
@@ -50,6 +50,11 @@ class ProgramSnapshot:
     critical_path: float = 0.0  # ATLAS priority
     waiting: float = 0.0  # W_program: the sum of completed calls' waiting
     sizes: tuple[float, ...] = ()  # total service of past programs of its class, sorted
+    # KV retention: past gaps between a completion and the next call's arrival (its own,
+    # else its class's), and the client's expected return after this call (seconds)
+    return_gaps: tuple[float, ...] = ()
+    expect_return: float | None = None
+    kind: str | None = None
 
 
 @dataclass
@@ -81,6 +86,12 @@ class Program:
     ended: bool = False  # ended by the client; leaves the table when its calls finish
     kind: str | None = None  # its class: programs of one kind share a size law
     observed: float | None = None  # the size last reported to the size model
+    gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
+
+    def snapshot(self, sizes: tuple[float, ...] = ()) -> ProgramSnapshot:
+        return ProgramSnapshot(
+            self.service, self.critical_path, self.waiting, sizes, kind=self.kind
+        )
 
     @property
     def tenant(self) -> str:
@@ -95,9 +106,6 @@ class Program:
     def last_activity(self) -> float:
         return max(self.started, self.last_arrival or 0.0, self.last_completion or 0.0)
 
-    def snapshot(self, sizes: tuple[float, ...] = ()) -> ProgramSnapshot:
-        return ProgramSnapshot(self.service, self.critical_path, self.waiting, sizes)
-
     def live_service(self) -> float:
         """Service including what active calls have attained so far."""
         return self.service + sum(c.service for c in self.calls.values())
@@ -111,6 +119,34 @@ class Program:
         if self.first_arrival is None or self.last_completion is None:
             return None
         return self.last_completion - self.first_arrival
+
+
+GAPS_KEPT = 32  # a program's last gaps between calls
+
+
+class GapModel:
+    """The last gaps between a completion and the next call's arrival, per program class
+    and over all classes: what a program without gaps of its own is expected to do."""
+
+    def __init__(self, keep: int = 256, max_kinds: int = 1024) -> None:
+        self.keep = keep
+        self.max_kinds = max_kinds
+        self._gaps: OrderedDict[str | None, deque[float]] = OrderedDict()  # least recent first
+
+    def observe(self, kind: str | None, gap: float) -> None:
+        for key in {kind, None}:
+            gaps = self._gaps.pop(key, None) or deque(maxlen=self.keep)
+            gaps.append(gap)
+            self._gaps[key] = gaps
+        while len(self._gaps) > self.max_kinds + 1:  # + 1: all classes together
+            del self._gaps[next(k for k in self._gaps if k is not None)]
+
+    def gaps(self, kind: str | None) -> tuple[float, ...]:
+        """The class's gaps, else everyone's, else none."""
+        for key in (kind, None):
+            if self._gaps.get(key):
+                return tuple(self._gaps[key])
+        return ()
 
 
 class SizeModel:
@@ -177,6 +213,7 @@ class ProcessTable:
         self.clock = clock
         self.idle_after = idle_after
         self.sizes = SizeModel()
+        self.gaps = GapModel()
         self.programs: dict[str, Program] = {}
         self.tenants: dict[str, dict[str, Program]] = {}  # tenant -> its programs by id
         self.reaped = 0  # programs removed for being idle past the TTL
@@ -236,10 +273,12 @@ class ProcessTable:
         thread_id: str | None = None,
         call_id: str | None = None,
         kind: str | None = None,
+        expect_return: float | None = None,
     ) -> tuple[Call, ProgramSnapshot]:
         """Register a call. An unknown program id starts that program; no id makes a
         program of one call (ended as soon as the call finishes). A program's first call
-        that names a kind sets it."""
+        that names a kind sets it. `expect_return`: the client's hint of how soon after
+        this call the program calls again (seconds)."""
         now = self.clock()
         if program_id is None:
             program = self.start()
@@ -251,12 +290,34 @@ class ProcessTable:
                 raise ProgramEnded(f"program {program_id!r} has ended")
         call_id = call_id or f"call-{next(self._call_ids)}"
         call = Call(call_id, program.program_id, thread_id, now, program.critical_path)
-        program.calls[call_id] = call
         program.kind = program.kind or kind
+        self._observe_gap(program, now)
+        program.calls[call_id] = call
         if program.first_arrival is None:
             program.first_arrival = now
         program.last_arrival = now
-        return call, program.snapshot(self.sizes.sizes(program.kind))
+        snapshot = replace(
+            program.snapshot(self.sizes.sizes(program.kind)),
+            return_gaps=self.return_gaps(program),
+            expect_return=expect_return,
+        )
+        return call, snapshot
+
+    def return_gaps(self, program: Program) -> tuple[float, ...]:
+        """How long the program has paused between calls: its own gaps, else its class's;
+        none for a program that cannot come back."""
+        if program.ended:
+            return ()
+        return tuple(program.gaps) or self.gaps.gaps(program.kind)
+
+    def _observe_gap(self, program: Program, now: float) -> None:
+        """A call arrives at a program with no call in flight: the pause since its last
+        completion is a gap (a parallel stage's later calls are not)."""
+        if program.calls or program.last_completion is None:
+            return
+        gap = max(0.0, now - program.last_completion)
+        program.gaps.append(gap)
+        self.gaps.observe(program.kind, gap)
 
     def call_progress(
         self,

@@ -4,6 +4,8 @@ chained hashes, LRU eviction of cached free blocks, swap space, and the idle che
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from autellix.engine.kv_cache import BlockManager, CacheFull, block_hash
 
@@ -235,3 +237,170 @@ def test_a_block_another_live_program_held_is_kept_in_lru_order() -> None:
     # an evicted block leaves no trace in the programs' sets
     filler = manager.allocate(4)
     assert manager.num_free == 0 and all(not manager.blocks[i].users for i in filler)
+
+
+# --- retention pins ----------------------------------------------------------------------
+
+
+def finished_call(manager: BlockManager, tokens: list[int], program: str) -> list[int]:
+    """A call of `program` computed `tokens` and finished: its blocks are cached and free."""
+    table = computed(manager, tokens)
+    manager.free(table, program)
+    return table
+
+
+def pinned_program(manager: BlockManager, tokens: list[int], program: str, **pin) -> list[int]:
+    table = finished_call(manager, tokens, program)
+    args = {"expires": 10.0, "back_at": 1.0, "rank": (0,), **pin}
+    manager.pin(program, table, **args)
+    return table
+
+
+def test_a_pinned_block_is_neither_free_nor_taken_by_the_allocator() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    table = pinned_program(manager, list(range(8)), "agent")  # 2 blocks
+    assert (manager.num_free, manager.num_pinned) == (2, 2)
+    assert manager.allocate(2) == [2, 3]
+    with pytest.raises(CacheFull):
+        manager.allocate(1)  # LRU would have taken the agent's blocks
+    assert all(manager.blocks[b].hash is not None for b in table)
+    manager.check_states()
+
+
+def test_a_pinned_prefix_is_found_and_returns_to_its_pin_when_freed() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    tokens = list(range(8))
+    table = pinned_program(manager, tokens, "agent")
+    assert manager.match_prefix([*tokens, 99]) == table
+    manager.check_states()
+    manager.free(table)
+    assert manager.num_pinned == 2  # still the agent's, not LRU's
+    manager.check_states()
+
+
+def test_a_pin_ends_when_its_ttl_passes() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    table = pinned_program(manager, list(range(8)), "agent", expires=5.0)
+    manager.expire(4.9)
+    assert manager.num_pinned == 2
+    manager.expire(5.0)
+    assert (manager.num_pinned, manager.num_free, manager.pin_stats.expired) == (0, 2, 1)
+    assert manager.match_prefix([*range(8), 99]) == table  # still cached, now in LRU
+
+
+def test_the_programs_return_ends_its_pin_and_keeps_its_blocks_most_recent() -> None:
+    manager = BlockManager(3, SIZE, 0)
+    old = finished_call(manager, [50, 51, 52, 53], "other")
+    mine = pinned_program(manager, list(range(8)), "agent")
+    manager.returned("agent")
+    assert manager.num_pinned == 0 and manager.pin_stats.hit == 1
+    assert manager.pin_stats.hit_blocks == 2
+    assert manager.allocate(1) == old  # LRU takes the other program's block first
+    assert manager.match_prefix([*range(8), 99]) == mine
+
+
+def test_an_ended_programs_pin_goes_to_the_front_of_eviction() -> None:
+    manager = BlockManager(3, SIZE, 0)
+    finished_call(manager, [50, 51, 52, 53], "other")
+    mine = pinned_program(manager, list(range(8)), "agent")
+    manager.end_program("agent")
+    assert manager.num_pinned == 0 and manager.pin_stats.ended == 1
+    assert sorted(manager.allocate(2)) == sorted(mine)
+
+
+def test_evicting_a_pin_takes_the_one_expected_back_last_then_the_lowest_ranked() -> None:
+    manager = BlockManager(3, SIZE, 0)
+    soon = pinned_program(manager, [1, 2, 3, 4], "soon", back_at=1.0, rank=(9,))
+    late_high = pinned_program(manager, [5, 6, 7, 8], "late-high", back_at=5.0, rank=(1,))
+    late_low = pinned_program(manager, [9, 10, 11, 12], "late-low", back_at=5.0, rank=(2,))
+    order = []
+    while manager.evict_pin(lambda pin: True):
+        order.append(manager.allocate(1))
+    assert order == [late_low, late_high, soon]
+    assert manager.pin_stats.evicted == 3
+
+
+def test_a_pin_may_be_spared_by_who_asks() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    pinned_program(manager, list(range(8)), "agent", rank=(3,))
+    assert not manager.evict_pin(lambda pin: pin.rank > (5,))
+    assert manager.num_pinned == 2
+
+
+def test_a_second_call_of_the_program_joins_its_pin() -> None:
+    manager = BlockManager(4, SIZE, 0)
+    pinned_program(manager, [1, 2, 3, 4], "agent", expires=3.0, back_at=2.0)
+    pinned_program(manager, [5, 6, 7, 8], "agent", expires=6.0, back_at=1.0)
+    (pin,) = manager.pins.values()
+    assert (len(pin.block_ids), pin.expires, pin.back_at) == (2, 6.0, 1.0)
+    assert manager.pin_stats.made == 1
+
+
+def test_a_block_held_by_another_call_is_pinned_once_that_call_frees_it() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    tokens = list(range(8))
+    table = computed(manager, tokens)
+    shared = manager.match_prefix([*tokens, 99])  # a sibling call holds the same blocks
+    manager.free(table, "agent")
+    manager.pin("agent", table, expires=9.0, back_at=1.0, rank=(0,))
+    assert manager.num_pinned == 0 and manager.num_free == 0
+    manager.free(shared)
+    assert manager.num_pinned == 2
+    manager.check_states()
+    manager.check_idle()  # pinned blocks are held by no call
+
+
+@st.composite
+def operations(draw):
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["call", "finish", "pin", "return", "expire", "evict", "end"]),
+                st.integers(0, 3),  # a program
+                st.integers(1, 12),  # tokens, or a time
+            ),
+            max_size=60,
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(operations())
+def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> None:
+    manager = BlockManager(8, SIZE, 0)
+    running: dict[int, list[int]] = {}  # program -> the blocks its call holds
+    for op, program, n in ops:
+        name = f"p{program}"
+        if op == "call" and program not in running:
+            tokens = [program * 100 + i for i in range(n)]
+            matched = manager.match_prefix(tokens)
+            need = manager.blocks_for(len(tokens)) - len(matched)
+            while manager.num_free < need and manager.evict_pin(lambda pin: True):
+                pass
+            if manager.num_free < need:
+                manager.free(matched)
+                continue
+            table = matched + manager.allocate(need)
+            for block_id, h in zip(table, chain(tokens), strict=False):
+                manager.register(block_id, h)
+            running[program] = table
+        elif op == "finish" and program in running:
+            manager.free(running.pop(program), name)
+        elif op == "pin":
+            blocks = [b for b, blk in enumerate(manager.blocks) if blk.hash is not None]
+            manager.pin(name, blocks[:n], expires=float(n), back_at=0.0, rank=(program,))
+        elif op == "return":
+            manager.returned(name)
+        elif op == "expire":
+            manager.expire(float(n))
+        elif op == "evict":
+            manager.evict_pin(lambda pin: True)
+        elif op == "end" and program not in running:
+            manager.end_program(name)
+        manager.check_states()
+    for table in running.values():
+        manager.free(table)
+    manager.check_idle()
+    while manager.evict_pin(lambda pin: True):
+        pass
+    assert manager.num_free == manager.num_blocks  # no block leaked

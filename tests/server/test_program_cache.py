@@ -8,6 +8,7 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from autellix.server.replica import handle
 from autellix.server.replica_io import EndProgram
@@ -68,3 +69,39 @@ def test_a_child_replica_applies_end_program(tiny_llama) -> None:
         engine.step()
     assert handle(engine, EndProgram("p"), lambda msg: None)
     assert engine.stats()["released_blocks"] == 5
+
+
+def test_a_programs_expected_return_pins_its_cache_until_it_ends(serve) -> None:
+    from autellix.scheduling.retention import RetentionConfig
+
+    server = serve(engine={"retention": RetentionConfig(enabled=True)})
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as c:
+        with pytest.raises(openai.BadRequestError, match="X-Autellix-Expect-Return"):
+            c.completions.create(
+                model=MODEL,
+                prompt=PROMPT,
+                max_tokens=2,
+                extra_headers={"X-Autellix-Program": "agent", "X-Autellix-Expect-Return": "soon"},
+            )
+        c.completions.create(  # anonymous: never comes back, so never pinned
+            model=MODEL,
+            prompt=PROMPT,
+            max_tokens=2,
+            extra_headers={"X-Autellix-Expect-Return": "0"},
+        )
+        assert server.engine_stats()["pins_made"] == 0
+        c.completions.create(
+            model=MODEL,
+            prompt=PROMPT.replace("w1", "w3"),
+            max_tokens=2,
+            extra_headers={"X-Autellix-Program": "agent", "X-Autellix-Expect-Return": "0"},
+        )
+    stats = server.engine_stats()
+    assert (stats["pins_made"], stats["pinned_blocks"]) == (1, 5)
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'autellix_pinned_blocks{replica="0"} 5.0' in metrics
+    assert httpx.delete(f"{server.base_url}/programs/agent").status_code == 200
+    deadline = time.monotonic() + 10
+    while server.engine_stats()["pins_ended"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autellix.engine.config import EngineConfig
+from autellix.scheduling.retention import RetentionConfig
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import GPUS, MODELS
 from autellix.sim.latency import Roofline, StepShape
@@ -154,3 +155,36 @@ def test_roofline_matches_datasheet_arithmetic() -> None:
     assert Roofline(gpu, seventy, tp=4)(StepShape(1, 1, 1, 1.0)) < Roofline(gpu, seventy, tp=2)(
         StepShape(1, 1, 1, 1.0)
     )
+
+
+def react_under_pressure(retention: bool, hints: bool = False):
+    specs = build_workload("react", 12, rate=4.0, seed=1, scale=0.3)
+    return run(
+        specs,
+        step_time=Roofline(GPUS["a100"], MODELS["llama-3.1-8b"]),
+        engine={"policy": "plas", "retention": RetentionConfig(enabled=retention)},
+        num_kv_blocks=120,
+        expect_return_hints=hints,
+    )
+
+
+def test_retention_runs_every_program_to_the_end_deterministically() -> None:
+    records, sim = react_under_pressure(True)
+    again, _ = react_under_pressure(True)
+    assert all(r.error is None for r in records)
+    assert [r.end for r in records] == [r.end for r in again]
+    stats = sim.replicas[0].engine.stats()
+    assert stats["pins_made"] > 0 and stats["pins_hit"] > 0
+    assert stats["pinned_blocks"] == 0  # every program ended: no pin outlives it
+
+
+def test_client_hints_reach_the_engine_in_the_simulator() -> None:
+    _, without = react_under_pressure(True)
+    _, hinted = react_under_pressure(True, hints=True)
+    made = [s.replicas[0].engine.stats()["pins_made"] for s in (without, hinted)]
+    assert made[0] != made[1]
+
+
+def test_the_simulator_ends_programs_on_their_replicas() -> None:
+    _, sim = react_under_pressure(False)
+    assert sim.replicas[0].engine.stats()["released_blocks"] > 0

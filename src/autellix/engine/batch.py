@@ -7,6 +7,10 @@ evicts the lowest-ranked call holding device blocks that the scan has not reache
 finds no memory to grow into is marked short (the scheduler evicts it). Evicted
 blocks are swapped to host memory (one batched copy per round, done by the executor
 before the step) or dropped for recompute.
+
+Retention pins (see kv_cache) give way before any call's blocks do: a call may end the
+pin of a program that ranks below it, and the first call a round takes may end any pin,
+so pins never leave the engine idle while calls wait.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class BatchFitter:
         self.evicted: set[str] = set()
         self.short: set[str] = set()  # running calls that found no memory to grow into
         self.swap_freed: list[int] = []
+        self.blocked_by_pins: set[str] = set()  # calls that would have fit without pins
 
     def fits(self, call: Call) -> bool:
         if call.call_id in self.evicted:
@@ -109,12 +114,27 @@ class BatchFitter:
 
     def _make_room(self, call: Call, need: int) -> bool:
         while self.blocks.num_free < need:
+            if self._end_a_pin(call):
+                continue
             victim = self._victim(call)
             if victim is None:
+                if self.blocks.num_free + self.blocks.num_pinned >= need:
+                    self.blocked_by_pins.add(call.call_id)
                 self.short.add(call.call_id)
                 return False
             self.evict(victim)
         return True
+
+    def _end_a_pin(self, call: Call) -> bool:
+        """End a pin to make room for `call`: one of a lower-ranked program or its own, or
+        any if the round has taken no call yet (else pins could leave the engine idle)."""
+        if not self.blocks.pins:
+            return False
+        first = not self.planned
+        rank = self.rank_key(call)
+        return self.blocks.evict_pin(
+            lambda pin: first or pin.program_id == call.program_id or pin.rank > rank
+        )
 
     def _victim(self, call: Call) -> Call | None:
         """The lowest-ranked call holding device blocks that the scan has not reached,
@@ -142,7 +162,7 @@ class BatchFitter:
         elif call.status is Status.WAITING:
             call.num_computed = computed
             call.num_hashed_blocks = len(matched)
-            self.blocks.count_lookup(call.num_tokens, computed)
+            self.blocks.count_lookup(call.num_tokens, computed, call.program.kind)
             if call.service == 0:
                 call.num_cached_prompt_tokens = computed
         call.block_table = matched + call.block_table + new_blocks

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from autellix.scheduling import SchedulingConfig
+from autellix.scheduling.retention import RetentionConfig
 
 
 @dataclass
@@ -63,6 +64,7 @@ class EngineConfig:
         },
     )
     prefix_caching: bool = field(default=True, metadata={"help": "prefix caching"})
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
     max_running: int = field(default=32, metadata={"help": "calls in a batch"})
     # A call's service for a step: the whole step time ("step", as the paper charges), or

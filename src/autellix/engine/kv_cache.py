@@ -4,11 +4,19 @@ Only ids live here; the executor owns the tensors. A full block whose tokens are
 computed is keyed by a hash chained over the blocks before it, so a later call with
 the same prefix reuses it. Freed blocks keep their hash and stay findable until the
 allocator needs them, least recently freed first.
+
+KV retention pins a live program's blocks after its call finishes: a pinned block with
+no user is in neither free list, so the allocator cannot take it, until the pin ends:
+its TTL passes (`expire`), its program's next call is scheduled (`claim`), the program
+ends (`end_program`), or a higher-ranked call needs the memory (`evict_pin`, which the
+batch fitter calls once the free lists are empty). Every block is in exactly one state:
+free, cached and free (LRU), pinned and idle, or held by calls (`check_states`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -33,6 +41,27 @@ class Block:
     users: set[str] = field(default_factory=set)  # live programs whose calls held it
 
 
+@dataclass
+class Pin:
+    """A live program's cached blocks, kept from eviction until `expires`."""
+
+    program_id: str
+    block_ids: set[int]
+    expires: float
+    back_at: float  # when the program is expected back
+    rank: tuple  # the policy's rank of the call that left them (larger: lower priority)
+
+
+@dataclass
+class PinStats:
+    made: int = 0
+    expired: int = 0
+    evicted: int = 0  # ended early for a higher-ranked call's memory
+    ended: int = 0  # their program ended
+    hit: int = 0  # claimed by the program's next call with at least one block used
+    hit_blocks: int = 0  # blocks that call found pinned
+
+
 class BlockManager:
     def __init__(
         self, num_blocks: int, block_size: int, num_swap_blocks: int, prefix_caching: bool = True
@@ -49,6 +78,11 @@ class BlockManager:
         self.queried_tokens = 0
         self.program_blocks: dict[str, set[int]] = {}  # cached blocks each program has held
         self.released_blocks = 0  # cached blocks moved to the front of eviction by end_program
+        self.pins: dict[str, Pin] = {}  # by program
+        self.pin_of: dict[int, str] = {}  # block -> the program whose pin holds it
+        self.pinned: set[int] = set()  # pinned blocks no call holds (neither free nor used)
+        self.pin_stats = PinStats()
+        self.queried_by_kind: dict[str | None, list[int]] = {}  # kind -> [queried, hit]
 
     @property
     def num_blocks(self) -> int:
@@ -83,9 +117,14 @@ class BlockManager:
             matched.append(block_id)
         return matched
 
-    def count_lookup(self, num_tokens: int, num_hit: int) -> None:
+    def count_lookup(self, num_tokens: int, num_hit: int, kind: str | None = None) -> None:
         self.queried_tokens += num_tokens
         self.hit_tokens += num_hit
+        if kind not in self.queried_by_kind and len(self.queried_by_kind) >= MAX_KINDS:
+            kind = "other"  # classes come from clients: keep the label set bounded
+        counts = self.queried_by_kind.setdefault(kind, [0, 0])
+        counts[0] += num_tokens
+        counts[1] += num_hit
 
     def allocate(self, n: int) -> list[int]:
         if n > self.num_free:
@@ -116,7 +155,9 @@ class BlockManager:
                 self.program_blocks.setdefault(program_id, set()).add(block_id)
             block.ref_count -= 1
             if block.ref_count == 0:
-                if block.hash is None:
+                if block_id in self.pin_of:
+                    self.pinned.add(block_id)
+                elif block.hash is None:
                     self.free_ids.append(block_id)
                 else:
                     self.cached_free[block_id] = None
@@ -151,8 +192,10 @@ class BlockManager:
         self.by_hash[h] = block_id
 
     def end_program(self, program_id: str) -> None:
-        """A program ended: the cached blocks no live program has held go to the front of
-        eviction, ahead of every block a live program may come back for."""
+        """A program ended: its pin goes, and the cached blocks no live program has held go
+        to the front of eviction, ahead of every block a live program may come back for."""
+        if self.unpin(program_id, front=True):
+            self.pin_stats.ended += 1
         for block_id in self.program_blocks.pop(program_id, ()):
             block = self.blocks[block_id]
             block.users.discard(program_id)
@@ -171,13 +214,122 @@ class BlockManager:
     def _take(self, block_id: int) -> None:
         block = self.blocks[block_id]
         if block.ref_count == 0:
-            del self.cached_free[block_id]
+            if block_id in self.pinned:
+                self.pinned.remove(block_id)
+            else:
+                del self.cached_free[block_id]
         block.ref_count += 1
 
+    # --- retention pins ---------------------------------------------------------------
+
+    @property
+    def num_pinned(self) -> int:
+        """Pinned blocks no call holds: what evicting every pin would free."""
+        return len(self.pinned)
+
+    def pin(
+        self, program_id: str, block_ids: Seq[int], expires: float, back_at: float, rank: tuple
+    ) -> None:
+        """Keep the program's cached blocks from eviction until `expires` (a second call of
+        the same program joins its pin). Blocks another program's pin holds stay there."""
+        pin = self.pins.get(program_id)
+        if pin is None:
+            pin = self.pins[program_id] = Pin(program_id, set(), expires, back_at, rank)
+            self.pin_stats.made += 1
+        else:
+            pin.expires = max(pin.expires, expires)
+            pin.back_at = min(pin.back_at, back_at)
+            pin.rank = min(pin.rank, rank)
+        for block_id in block_ids:
+            block = self.blocks[block_id]
+            if block.hash is None or block_id in self.pin_of:
+                continue
+            self.pin_of[block_id] = program_id
+            pin.block_ids.add(block_id)
+            if block.ref_count == 0:
+                del self.cached_free[block_id]
+                self.pinned.add(block_id)
+
+    def unpin(self, program_id: str, front: bool = False) -> bool:
+        """End the program's pin: its idle blocks become cached and free, at the front of
+        eviction or (default) as the most recently used. False: it had none."""
+        pin = self.pins.pop(program_id, None)
+        if pin is None:
+            return False
+        for block_id in sorted(pin.block_ids, reverse=front):
+            del self.pin_of[block_id]
+            if block_id in self.pinned:
+                self.pinned.remove(block_id)
+                self.cached_free[block_id] = None
+                self.cached_free.move_to_end(block_id, last=not front)
+        return True
+
+    def returned(self, program_id: str) -> None:
+        """The program's next call arrived: the pin has done its work. Its blocks become
+        the most recently used of the cache, where the call finds them when it is
+        scheduled; holding them through its wait in the queue would keep them idle longer
+        than the gap the decision weighed."""
+        pin = self.pins.get(program_id)
+        if pin is None:
+            return
+        self.pin_stats.hit += 1
+        self.pin_stats.hit_blocks += len(pin.block_ids)
+        self.unpin(program_id)
+
+    def expire(self, now: float) -> None:
+        for pin in [p for p in self.pins.values() if p.expires <= now]:
+            self.unpin(pin.program_id)
+            self.pin_stats.expired += 1
+
+    def evict_pin(self, may_evict: Callable[[Pin], bool]) -> bool:
+        """End the pin that is first to evict among those `may_evict` allows and that
+        hold idle blocks: the program expected back latest (Belady: the block needed
+        furthest ahead goes first), then the lowest ranked. Its blocks go to the front of
+        eviction. False: no such pin."""
+        candidates = [
+            p
+            for p in self.pins.values()
+            if may_evict(p) and not self.pinned.isdisjoint(p.block_ids)
+        ]
+        if not candidates:
+            return False
+        victim = max(candidates, key=lambda p: (p.back_at, p.rank))
+        self.unpin(victim.program_id, front=True)
+        self.pin_stats.evicted += 1
+        return True
+
     def check_idle(self) -> None:
-        """Raise unless every block and swap block is free (no call holds any)."""
+        """Raise unless every block and swap block is free or pinned (no call holds any)."""
         held = [b.block_id for b in self.blocks if b.ref_count]
-        if held or self.num_free != self.num_blocks:
+        if held or self.num_free + self.num_pinned != self.num_blocks:
             raise AssertionError(f"KV blocks still held: {held[:10]}")
         if len(self.free_swap_ids) != self.num_swap_blocks:
             raise AssertionError("swap blocks still held")
+
+    def check_states(self) -> None:
+        """Raise unless every block is in exactly one state (free, cached and free, pinned
+        and idle, held by calls) and the pins and hashes agree with the blocks."""
+        states = [
+            set(self.free_ids),
+            set(self.cached_free),
+            self.pinned,
+            {b.block_id for b in self.blocks if b.ref_count > 0},
+        ]
+        if sum(len(s) for s in states) != self.num_blocks or len(self.free_ids) != len(states[0]):
+            raise AssertionError("a block is in two states, or in none")
+        if any(b.ref_count < 0 for b in self.blocks):
+            raise AssertionError("a negative ref count")
+        if not self.pinned <= set(self.pin_of):
+            raise AssertionError("an idle pinned block belongs to no pin")
+        for program_id, pin in self.pins.items():
+            if any(self.pin_of.get(b) != program_id for b in pin.block_ids):
+                raise AssertionError(f"pin of {program_id} disagrees with pin_of")
+        if sum(len(p.block_ids) for p in self.pins.values()) != len(self.pin_of):
+            raise AssertionError("pin_of holds a block of no pin")
+        if any(self.blocks[b].hash != h for h, b in self.by_hash.items()):
+            raise AssertionError("the hash index disagrees with the blocks")
+        if any(self.blocks[b].hash is not None for b in self.free_ids):
+            raise AssertionError("a free block keeps a hash")
+
+
+MAX_KINDS = 64  # program classes counted apart in prefix-cache statistics

@@ -269,6 +269,25 @@ class LLMEngine:
             "prefix_hit_tokens": self.blocks.hit_tokens,
             "released_blocks": self.blocks.released_blocks,
             "computed_tokens": self.scheduler.computed_tokens,
+            **self.retention_stats(),
+        }
+
+    def retention_stats(self) -> dict[str, Any]:
+        """KV retention: pins now and so far, what they saved, what they cost others."""
+        pins = self.blocks.pin_stats
+        return {
+            "pinned_blocks": self.blocks.num_pinned,
+            "pins": len(self.blocks.pins),
+            "pins_made": pins.made,
+            "pins_expired": pins.expired,
+            "pins_evicted": pins.evicted,
+            "pins_ended": pins.ended,
+            "pins_hit": pins.hit,
+            "pin_hit_blocks": pins.hit_blocks,
+            "pin_blocked_seconds": self.scheduler.pin_blocked_seconds,
+            "prefix_by_kind": {
+                kind or "": tuple(counts) for kind, counts in self.blocks.queried_by_kind.items()
+            },
         }
 
     def check_idle(self) -> None:

@@ -7,6 +7,11 @@ Running calls that fall out of the batch by priority are preempted but keep thei
 blocks on the device ("resident"): resuming them costs nothing, and most priority
 preemptions never need the memory back. A running call that finds no memory to grow
 into is evicted (see `BatchFitter`).
+
+With KV retention on, a finished call of a live program may leave its cached blocks
+pinned for its program's return: the pure policy in `scheduling.retention` decides,
+from the gaps its program (or class) paused before and the prefill time this engine
+measures.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from autellix.engine.call import Call, Status, TokenLogprobs
 from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
 from autellix.scheduling import Policy, select_batch
+from autellix.scheduling.retention import RetentionCost, ReturnOutlook, decide
 
 
 class Scheduler:
@@ -41,10 +47,15 @@ class Scheduler:
         self.swapped_in_blocks = 0
         self._last: ScheduledBatch | None = None
         self._steps_since_round = 0
+        self.seconds_per_token: float | None = None  # prefill cost, measured on steps
+        self.pin_blocked_seconds = 0.0  # calls' time refused blocks that pins held
+        self._blocked_by_pins = 0
+        self._last_round_at: float | None = None
 
     def add(self, call: Call, now: float) -> None:
         self.calls[call.call_id] = call
         self.policy.add(call, now)
+        self.blocks.returned(call.program_id)
 
     def finish(self, call: Call, reason: str, now: float) -> None:
         """A call ended (stop, length or abort): release everything it holds."""
@@ -54,9 +65,29 @@ class Scheduler:
         self.policy.remove(call, now)
         self.resident.pop(call.call_id, None)
         self.blocks.free(call.block_table, call.program_id)
+        if self.config.retention.enabled and reason != "abort":
+            self._retain(call, now)
         self.blocks.free_swap(call.swap_table)
         call.block_table, call.swap_table = [], []
         self._last = None
+
+    def _retain(self, call: Call, now: float) -> None:
+        """Pin the call's cached blocks for its program's return, if that is worth it."""
+        cached = call.block_table[: call.num_hashed_blocks]
+        in_use = self.blocks.num_blocks - self.blocks.num_free - self.blocks.num_pinned
+        cost = RetentionCost(
+            num_blocks=len(cached),
+            num_tokens=len(cached) * self.blocks.block_size,
+            seconds_per_token=self.seconds_per_token or 0.0,
+            batch_blocks=in_use,
+        )
+        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
+        retention = decide(outlook, cost, self.config.retention)
+        if retention.hold:
+            rank = self.policy.rank_key(call)
+            self.blocks.pin(
+                call.program_id, cached, now + retention.ttl, now + retention.expected_return, rank
+            )
 
     @property
     def num_waiting(self) -> int:
@@ -91,6 +122,9 @@ class Scheduler:
         return ScheduledBatch(list(last.calls), [1] * len(last.calls))
 
     def _round(self, now: float) -> ScheduledBatch:
+        self.blocks.expire(now)
+        if self._last_round_at is not None:
+            self.pin_blocked_seconds += self._blocked_by_pins * (now - self._last_round_at)
         holders = (self.policy.running, self.resident)  # read only when memory runs out
         fitter = BatchFitter(
             self.config, self.blocks, holders, self.policy.rank_key, self.policy.preemptive
@@ -110,6 +144,8 @@ class Scheduler:
         self.num_evictions += len(batch.evicted)
         self.swapped_out_blocks += len(batch.swap_out)
         self.swapped_in_blocks += len(batch.swap_in)
+        self._blocked_by_pins = len(fitter.blocked_by_pins)
+        self._last_round_at = now
         return batch
 
     # --- update -----------------------------------------------------------------------
@@ -125,6 +161,7 @@ class Scheduler:
     ) -> list[Call]:
         """Charge the step, advance the calls, append their new tokens and finish those
         that hit a stop token or their length. Returns the calls that got a token."""
+        self._measure_prefill(batch, elapsed)
         share = self.config.service_accounting == "share"
         per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
         advanced = []
@@ -141,6 +178,16 @@ class Scheduler:
                 self._append(call, token, now)
                 advanced.append(call)
         return advanced
+
+    def _measure_prefill(self, batch: ScheduledBatch, elapsed: float) -> None:
+        """Seconds per computed token over steps that prefill (a moving average): what a
+        dropped block's recompute would cost."""
+        tokens = sum(batch.num_new)
+        if batch.is_decode_only or tokens == 0 or elapsed <= 0:
+            return
+        sample = elapsed / tokens
+        old = self.seconds_per_token
+        self.seconds_per_token = sample if old is None else 0.9 * old + 0.1 * sample
 
     def _append(self, call: Call, token: int, now: float) -> None:
         params = call.params

@@ -9,6 +9,7 @@ the OpenAI-shaped error handlers into an app.
 from __future__ import annotations
 
 import asyncio
+import math
 import weakref
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -47,6 +48,7 @@ from autellix.server.tools import ToolUse, chat_messages, template_renders_tools
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
 KIND_HEADER = "X-Autellix-Kind"
+EXPECT_RETURN_HEADER = "X-Autellix-Expect-Return"  # seconds until the program calls again
 
 
 def get_frontend(request: Request) -> Frontend:
@@ -223,6 +225,24 @@ def program_of(
     return program_id, thread_id, False
 
 
+def expected_return(request: Request) -> float | None:
+    """The client's hint of how soon after this call its program calls again (seconds)."""
+    value = request.headers.get(EXPECT_RETURN_HEADER)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise APIError(
+            400,
+            f"{EXPECT_RETURN_HEADER}: a number of seconds >= 0, not {value!r}",
+            code="invalid_value",
+        )
+    return seconds
+
+
 def start_calls(frontend: Frontend, tenant: Tenant, program_id: str, calls: int) -> Ticket:
     """Count the calls against the caps, and start their program if it is new (429s)."""
     try:
@@ -272,10 +292,11 @@ async def run(
     admit(frontend, inputs, params)
     tenant = get_tenant(request)
     program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
+    expect_return = None if anonymous else expected_return(request)
     ticket = start_calls(frontend, tenant, program_id, len(inputs))
     kind = request.headers.get(KIND_HEADER) or kind
     streams = [
-        frontend.stream(p, sp, program_id, thread_id, kind)
+        frontend.stream(p, sp, program_id, thread_id, kind, expect_return, anonymous)
         for p, sp in zip(inputs, params, strict=True)
     ]
     rid, created = new_id(render.prefix), now()

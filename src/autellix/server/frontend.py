@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -363,9 +364,16 @@ class Frontend:
         program_id: str,
         thread_id: str | None,
         kind: str | None = None,
+        expect_return: float | None = None,
+        anonymous: bool = False,
     ) -> AsyncIterator[CallOutput]:
-        """One call of a program, streamed; the process table is updated however it ends."""
-        call, snapshot = self.table.call_arrived(program_id, thread_id, kind=kind)
+        """One call of a program, streamed; the process table is updated however it ends.
+        A program of one anonymous call will not come back: nothing of it is retained."""
+        call, snapshot = self.table.call_arrived(
+            program_id, thread_id, kind=kind, expect_return=expect_return
+        )
+        if anonymous:
+            snapshot = dataclasses.replace(snapshot, return_gaps=(), expect_return=None)
         program = self.table.get(program_id)
         started = time.monotonic()
         last: CallOutput | None = None

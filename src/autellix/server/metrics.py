@@ -16,6 +16,19 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 
 
+RETENTION_GAUGES = (
+    ("pinned_blocks", "KV blocks pinned for a live program's return, no call holding them"),
+    ("pins", "Programs with KV pinned for their return"),
+    ("pins_made", "Pins made so far"),
+    ("pins_expired", "Pins whose time-to-live passed before their program returned, so far"),
+    ("pins_evicted", "Pins ended for a higher-ranked call's memory, so far"),
+    ("pins_ended", "Pins ended because their program ended, so far"),
+    ("pins_hit", "Pins whose program's next call used them, so far"),
+    ("pin_hit_blocks", "Pinned blocks used by their program's next call, so far"),
+    ("pin_blocked_seconds", "Seconds calls waited for KV blocks that pins held, summed, so far"),
+)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -72,8 +85,15 @@ class Metrics:
                 ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
                 ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
                 ("in_flight", "Calls routed to the replica and not finished"),
+                *RETENTION_GAUGES,
             )
         }
+        self.kind_hit_rate = Gauge(
+            "autellix_prefix_cache_hit_rate_by_kind",
+            "Prompt tokens served from the prefix cache, per program class",
+            [*labels, "kind"],
+            registry=r,
+        )
 
     def observe_call(self, latency: float, waiting: float, last: CallOutput | None) -> None:
         self.call_latency.observe(latency)
@@ -109,8 +129,12 @@ class Metrics:
                 "swap_in_bytes",
                 "kv_usage",
                 "released_blocks",
+                *(name for name, _ in RETENTION_GAUGES),
             ):
                 self.gauges[name].labels(rid).set(s[name])
+            for kind, (kind_queried, kind_hit) in s["prefix_by_kind"].items():
+                rate = kind_hit / kind_queried if kind_queried else 0.0
+                self.kind_hit_rate.labels(rid, kind).set(rate)
             queried = s["prefix_queried_tokens"]
             rate = s["prefix_hit_tokens"] / queried if queried else 0.0
             self.gauges["prefix_cache_hit_rate"].labels(rid).set(rate)

@@ -39,6 +39,9 @@ class ClusterConfig:
     num_swap_blocks: int = 4096  # per replica
     swap_time_per_block: float = 0.0
     max_model_len: int = 1 << 30
+    # each call tells the server its stage's tool delay (X-Autellix-Expect-Return), as a
+    # client that knows its tools would
+    expect_return_hints: bool = False
 
 
 class SimReplica:
@@ -117,15 +120,21 @@ class Simulation:
         spec, s = program.spec, program.stage
         if s == len(spec.stages):
             program.record.end = self.now
-            self.table.end(spec.program_id)
+            ended = self.table.end(spec.program_id)
+            for replica in self.replicas:  # as the SDK's exit does through the server
+                if replica.engine_id in ended.engines:
+                    replica.engine.end_program(spec.program_id)
             return
         calls = spec.stages[s].calls
         program.pending = len(calls)
         remaining = sum(c.max_tokens for stage in spec.stages[s:] for c in stage.calls)
+        hint = None
+        if self.config.expect_return_hints and s + 1 < len(spec.stages):
+            hint = max(c.tool_delay for c in calls)
         for i, call in enumerate(calls):
             ids = prompt_ids(call, program.index, program.lengths)
             meta, snapshot = self.table.call_arrived(
-                spec.program_id, str(i), kind=kind_of(call.messages)
+                spec.program_id, str(i), kind=kind_of(call.messages), expect_return=hint
             )
             replica = self.replicas[
                 self.balancer.pick(Route(ids, self.table.get(spec.program_id)), self.replicas)

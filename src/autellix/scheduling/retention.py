@@ -1,0 +1,98 @@
+"""KV retention: whether a finished call's blocks stay on the device until its program
+comes back, and for how long. Pure: the engine's block manager applies the decision.
+
+InferCept's rule in simple form. Holding the blocks costs memory-time: the blocks sit
+idle until the program returns (or the hold ends). Dropping them costs the prefill that
+recomputes them when it returns, and while that prefill runs the memory of the calls
+batched with it sits idle too. Both are block-seconds:
+
+    hold:  num_blocks x E[min(gap, ttl)]
+    drop:  P(gap <= ttl) x recompute_seconds x (batch_blocks + num_blocks)
+
+The time-to-live is chosen among the gaps seen (each stretched by a slack, and capped)
+as the one whose saving is largest (Continuum picks a TTL from tool-duration statistics
+in the same spirit); the blocks are held when that saving is positive. With no gap
+known and no hint from the client the answer is drop: the blocks stay in the prefix
+cache, in LRU order, as without retention.
+
+Swap to host is not decided here: the engine's host pool holds preempted calls' KV, and
+the prefix cache does not index host blocks, so a retained block cannot be found there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RetentionConfig:
+    enabled: bool = field(
+        default=False,
+        metadata={
+            "flag": "--kv-retention",
+            "help": "keep a live program's KV after its call while it is likely to return"
+            " (pinned for a time-to-live learned from its gaps between calls)",
+        },
+    )
+    max_ttl: float = field(
+        default=30.0,
+        metadata={"flag": "--kv-retention-max-ttl", "help": "longest pin, in seconds"},
+    )
+    ttl_slack: float = field(
+        default=1.25, metadata={"flag": None}
+    )  # a TTL is a seen gap times this, plus the margin: a program is rarely exactly on time
+    ttl_margin: float = field(default=0.05, metadata={"flag": None})  # seconds
+
+    def __post_init__(self) -> None:
+        if self.max_ttl < 0 or self.ttl_slack < 1 or self.ttl_margin < 0:
+            raise ValueError("retention needs max_ttl >= 0, ttl_slack >= 1, ttl_margin >= 0")
+
+
+@dataclass(frozen=True)
+class ReturnOutlook:
+    """What is known of when a program comes back after a call."""
+
+    gaps: tuple[float, ...] = ()  # seconds from a completion to its next call's arrival
+    hint: float | None = None  # the client's own expectation, in seconds
+
+
+@dataclass(frozen=True)
+class RetentionCost:
+    """What holding and dropping a finished call's blocks would cost."""
+
+    num_blocks: int  # blocks that would be held
+    num_tokens: int  # tokens they hold: recomputed if dropped
+    seconds_per_token: float  # prefill time per token on this engine
+    batch_blocks: int  # blocks held by running calls (idle while a recompute runs)
+
+
+@dataclass(frozen=True)
+class Retention:
+    hold: bool
+    ttl: float = 0.0  # seconds to hold
+    expected_return: float = math.inf  # seconds until the program is likely back
+
+
+DROP = Retention(hold=False)
+
+
+def decide(outlook: ReturnOutlook, cost: RetentionCost, config: RetentionConfig) -> Retention:
+    """Hold the blocks for a TTL, or drop them (leave them to LRU)."""
+    gaps = (outlook.hint,) if outlook.hint is not None else outlook.gaps
+    if not gaps or cost.num_blocks == 0:
+        return DROP
+    drop_cost = cost.num_tokens * cost.seconds_per_token * (cost.batch_blocks + cost.num_blocks)
+    best, best_saving = DROP, 0.0
+    for ttl in sorted({ttl_for(g, config) for g in gaps}):
+        back = [g for g in gaps if g <= ttl]
+        held = sum(min(g, ttl) for g in gaps) / len(gaps)
+        saving = len(back) / len(gaps) * drop_cost - cost.num_blocks * held
+        if back and saving > best_saving:
+            best = Retention(True, ttl, sum(back) / len(back))
+            best_saving = saving
+    return best
+
+
+def ttl_for(gap: float, config: RetentionConfig) -> float:
+    return min(config.max_ttl, max(0.0, gap) * config.ttl_slack + config.ttl_margin)

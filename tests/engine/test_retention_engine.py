@@ -1,0 +1,171 @@
+"""KV retention in the engine (simulated executor, virtual clock): a live program's
+finished call keeps its blocks pinned from LRU until its TTL passes, its next call
+arrives (which then finds them), it ends, or a higher-ranked call needs the memory; a
+pool full of pins never stops a call from running."""
+
+from __future__ import annotations
+
+from autellix.engine.call import Call, Status
+from autellix.engine.config import EngineConfig
+from autellix.engine.executor import SimulatedExecutor
+from autellix.engine.llm_engine import LLMEngine
+from autellix.engine.sampling_params import SamplingParams
+from autellix.programs import ProgramSnapshot
+from autellix.scheduling.retention import RetentionConfig
+
+SIZE = 4
+ONE = SamplingParams(max_tokens=1, ignore_eos=True)
+LONG = SamplingParams(max_tokens=12, ignore_eos=True)
+AGENT_PROMPT = list(range(100, 112))  # 3 full blocks
+BACK_SOON = ProgramSnapshot(expect_return=0.05)  # the client's hint: back in 50 ms
+HEAVY = ProgramSnapshot(service=100.0)  # a program far down the queues
+
+
+def make(num_blocks: int = 7, retention: bool = True, policy: str = "plas") -> LLMEngine:
+    config = EngineConfig(
+        policy=policy,
+        block_size=SIZE,
+        max_running=4,
+        max_prefill_tokens=64,
+        retention=RetentionConfig(enabled=retention),
+    )
+    executor = SimulatedExecutor(
+        lambda batch: 0.001 + 0.01 * sum(batch.num_new),  # 10 ms a token: recompute is dear
+        block_size=SIZE,
+        num_blocks=num_blocks,
+        num_swap_blocks=16,
+        token_id=7,
+    )
+    return LLMEngine(config, executor, eos_token_ids=(2,), max_model_len=4096)
+
+
+def run_until_done(engine: LLMEngine, call: Call, max_steps: int = 200) -> None:
+    for _ in range(max_steps):
+        if call.status is Status.FINISHED:
+            return
+        engine.step()
+    raise AssertionError(f"{call.call_id} did not finish in {max_steps} steps")
+
+
+def agent_finished_a_call(engine: LLMEngine, snapshot: ProgramSnapshot = BACK_SOON) -> Call:
+    """A runner decodes on (so later rounds have taken a call first; it grows to 4 of the
+    7 blocks); the agent's call of 12 prompt tokens finishes, leaving 3 cached blocks."""
+    engine.add_call([1], LONG, call_id="runner", program_id="runner")
+    call = engine.add_call(AGENT_PROMPT, ONE, call_id="a1", program_id="agent", program=snapshot)
+    run_until_done(engine, call)
+    return call
+
+
+def heavy_wants_four_blocks(engine: LLMEngine) -> Call:
+    return engine.add_call(list(range(200, 216)), ONE, call_id="heavy", program=HEAVY)
+
+
+def test_a_returning_program_finds_its_context_that_a_heavy_call_would_have_evicted() -> None:
+    engine = make()
+    first = agent_finished_a_call(engine)
+    assert engine.blocks.num_pinned == 3
+    heavy = heavy_wants_four_blocks(engine)
+    engine.step()
+    assert heavy.status is Status.WAITING  # the pin outranks it
+    assert engine.stats()["pins_made"] == 1
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    run_until_done(engine, back)
+    assert back.num_cached_prompt_tokens == 12
+    assert engine.stats()["pins_hit"] == 1
+    run_until_done(engine, heavy)
+
+
+def test_without_retention_the_heavy_call_takes_the_programs_blocks() -> None:
+    engine = make(retention=False)
+    first = agent_finished_a_call(engine)
+    heavy = heavy_wants_four_blocks(engine)
+    engine.step()
+    assert heavy.status is not Status.WAITING
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    run_until_done(engine, back)
+    assert back.num_cached_prompt_tokens < 12
+    assert engine.stats()["pins_made"] == 0
+
+
+def test_a_call_waiting_on_pins_is_counted_as_their_cost() -> None:
+    engine = make()
+    agent_finished_a_call(engine)
+    heavy_wants_four_blocks(engine)
+    engine.step()
+    engine.step()
+    assert engine.stats()["pin_blocked_seconds"] > 0
+
+
+def test_a_pin_lapses_after_its_ttl_and_the_waiting_call_runs() -> None:
+    engine = make()
+    agent_finished_a_call(engine)
+    heavy = heavy_wants_four_blocks(engine)
+    run_until_done(engine, heavy)  # the runner's decodes move the clock past the TTL
+    stats = engine.stats()
+    assert (stats["pins_expired"], stats["pinned_blocks"]) == (1, 0)
+
+
+def test_a_higher_ranked_call_evicts_a_lower_ranked_programs_pin() -> None:
+    engine = make()
+    agent_finished_a_call(engine, ProgramSnapshot(service=100.0, expect_return=0.05))
+    fresh = engine.add_call(list(range(200, 216)), ONE, call_id="fresh", program_id="fresh")
+    engine.step()
+    assert fresh.status is not Status.WAITING
+    assert engine.stats()["pins_evicted"] == 1
+
+
+def test_a_pool_full_of_pins_never_stops_a_call() -> None:
+    engine = make(num_blocks=6)
+    for i in range(2):  # two programs pin 3 blocks each, for long: the whole pool
+        prompt = list(range(100 * (i + 1), 100 * (i + 1) + 12))
+        call = engine.add_call(prompt, ONE, call_id=f"p{i}", program_id=f"p{i}")
+        run_until_done(engine, call)
+        cached = [b.block_id for b in engine.blocks.blocks if b.hash is not None]
+        engine.blocks.pin(f"p{i}", cached, expires=1e9, back_at=1e9, rank=(-1,))
+    assert engine.blocks.num_pinned == 6 and engine.blocks.num_free == 0
+    heavy = heavy_wants_four_blocks(engine)  # ranks below both pins, and is alone
+    run_until_done(engine, heavy, max_steps=3)
+    assert engine.stats()["pins_evicted"] >= 1
+    engine.blocks.check_states()
+
+
+def test_ending_the_program_frees_its_pin_at_once() -> None:
+    engine = make()
+    agent_finished_a_call(engine)
+    engine.end_program("agent")
+    assert engine.blocks.num_pinned == 0
+    assert engine.stats()["pins_ended"] == 1
+
+
+def test_a_program_with_no_gaps_and_no_hint_is_left_to_lru() -> None:
+    engine = make()
+    agent_finished_a_call(engine, ProgramSnapshot())
+    assert engine.blocks.num_pinned == 0
+
+
+def test_past_gaps_of_the_program_make_a_pin_without_a_hint() -> None:
+    engine = make()
+    agent_finished_a_call(engine, ProgramSnapshot(return_gaps=(0.05, 0.06)))
+    assert engine.blocks.num_pinned == 3
+
+
+def test_an_aborted_call_pins_nothing() -> None:
+    engine = make()
+    call = engine.add_call(AGENT_PROMPT, LONG, call_id="a1", program_id="agent", program=BACK_SOON)
+    engine.step()
+    engine.abort(call.call_id)
+    assert engine.blocks.num_pinned == 0
+    engine.check_idle()
+
+
+def test_prefix_hits_are_counted_per_program_class() -> None:
+    engine = make()
+    kind = ProgramSnapshot(expect_return=0.05, kind="react")
+    first = engine.add_call(AGENT_PROMPT, ONE, call_id="a1", program_id="agent", program=kind)
+    run_until_done(engine, first)
+    back = engine.add_call(
+        [*first.token_ids, 9], ONE, call_id="a2", program_id="agent", program=kind
+    )
+    run_until_done(engine, back)
+    queried, hit = engine.stats()["prefix_by_kind"]["react"]
+    assert (queried, hit) == (12 + 14, 12)

@@ -1,0 +1,126 @@
+"""The KV retention policy on its own: hold a finished call's blocks for its program's
+return, or drop them, by memory-time (InferCept's rule) with a TTL from the gaps seen."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autellix.scheduling.retention import (
+    RetentionConfig,
+    RetentionCost,
+    ReturnOutlook,
+    decide,
+    ttl_for,
+)
+
+CONFIG = RetentionConfig(enabled=True, max_ttl=10.0, ttl_slack=1.25, ttl_margin=0.05)
+# 20 blocks of 16 tokens; 1 ms a token: a recompute of 0.32 s while 200 blocks wait on it
+COST = RetentionCost(num_blocks=20, num_tokens=320, seconds_per_token=1e-3, batch_blocks=200)
+DROP_COST = 320 * 1e-3 * (200 + 20)  # 70.4 block-seconds
+
+
+def test_with_nothing_known_of_the_program_the_blocks_are_left_to_lru() -> None:
+    assert not decide(ReturnOutlook(), COST, CONFIG).hold
+
+
+def test_a_program_back_soon_is_held_for_a_little_longer_than_its_gap() -> None:
+    retention = decide(ReturnOutlook(gaps=(0.5, 0.5, 0.5)), COST, CONFIG)
+    assert retention.hold
+    assert retention.ttl == pytest.approx(0.5 * 1.25 + 0.05)
+    assert retention.expected_return == pytest.approx(0.5)
+
+
+def test_a_program_that_pauses_longer_than_holding_is_worth_is_dropped() -> None:
+    # holding 20 blocks for 4 s (80 block-s) costs more than the recompute (70.4)
+    assert not decide(ReturnOutlook(gaps=(4.0,)), COST, CONFIG).hold
+    assert decide(ReturnOutlook(gaps=(3.0,)), COST, CONFIG).hold  # 60 < 70.4
+
+
+def test_the_ttl_lets_a_rare_long_pause_lapse() -> None:
+    # nine returns after 0.2 s, one after 9 s: waiting for the straggler costs more than
+    # the one recompute it would save
+    gaps = (0.2,) * 9 + (9.0,)
+    retention = decide(ReturnOutlook(gaps=gaps), COST, CONFIG)
+    assert retention.hold and retention.ttl == pytest.approx(ttl_for(0.2, CONFIG))
+    assert retention.expected_return == pytest.approx(0.2)
+
+
+def test_the_clients_hint_overrides_the_gaps_seen() -> None:
+    slow = ReturnOutlook(gaps=(9.0,) * 5, hint=0.3)
+    assert decide(slow, COST, CONFIG).ttl == pytest.approx(ttl_for(0.3, CONFIG))
+    fast = ReturnOutlook(gaps=(0.1,) * 5, hint=9.0)
+    assert not decide(fast, COST, CONFIG).hold
+
+
+def test_a_gap_past_the_longest_ttl_is_never_held() -> None:
+    assert not decide(ReturnOutlook(hint=20.0), COST, CONFIG).hold
+    assert not decide(ReturnOutlook(hint=20.0), COST, RetentionConfig(max_ttl=0.0)).hold
+
+
+def test_no_blocks_or_a_free_recompute_is_never_held() -> None:
+    outlook = ReturnOutlook(gaps=(0.1,))
+    assert not decide(outlook, RetentionCost(0, 0, 1e-3, 200), CONFIG).hold
+    assert not decide(outlook, RetentionCost(20, 320, 0.0, 200), CONFIG).hold
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        RetentionConfig(ttl_slack=0.5)
+    with pytest.raises(ValueError):
+        RetentionConfig(max_ttl=-1)
+
+
+gaps_st = st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=12).map(tuple)
+costs_st = st.builds(
+    RetentionCost,
+    num_blocks=st.integers(1, 500),
+    num_tokens=st.integers(1, 8000),
+    seconds_per_token=st.floats(1e-6, 1e-2),
+    batch_blocks=st.integers(0, 5000),
+)
+
+
+@given(gaps_st, costs_st)
+def test_a_hold_is_bounded_and_worth_its_memory_time(gaps, cost) -> None:
+    retention = decide(ReturnOutlook(gaps=gaps), cost, CONFIG)
+    if not retention.hold:
+        return
+    assert 0 < retention.ttl <= CONFIG.max_ttl
+    back = [g for g in gaps if g <= retention.ttl]
+    assert back and retention.expected_return <= retention.ttl
+    held = sum(min(g, retention.ttl) for g in gaps) / len(gaps)
+    saved = len(back) / len(gaps) * cost.num_tokens * cost.seconds_per_token
+    assert saved * (cost.batch_blocks + cost.num_blocks) > cost.num_blocks * held
+
+
+@given(gaps_st, costs_st, st.floats(1.0, 10.0))
+def test_longer_pauses_never_turn_a_drop_into_a_hold(gaps, cost, stretch) -> None:
+    if decide(ReturnOutlook(gaps=gaps), cost, CONFIG).hold:
+        return
+    longer = tuple(g * stretch for g in gaps)
+    assert not decide(ReturnOutlook(gaps=longer), cost, CONFIG).hold
+
+
+@given(gaps_st, costs_st, st.floats(1.0, 100.0))
+def test_a_dearer_recompute_never_turns_a_hold_into_a_drop(gaps, cost, dearer) -> None:
+    if not decide(ReturnOutlook(gaps=gaps), cost, CONFIG).hold:
+        return
+    pricier = RetentionCost(
+        cost.num_blocks, cost.num_tokens, cost.seconds_per_token * dearer, cost.batch_blocks
+    )
+    assert decide(ReturnOutlook(gaps=gaps), pricier, CONFIG).hold
+
+
+@given(st.floats(0, 60), costs_st)
+def test_a_hint_is_held_exactly_when_its_memory_time_is_below_the_recompute(hint, cost) -> None:
+    retention = decide(ReturnOutlook(hint=hint), cost, CONFIG)
+    ttl = ttl_for(hint, CONFIG)
+    drop = cost.num_tokens * cost.seconds_per_token * (cost.batch_blocks + cost.num_blocks)
+    expected = hint <= ttl and cost.num_blocks * hint < drop
+    assert retention.hold == expected
+    if expected:
+        assert retention.ttl == ttl and math.isclose(retention.expected_return, hint)
