@@ -102,3 +102,22 @@ def test_stream_options_are_served_or_refused(client: openai.OpenAI) -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
     with pytest.raises(openai.BadRequestError, match=r"stream_options\.continuous_usage_stats"):
         send(client, "text", stream=True, stream_options={"continuous_usage_stats": True})
+
+
+def test_message_fields_are_served_or_refused(client: openai.OpenAI) -> None:
+    from autellix.server.protocol import ChatMessage
+    from autellix.server.tools import chat_messages
+
+    def chat(*messages):
+        return client.chat.completions.create(model=MODEL, messages=list(messages), max_tokens=2)
+
+    # a participant's name goes to the chat template; a null field is no request at all
+    named = {"role": "user", "content": "w1", "name": "ann"}
+    assert chat(named, {"role": "assistant", "content": "w2", "refusal": None}).choices
+    assert chat_messages([ChatMessage(**named)], None, False) == [named]
+    assert chat_messages([ChatMessage(role="user", content="w1")], None, True) == [
+        {"role": "user", "content": "w1"}
+    ]
+    legacy = {"role": "assistant", "content": None, "function_call": {"name": "f"}}
+    with pytest.raises(openai.BadRequestError, match="message field function_call is not"):
+        chat({"role": "user", "content": "w1"}, legacy)

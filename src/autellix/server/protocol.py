@@ -158,11 +158,15 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = None  # the participant's name: given to the chat template
     tool_calls: list[dict[str, Any]] | None = None  # assistant: the calls it made
     tool_call_id: str | None = None  # tool: the call this message answers
 
     @model_validator(mode="after")
     def _tool_calls(self) -> ChatMessage:
+        unknown = sorted(k for k, v in (self.model_extra or {}).items() if v is not None)
+        if unknown:  # e.g. a message's audio or function_call: refused, never ignored
+            raise ValueError(f"message field {unknown[0]} is not supported by this server")
         for call in self.tool_calls or []:
             f = call.get("function")
             if not isinstance(f, dict) or not isinstance(f.get("name"), str):

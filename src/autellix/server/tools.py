@@ -122,7 +122,7 @@ def chat_messages(
                 {"role": "user", "content": f"<tool_response>\n{m.text()}\n</tool_response>"}
             )
         else:
-            out.append({"role": m.role, "content": m.text()})
+            out.append(named({"role": m.role, "content": m.text()}, m))
     if tools is not None:
         listed = "\n".join(json.dumps({"type": "function", "function": f}) for f in tools.functions)
         system = SYSTEM.replace("{tools}", listed)
@@ -141,7 +141,12 @@ def native_message(m: ChatMessage) -> dict[str, Any]:
         ]
     if m.tool_call_id is not None:
         message["tool_call_id"] = m.tool_call_id
-    return message
+    return named(message, m)
+
+
+def named(message: dict[str, Any], m: ChatMessage) -> dict[str, Any]:
+    """A message's `name` goes to the template, as vLLM passes it (most templates ignore it)."""
+    return message if m.name is None else {**message, "name": m.name}
 
 
 def arguments(call: dict[str, Any]) -> Any:
