@@ -50,6 +50,7 @@ class ProgramSnapshot:
     critical_path: float = 0.0  # ATLAS priority
     waiting: float = 0.0  # W_program: the sum of completed calls' waiting
     sizes: tuple[float, ...] = ()  # total service of past programs of its class, sorted
+    tenant_weight: float = 1.0  # its tenant's weight in the batch's shares (see scheduling)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from autellix.balancing import Route, make_balancer
@@ -311,6 +311,11 @@ class Frontend:
             return self.config.max_tenant_calls
         return max(1, self.room // 2) if len(self.keys.tenants) > 1 else None
 
+    def tenant_weight(self, name: str) -> float:
+        """The tenant's weight in the engines' shares of a batch (1 unless its keys say)."""
+        tenant = self.keys.tenants.get(name)
+        return tenant.weight if tenant is not None and tenant.weight is not None else 1.0
+
     def admit_calls(self, tenant: Tenant, program_id: str, calls: int) -> Ticket:
         """Count a request's calls against its tenant's and its program's caps (TooMany)."""
         program_cap = tenant.max_program_calls or self.config.max_program_calls
@@ -353,6 +358,7 @@ class Frontend:
         """One call of a program, streamed; the process table is updated however it ends."""
         call, snapshot = self.table.call_arrived(program_id, thread_id, kind=kind)
         program = self.table.get(program_id)
+        snapshot = replace(snapshot, tenant_weight=self.tenant_weight(program.tenant))
         started = time.monotonic()
         last: CallOutput | None = None
         replica: Replica | None = None
