@@ -149,6 +149,12 @@ def metrics(text: str) -> dict[str, dict[str, float]]:
     return found
 
 
+def live(m: dict[str, dict[str, float]], name: str) -> list[float]:
+    """A per-replica metric of the live replicas (a dead one's gauges keep their last value)."""
+    alive = m.get("autellix_replica_alive", {})
+    return [v for r, v in m.get(name, {}).items() if alive.get(r)]
+
+
 def replicas_of(server: psutil.Process) -> list[psutil.Process]:
     """The server's replica processes (multiprocessing children), not its helpers."""
     found = []
@@ -183,7 +189,9 @@ class Driver:
         self.metrics_url = f"http://127.0.0.1:{args.port}/metrics"
 
     async def metrics(self) -> dict[str, dict[str, float]]:
-        return metrics((await self.http.get(self.metrics_url)).text)
+        r = await self.http.get(self.metrics_url)
+        r.raise_for_status()  # an httpx.HTTPError: a gap in the series
+        return metrics(r.text)
 
     def now(self) -> float:
         return time.monotonic() - self.t0
@@ -304,15 +312,17 @@ async def bad_requests(driver: Driver, until: float) -> None:
 
 async def sample_forever(driver: Driver, server: psutil.Process) -> None:
     while True:
-        driver.run.samples.append(await sample(driver, server))
+        try:
+            driver.run.samples.append(await sample(driver, server))
+        except (httpx.HTTPError, psutil.Error, ValueError) as exc:  # a gap, not the end
+            print(f"soak: no sample at {driver.now():.0f} s: {exc!r}", flush=True)
         await asyncio.sleep(driver.args.sample)
 
 
 async def sample(driver: Driver, server: psutil.Process) -> Sample:
     rss, fds, n = resources(server)
     m = await driver.metrics()
-    alive = [r for r, up in m.get("autellix_replica_alive", {}).items() if up]
-    kv = [m.get("autellix_kv_usage", {}).get(r, 0.0) for r in alive]
+    kv = live(m, "autellix_kv_usage")
     return Sample(
         driver.now(),
         rss,
@@ -324,20 +334,28 @@ async def sample(driver: Driver, server: psutil.Process) -> Sample:
     )
 
 
+async def retried(fetch, tries: int = 10):
+    for _ in range(tries - 1):
+        with contextlib.suppress(httpx.HTTPError):
+            return await fetch()
+        await asyncio.sleep(1)
+    return await fetch()
+
+
 async def kill_a_replica(driver: Driver, server: psutil.Process, at: float) -> None:
     await asyncio.sleep(max(0.0, at - driver.now()))
     victims = replicas_of(server)
     if len(victims) < 2:
         print("soak: fewer than two replica processes: no replica is killed", flush=True)
         return
-    before = (await driver.metrics()).get("autellix_in_flight", {})
+    before = (await retried(driver.metrics)).get("autellix_in_flight", {})
     victim = driver.rng.choice(victims)
     os.kill(victim.pid, signal.SIGKILL)
     kill = Kill(driver.now(), victim.pid)
     driver.run.kill = kill
     for _ in range(50):  # which replica it was: the one the server now reports dead
         await asyncio.sleep(0.2)
-        alive = (await driver.metrics()).get("autellix_replica_alive")
+        alive = (await retried(driver.metrics)).get("autellix_replica_alive")
         dead = [r for r, up in (alive or {}).items() if not up]
         if dead:
             kill.replica, kill.in_flight = dead[0], int(before.get(dead[0], 0))
@@ -353,13 +371,12 @@ async def drained(driver: Driver, timeout: float = 60) -> dict:
     """After the load: no call in flight and no KV block held, within `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        m = await driver.metrics()
+        m = await retried(driver.metrics)
         in_flight = sum(m.get("autellix_in_flight", {}).values())
-        kv = max(m.get("autellix_kv_usage", {"": 0.0}).values())
+        kv = max(live(m, "autellix_kv_usage"), default=0.0)
         if (in_flight == 0 and kv == 0) or time.monotonic() > deadline:
             engine_calls = {  # what the live replicas' engines still hold, for a diagnosis
-                name: sum(m.get(f"autellix_{name}", {}).values())
-                for name in ("running", "waiting", "swapped")
+                name: sum(live(m, f"autellix_{name}")) for name in ("running", "waiting", "swapped")
             }
             ok = in_flight == 0 and kv == 0
             return {"in_flight": in_flight, "kv_usage": kv, **engine_calls, "ok": ok}
@@ -663,21 +680,18 @@ def main() -> int:
             knee, knee_points = (args.knee, []) if args.knee else find_knee(args)
             rate = args.load * knee
             duration = args.minutes * 60
-            specs = [
-                s
-                for s in build(args, rate, math.ceil(rate * duration * 1.5) + 1)
-                if s.arrival < duration
-            ]
+            programs = build(args, rate, math.ceil(rate * duration * 1.5) + 1)
+            specs = [s for s in programs if s.arrival < duration]
             print(f"soak: {len(specs)} programs at {rate:.3g}/s for {duration:.0f} s", flush=True)
             run = asyncio.run(soak(args, specs, psutil.Process(proc.pid)))
+            failures, counts = judge(args, run)
+            print(write_results(args, out, run, knee, knee_points, failures, counts))
         finally:
-            proc.terminate()
+            proc.terminate()  # the server drains (it has nothing in flight) and exits
             try:
                 proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    failures, counts = judge(args, run)
-    print(write_results(args, out, run, knee, knee_points, failures, counts))
     print(f"results under {out}")
     for failure in failures:
         print(f"soak FAILED: {failure}", file=sys.stderr)

@@ -463,7 +463,7 @@ class Frontend:
         async def one(r: Replica) -> dict[str, Any] | None:
             try:
                 return await r.stats() if r.alive else None
-            except ReplicaDied:
+            except (ReplicaDied, TimeoutError):  # a replica too busy to answer: no stats now
                 return None
 
         return list(
