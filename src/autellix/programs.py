@@ -55,6 +55,7 @@ class ProgramSnapshot:
     return_gaps: tuple[float, ...] = ()
     expect_return: float | None = None
     kind: str | None = None
+    tenant_weight: float = 1.0  # its tenant's weight in the batch's shares (see scheduling)
 
 
 @dataclass

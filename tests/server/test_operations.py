@@ -391,3 +391,16 @@ def test_a_pinned_program_moves_to_a_live_replica(serve) -> None:
         m = metrics(server.url)
         assert value(m, "autellix_replica_alive", replica=str(pinned)) == 0
         assert value(m, "autellix_replica_alive", replica=str(1 - pinned)) == 1
+
+
+def test_metrics_answer_while_a_replica_is_too_busy_to(serve, monkeypatch) -> None:
+    """A replica whose stats do not come within their timeout (a long step on a loaded
+    machine) is left out of that scrape; /metrics is still a 200, not a 500."""
+    server = serve()
+
+    async def slow() -> dict:
+        raise TimeoutError
+
+    monkeypatch.setattr(server.frontend.replicas[0], "stats", slow)
+    r = httpx.get(f"{server.url}/metrics")
+    assert r.status_code == 200 and 'autellix_replica_alive{replica="0"} 1.0' in r.text

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from autellix.scheduling import SchedulingConfig
 from autellix.server import tenants
 from autellix.server.tenants import KeyFileError, KeyRing, Tenant, read_key_file
 
@@ -32,6 +33,7 @@ KEYS = {
         {"key": "sk-bob", "tenant": "bob"},
     ]
 }
+TWO_TENANTS = {"keys": [{"key": "sk-alice", "tenant": "alice"}, {"key": "sk-bob", "tenant": "bob"}]}
 
 
 def key_file(tmp_path: Path, keys: dict = KEYS, name: str = "keys.json") -> str:
@@ -77,6 +79,8 @@ def test_a_key_file_in_json_or_toml(tmp_path: Path) -> None:
     alice = Tenant("alice", max_programs=3)
     expected = {"sk-alice": alice, "sk-alice-2": alice, "sk-bob": Tenant("bob")}
     assert read_key_file(toml) == read_key_file(key_file(tmp_path)) == expected
+    toml.write_text('[[keys]]\nkey = "sk-carol"\ntenant = "carol"\nweight = 2.5\n')
+    assert read_key_file(toml) == {"sk-carol": Tenant("carol", weight=2.5)}
 
 
 @pytest.mark.parametrize(
@@ -85,6 +89,9 @@ def test_a_key_file_in_json_or_toml(tmp_path: Path) -> None:
         ([{"key": "k", "tenant": "a"}, {"key": "k", "tenant": "b"}], "given twice"),
         ([{"key": "k", "tenant": "a", "max_cals": 3}], "unknown field(s) max_cals"),
         ([{"key": "k", "tenant": "a", "max_calls": 0}], "max_calls must be a positive"),
+        ([{"key": "k", "tenant": "a", "weight": 0}], "weight must be a positive number"),
+        ([{"key": "k", "tenant": "a", "weight": "2"}], "weight must be a positive number"),
+        ([{"key": "k", "tenant": "a", "weight": float("nan")}], "weight must be a positive"),
         ([{"key": "k", "tenant": "a\x1fb"}], "'tenant' must be"),
         ([{"key": "", "tenant": "a"}], "'key' must be"),
         ([{"key": "sk- 1", "tenant": "a"}], "'key' must be"),
@@ -426,6 +433,80 @@ def test_one_tenant_flooding_leaves_room_for_another(serve, long_context, tmp_pa
             assert complete(bob, "b1") is not None
         assert server.frontend.in_flight.tenants == {"alice": 2}
     assert server.frontend.table.get("bob\x1fb1").completed_calls == 1
+
+
+def flood_and_two(server, flood: int) -> tuple[list[str], int]:
+    """Alice sends `flood` calls of 60 tokens, one program each; once they are all queued,
+    Bob sends two calls of 4 tokens. Returns the tenants in the order their calls finished,
+    and how many of Alice's calls had finished when Bob's last one did."""
+    finished: list[str] = []
+
+    async def main() -> None:
+        alice = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-alice", max_retries=0)
+        bob = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-bob", max_retries=0)
+
+        async def call(c: openai.AsyncOpenAI, who: str, i: int, tokens: int) -> None:
+            body = {**FIXED, "program_id": f"{who}{i}"}
+            await c.completions.create(
+                model=MODEL, prompt="w1 w2", max_tokens=tokens, extra_body=body
+            )
+            finished.append(who)
+
+        async with alice, bob:
+            flood_calls = [asyncio.create_task(call(alice, "alice", i, 60)) for i in range(flood)]
+            deadline = time.monotonic() + 30
+            while (await asyncio.to_thread(server.engine_stats))["waiting"] < flood - 4:
+                assert time.monotonic() < deadline, "the flood did not queue"
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*(call(bob, "bob", i, 4) for i in range(2)))
+            await asyncio.gather(*flood_calls)
+
+    asyncio.run(main())
+    return finished, finished.index("bob", finished.index("bob") + 1) - 1
+
+
+@pytest.mark.parametrize("shares", [True, False])
+def test_a_flooding_tenant_does_not_starve_another(serve, tmp_path, shares: bool) -> None:
+    """Alice floods 40 calls into a batch of 2; Bob's two calls are served beside the
+    flood (each tenant gets half the batch), not after it. Without tenant shares, program-
+    level LAS alone serves Alice's earlier fresh programs first: Bob waits for the flood."""
+    server = serve(
+        engine={
+            "max_running": 2,
+            "num_kv_blocks": 512,
+            "scheduling": SchedulingConfig(tenant_shares=shares),
+        },
+        api_keys=key_file(tmp_path, TWO_TENANTS),
+    )
+    order, alice_before_bob = flood_and_two(server, flood=40)
+    assert order.count("alice") == 40 and order.count("bob") == 2
+    if shares:
+        assert alice_before_bob <= 6, order  # Bob ran beside the 2-4 calls in the batch
+    else:
+        assert alice_before_bob >= 30, order
+
+
+def test_a_tenants_weight_is_its_share_of_the_batch(serve, tmp_path) -> None:
+    """Alice (weight 4) and Bob (weight 1) each send 20 equal calls at once into a batch of
+    5: Alice's calls hold 4 of the 5 slots, so most of the first 20 answered are hers."""
+    keys = {"keys": [{"key": "sk-alice", "tenant": "alice", "weight": 4}, TWO_TENANTS["keys"][1]]}
+    server = serve(
+        engine={"max_running": 5, "num_kv_blocks": 512}, api_keys=key_file(tmp_path, keys)
+    )
+    assert server.frontend.tenant_weight("alice") == 4 and server.frontend.tenant_weight("x") == 1
+    finished: list[str] = []
+
+    async def main() -> None:
+        async def call(key: str, i: int) -> None:
+            async with openai.AsyncOpenAI(base_url=server.base_url, api_key=key) as c:
+                body = {**FIXED, "program_id": f"p{i}"}
+                await c.completions.create(model=MODEL, prompt="w1", max_tokens=40, extra_body=body)
+            finished.append(key)
+
+        await asyncio.gather(*(call(key, i) for i in range(20) for key in ("sk-alice", "sk-bob")))
+
+    asyncio.run(main())
+    assert finished[:20].count("sk-alice") >= 14, finished  # 16 at 4:1; 10 at 1:1
 
 
 def test_a_tenants_calls_cap_from_its_key_file(serve, long_context, tmp_path) -> None:

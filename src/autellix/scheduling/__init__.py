@@ -18,9 +18,9 @@ def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
         policy_cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
-    if issubclass(policy_cls, MultiLevelPolicy):
-        return policy_cls(config)
-    return policy_cls()
+    policy = policy_cls(config) if issubclass(policy_cls, MultiLevelPolicy) else policy_cls()
+    policy.tenant_shares = (config or SchedulingConfig()).tenant_shares
+    return policy
 
 
 __all__ = [

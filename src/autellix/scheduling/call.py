@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from autellix.programs import ProgramSnapshot
+from autellix.programs import ProgramSnapshot, split_key
 
 
 @dataclass(eq=False)
@@ -34,6 +34,10 @@ class CallState:
     starve_service: float = 0.0
     promotions: int = 0
     seq: int = 0  # tie-break inside a queue: order of arrival at this engine
+
+    @property
+    def tenant(self) -> str:
+        return split_key(self.program_id)[0]
 
     def waited(self, now: float) -> float:
         """Waiting time including the open interval, if waiting now."""

@@ -80,6 +80,13 @@ class SchedulingConfig:
     prefill_seconds_per_token: float = field(
         default=1e-4, metadata={"flag": None, "help": "skip-join's estimate of prefill time"}
     )
+    tenant_shares: bool = field(
+        default=True,
+        metadata={
+            "help": "with calls of two tenants or more in an engine, deal the batch's slots "
+            "between tenants by their weights (--api-keys), the policy's order within each"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.boundaries = tuple(float(b) for b in self.boundaries)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from autellix.scheduling.call import CallState
+from autellix.scheduling.shares import by_share
 
 C = TypeVar("C", bound=CallState)  # the owner's kind of call (the engine's carries its tokens)
 
@@ -32,6 +34,9 @@ class Policy(ABC, Generic[C]):
         self.calls: dict[str, C] = {}
         self.running: dict[str, C] = {}
         self._seq = itertools.count()
+        self.tenant_shares = True  # with calls of two tenants or more: see `order`
+        self.tenants: Counter[str] = Counter()  # calls per tenant
+        self.weights: dict[str, float] = {}  # each tenant's weight, as its last call said
 
     def __len__(self) -> int:
         return len(self.calls)
@@ -46,6 +51,8 @@ class Policy(ABC, Generic[C]):
         call.running = False
         call.wait_since = now
         self.calls[call.call_id] = call
+        self.tenants[call.tenant] += 1
+        self.weights[call.tenant] = call.program.tenant_weight
         self._insert(call, now)
 
     def remove(self, call: C, now: float) -> None:
@@ -56,6 +63,9 @@ class Policy(ABC, Generic[C]):
             self._close_wait(call, now)
         call.running = False
         del self.calls[call.call_id]
+        self.tenants[call.tenant] -= 1
+        if not self.tenants[call.tenant]:
+            del self.tenants[call.tenant], self.weights[call.tenant]
         self._delete(call)
 
     def start_running(self, call: C, now: float) -> None:
@@ -89,6 +99,13 @@ class Policy(ABC, Generic[C]):
         """Every call (running and waiting), highest priority first. Consumers stop
         early, so implementations yield lazily."""
 
+    def order(self, now: float) -> Iterator[C]:
+        """The order a round serves calls in: `ranked`, its slots shared fairly between
+        tenants when calls of more than one are here (autellix.scheduling.shares)."""
+        if self.tenant_shares and len(self.tenants) > 1:
+            return by_share(self.ranked(now), self.tenants, self.weights, not self.preemptive)
+        return self.ranked(now)
+
     def queue_lengths(self) -> list[int]:
         return [len(self.calls)]
 
@@ -112,7 +129,8 @@ def select_batch(
     max_running: int,
     fits: Callable[[C], bool] = lambda call: True,
 ) -> tuple[list[C], list[C]]:
-    """One scheduling round: scan the calls in priority order and take those that fit.
+    """One scheduling round: scan the calls in priority order (shared between tenants)
+    and take those that fit.
 
     `fits(call)` reserves what the call needs (KV blocks, token budget) and says
     whether it could. After the first waiting call that does not fit, no waiting call
@@ -124,7 +142,7 @@ def select_batch(
     batch: list[C] = []
     blocked = False
     running_left = len(policy.running)
-    for call in policy.ranked(now):
+    for call in policy.order(now):
         if len(batch) == max_running or (blocked and not running_left):
             break
         if call.running:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from autellix.balancing import Route, make_balancer
@@ -326,6 +325,11 @@ class Frontend:
             return self.config.max_tenant_calls
         return max(1, self.room // 2) if len(self.keys.tenants) > 1 else None
 
+    def tenant_weight(self, name: str) -> float:
+        """The tenant's weight in the engines' shares of a batch (1 unless its keys say)."""
+        tenant = self.keys.tenants.get(name)
+        return tenant.weight if tenant is not None and tenant.weight is not None else 1.0
+
     def admit_calls(self, tenant: Tenant, program_id: str, calls: int) -> Ticket:
         """Count a request's calls against its tenant's and its program's caps (TooMany)."""
         program_cap = tenant.max_program_calls or self.config.max_program_calls
@@ -372,9 +376,10 @@ class Frontend:
         call, snapshot = self.table.call_arrived(
             program_id, thread_id, kind=kind, expect_return=expect_return
         )
-        if anonymous:
-            snapshot = dataclasses.replace(snapshot, return_gaps=(), expect_return=None)
         program = self.table.get(program_id)
+        snapshot = replace(snapshot, tenant_weight=self.tenant_weight(program.tenant))
+        if anonymous:
+            snapshot = replace(snapshot, return_gaps=(), expect_return=None)
         started = time.monotonic()
         last: CallOutput | None = None
         replica: Replica | None = None
@@ -479,7 +484,7 @@ class Frontend:
         async def one(r: Replica) -> dict[str, Any] | None:
             try:
                 return await r.stats() if r.alive else None
-            except ReplicaDied:
+            except (ReplicaDied, TimeoutError):  # a replica too busy to answer: no stats now
                 return None
 
         return list(

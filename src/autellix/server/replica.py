@@ -285,7 +285,9 @@ class ProcessReplica(Replica):
                     stream.put_nowait(msg.error)
             case Stats():
                 if self._stats:
-                    self._stats.pop(0).set_result(msg.stats)
+                    future = self._stats.pop(0)
+                    if not future.done():  # its asker may have stopped waiting
+                        future.set_result(msg.stats)
             case _:
                 raise TypeError(f"not a message from a running replica: {msg!r}")
 

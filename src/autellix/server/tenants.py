@@ -9,6 +9,7 @@ file of keys, each naming its tenant and, optionally, the tenant's limits:
     max_programs = 100   # programs in the process table
     max_calls = 16       # calls in flight
     max_program_calls = 8  # calls in flight of one program
+    weight = 2             # its share of a batch's slots when tenants compete (default 1)
 
 (JSON: `{"keys": [{"key": ..., "tenant": ..., ...}]}`.) A tenant's limits may be given on
 any of its keys; two keys that give one limit differently are an error. Without keys the
@@ -39,6 +40,7 @@ class Tenant:
     max_programs: int | None = None
     max_calls: int | None = None
     max_program_calls: int | None = None
+    weight: float | None = None  # None: 1 (autellix.scheduling.shares)
 
 
 OPEN = Tenant()  # everyone, when the server has no keys
@@ -88,10 +90,17 @@ def parse_entry(entry: Any, where: str) -> tuple[str, Tenant]:
     limits = {}
     for limit in LIMITS:
         value = entry.get(limit)
-        if value is not None and (type(value) is not int or value < 1):
+        if limit == "weight":
+            if value is not None and not positive_number(value):
+                raise KeyFileError(f"{where}: weight must be a positive number")
+        elif value is not None and (type(value) is not int or value < 1):
             raise KeyFileError(f"{where}: {limit} must be a positive integer")
         limits[limit] = value
     return str(key), Tenant(str(name), **limits)
+
+
+def positive_number(value: Any) -> bool:
+    return type(value) in (int, float) and 0 < value < float("inf")
 
 
 def valid_key(key: Any) -> bool:
