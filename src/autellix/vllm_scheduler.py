@@ -13,7 +13,8 @@ Autellix's own engine; 0, vLLM's default, leaves the choice to the policy.
 
 What it changes in vLLM's step: the order. Before each `schedule()` the Autellix policy
 ranks every call (its program's attained service, the call's own, demotion by quantum,
-anti-starvation); vLLM's waiting queue and running list are sorted by that rank; and a
+anti-starvation; fair shares between tenants when an Autellix frontend names programs of
+several, `--backend-programs`); vLLM's waiting queue and running list are sorted by that rank; and a
 waiting call that ranks among the first `max_num_seqs` preempts the lowest-ranked running
 calls when it would otherwise find no slot or no memory (vLLM never lets a waiting request
 preempt a running one). The batch is then fitted by vLLM's own `schedule()`, unchanged:
@@ -186,7 +187,7 @@ class AutellixScheduler(Scheduler):
 
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         now = self.clock()
-        self._order = {c.call_id: i for i, c in enumerate(self.ranking.ranked(now))}
+        self._order = {c.call_id: i for i, c in enumerate(self.ranking.order(now))}
         self._preempt_for_waiting()
         self.running.sort(key=self._rank)
         self.waiting.resort()
