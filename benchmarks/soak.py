@@ -53,7 +53,7 @@ from autellix.bench.metrics import Summary
 from autellix.bench.runner import Endpoint, run_specs
 from autellix.bench.search import over, search_rate
 from autellix.bench.sweep import wait_healthy
-from autellix.machine import this_commit, this_machine
+from autellix.machine import provenance, this_commit
 from autellix.workloads import build_workload, workload_params
 from autellix.workloads.spec import ProgramSpec, resolve
 
@@ -617,10 +617,7 @@ def summary(args, run: Run, knee, knee_points, failures, counts, plotted: bool) 
         "Files: timeseries.csv (samples), calls.csv (every call)"
         + (", soak.png (the plot)." if plotted else "; no plot (matplotlib is missing)."),
         "",
-        f"Command: `{args.command_line}`",
-        f"Machine: {this_machine()}",
-        f"Commit: {this_commit()}",
-        f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
+        *provenance(args.command_line),
         "",
     ]
     return "\n".join(lines)

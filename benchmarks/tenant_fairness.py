@@ -28,7 +28,7 @@ import httpx
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import Endpoint, run_specs
 from autellix.bench.sweep import serve_policy, warm_up
-from autellix.machine import this_commit, this_machine
+from autellix.machine import provenance, this_commit, this_machine
 from autellix.workloads import build_workload, workload_params
 
 MODEL = "bench"
@@ -189,10 +189,7 @@ def report(args: argparse.Namespace, rows: list[Row], out: Path) -> str:
             HEADER,
             *map(line, rows),
             "",
-            f"Command: `{args.command_line}`",
-            f"Machine: {this_machine()}",
-            f"Commit: {this_commit()}",
-            f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
+            *provenance(args.command_line),
             "",
         ]
     )

@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -32,3 +33,13 @@ def this_commit() -> str:
 
     commit = git("rev-parse", "--short=12", "HEAD") or "unknown"
     return f"{commit}+changes" if git("status", "--porcelain", "--untracked-files=no") else commit
+
+
+def provenance(command: str) -> list[str]:
+    """The lines a results file ends with: its command, machine, commit and date."""
+    return [
+        f"Command: `{command}`",
+        f"Machine: {this_machine()}",
+        f"Commit: {this_commit()}",
+        f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
+    ]

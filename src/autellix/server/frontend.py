@@ -412,21 +412,27 @@ class Frontend:
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             raise Unavailable(why) from None
         finally:
-            self._calls.pop(call.call_id, None)
-            self._cut.pop(call.call_id, None)
-            elapsed = time.monotonic() - started
-            waiting, service = (last.waiting, last.service) if last else (elapsed, 0.0)
-            self.metrics.observe_call(elapsed, waiting, last)
-            with contextlib.suppress(KeyError):  # the program may have been ended meanwhile
-                program = self.table.call_finished(
-                    program_id,
-                    call.call_id,
-                    waiting,
-                    service,
-                    replica.engine_id if replica else None,
-                )
-                if program.ended and not program.calls:
-                    self.metrics.observe_program(program)
+            self._call_ended(call, time.monotonic() - started, last, replica)
+
+    def _call_ended(
+        self, call: Call, elapsed: float, last: CallOutput | None, replica: Replica | None
+    ) -> None:
+        """However a call ended: its metrics, and its waiting and service folded into its
+        program (which may have been ended meanwhile)."""
+        self._calls.pop(call.call_id, None)
+        self._cut.pop(call.call_id, None)
+        waiting, service = (last.waiting, last.service) if last else (elapsed, 0.0)
+        self.metrics.observe_call(elapsed, waiting, last)
+        with contextlib.suppress(KeyError):
+            program = self.table.call_finished(
+                call.program_id,
+                call.call_id,
+                waiting,
+                service,
+                replica.engine_id if replica else None,
+            )
+            if program.ended and not program.calls:
+                self.metrics.observe_program(program)
 
     # --- draining and dead replicas -----------------------------------------------------
 

@@ -28,6 +28,23 @@ RETENTION_GAUGES = (
     ("pin_blocked_seconds", "Seconds calls waited for KV blocks that pins held, summed, so far"),
 )
 
+# per replica, by stats key
+REPLICA_GAUGES = (
+    ("running", "Calls in the running batch"),
+    ("waiting", "Calls queued and not running"),
+    ("swapped", "Calls preempted to host memory"),
+    ("preemptions", "Running calls that fell out of a batch, so far"),
+    ("evictions", "Calls whose KV left the device (swap or recompute), so far"),
+    ("swap_out_bytes", "KV bytes swapped out so far"),
+    ("swap_in_bytes", "KV bytes swapped in so far"),
+    ("kv_usage", "Fraction of KV blocks in use"),
+    ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
+    ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
+    ("in_flight", "Calls routed to the replica and not finished"),
+    *RETENTION_GAUGES,
+)
+DERIVED = frozenset({"prefix_cache_hit_rate", "in_flight"})  # not a stats key as such
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -73,20 +90,7 @@ class Metrics:
         )
         self.gauges = {
             name: Gauge(f"autellix_{name}", text, labels, registry=r)
-            for name, text in (
-                ("running", "Calls in the running batch"),
-                ("waiting", "Calls queued and not running"),
-                ("swapped", "Calls preempted to host memory"),
-                ("preemptions", "Running calls that fell out of a batch, so far"),
-                ("evictions", "Calls whose KV left the device (swap or recompute), so far"),
-                ("swap_out_bytes", "KV bytes swapped out so far"),
-                ("swap_in_bytes", "KV bytes swapped in so far"),
-                ("kv_usage", "Fraction of KV blocks in use"),
-                ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
-                ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
-                ("in_flight", "Calls routed to the replica and not finished"),
-                *RETENTION_GAUGES,
-            )
+            for name, text in REPLICA_GAUGES
         }
         self.kind_hit_rate = Gauge(
             "autellix_prefix_cache_hit_rate_by_kind",
@@ -119,19 +123,9 @@ class Metrics:
                 continue
             for i, n in enumerate(s["queue_lengths"]):
                 self.queue.labels(rid, str(i + 1)).set(n)
-            for name in (
-                "running",
-                "waiting",
-                "swapped",
-                "preemptions",
-                "evictions",
-                "swap_out_bytes",
-                "swap_in_bytes",
-                "kv_usage",
-                "released_blocks",
-                *(name for name, _ in RETENTION_GAUGES),
-            ):
-                self.gauges[name].labels(rid).set(s[name])
+            for name, _ in REPLICA_GAUGES:
+                if name not in DERIVED:
+                    self.gauges[name].labels(rid).set(s[name])
             for kind, (kind_queried, kind_hit) in s["prefix_by_kind"].items():
                 rate = kind_hit / kind_queried if kind_queried else 0.0
                 self.kind_hit_rate.labels(rid, kind).set(rate)
