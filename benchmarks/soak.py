@@ -6,12 +6,14 @@ replicas'), KV usage and calls in flight (from /metrics) and call latency over t
 Fails (exit 1, with the reasons) if any series grows without bound or a call is lost:
 
 - growth: over each steady span (from the end of the warm-up to the kill, and from the
-  kill plus a settling time to the end) a least-squares line is fitted to each series;
-  its rise over the span must stay under a tolerance of the series' level (RSS 10%,
-  fds 20%, KV usage 0.2 absolute, mean call latency 50%; each with a floor so that
-  noise near zero passes). The kill halves the capacity, so the two spans are judged
-  apart and the load after the kill is 3x the knee of one replica: queues fill to the
-  server's bound (429s) and must stay there.
+  kill plus a settling time to the end) each series is fitted by least squares on time
+  and the calls in flight, so that a burst of calls (which raises fds and latency while
+  it lasts) is not taken for a leak; the fit's time term over the span must stay under
+  a tolerance of the series' level (RSS 10%, fds 20%, KV usage 0.2 absolute, latency
+  50%; each with a floor so that noise near zero passes). The latency is that of a small
+  probe call sent every 10 s as a program of its own, so it measures the server's speed
+  rather than the length of its queues. Calls that stay in flight for good are caught by
+  the drain check below. The kill halves the capacity, so the two spans are judged apart.
 - lost: every call sent gets an answer, or a clear error: an HTTP error with OpenAI's
   error body (429 when full, 503), or an error event on its stream. A call that gets
   nothing (a cut connection, a stream without its end, a timeout) is lost. Calls that
@@ -47,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
+import numpy as np
 import psutil
 
 from autellix.bench.metrics import Summary
@@ -104,10 +107,30 @@ class Kill:
 
 
 @dataclass
+class Growth:
+    """A series' rise over a span at equal calls in flight, against what it may rise."""
+
+    span: str
+    series: str
+    rise: float
+    allowed: float
+    level: float
+
+    def failure(self) -> str | None:
+        if self.rise <= self.allowed:
+            return None
+        return (
+            f"{self.series} grows {self.rise:.3g} at equal calls in flight over the "
+            f"{self.span}, more than {self.allowed:.3g} (level {self.level:.3g})"
+        )
+
+
+@dataclass
 class Run:
     calls: list[CallRecord] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     bad: list[tuple[str, int, bool]] = field(default_factory=list)  # (what, status, ok)
+    probes: list[tuple[float, float, float]] = field(default_factory=list)  # (t, in flight, s)
     kill: Kill | None = None
     drained: dict = field(default_factory=dict)
 
@@ -238,6 +261,24 @@ class Driver:
         finally:
             record.end = self.now()
 
+    async def probe(self) -> None:
+        """One fixed small call, a program of its own (so PLAS ranks it first): its latency
+        is the server's speed at the load of the moment, not the queue's length."""
+        body: dict[str, object] = {"model": MODEL}
+        body["messages"] = [{"role": "user", "content": "Count to ten."}]
+        body |= {"max_tokens": 16, "temperature": 0, "ignore_eos": True, "stream": True}
+        in_flight = self.run.samples[-1].in_flight if self.run.samples else 0
+        record = CallRecord(self.now(), math.nan, LOST)
+        self.run.calls.append(record)
+        try:
+            await self.stream(body, {}, None, record)
+        except httpx.HTTPError as exc:
+            record.detail = f"{type(exc).__name__}: {exc}"
+        finally:
+            record.end = self.now()
+        if record.outcome == ANSWERED:
+            self.run.probes.append((record.start, in_flight, record.end - record.start))
+
     async def stream(self, body, headers, leave_after, record: CallRecord) -> str | None:
         async with self.http.stream("POST", "/chat/completions", json=body, headers=headers) as r:
             record.status = r.status_code
@@ -308,6 +349,12 @@ async def bad_requests(driver: Driver, until: float) -> None:
         except httpx.HTTPError:
             driver.run.bad.append((what, 0, False))
         await asyncio.sleep(1 / driver.args.bad_rate)
+
+
+async def probe_forever(driver: Driver) -> None:
+    while True:
+        await driver.probe()
+        await asyncio.sleep(driver.args.probe)
 
 
 async def sample_forever(driver: Driver, server: psutil.Process) -> None:
@@ -393,6 +440,7 @@ async def soak(args: argparse.Namespace, specs: list[ProgramSpec], server: psuti
         driver = Driver(args, http, run)
         helpers = [
             asyncio.create_task(sample_forever(driver, server)),
+            asyncio.create_task(probe_forever(driver)),
             asyncio.create_task(bad_requests(driver, duration)),
             asyncio.create_task(kill_a_replica(driver, server, duration * args.kill_at)),
         ]
@@ -450,12 +498,13 @@ def build(args: argparse.Namespace, rate: float, programs: int) -> list[ProgramS
 # --- judging and the report -----------------------------------------------------------
 
 
-def slope(points: list[tuple[float, float]]) -> float:
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    sxx = sum((x - mx) ** 2 for x, _ in points)
-    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+def time_rise(points: list[tuple[float, float, float]], start: float, end: float) -> float:
+    """The rise over [start, end] of a least-squares fit y = a + b*t + c*in_flight to
+    (t, in_flight, y) points: the growth that the calls in flight do not explain."""
+    t, in_flight, y = (np.array(column, dtype=float) for column in zip(*points, strict=True))
+    design = np.column_stack([np.ones_like(t), t - start, in_flight])
+    coef = np.linalg.lstsq(design, y, rcond=None)[0]
+    return float(coef[1] * (end - start))
 
 
 def latency_windows(run: Run, start: float, end: float, windows: int) -> list[tuple[float, float]]:
@@ -470,38 +519,37 @@ def latency_windows(run: Run, start: float, end: float, windows: int) -> list[tu
     return found
 
 
-def series(run: Run, name: str, start: float, end: float) -> list[tuple[float, float]]:
+def series(run: Run, name: str, start: float, end: float) -> list[tuple[float, float, float]]:
+    """(t, calls in flight, value) over the span; latency is the probes'."""
     if name == "latency_s":
-        return latency_windows(run, start, end, 10)
-    return [(s.t, float(getattr(s, name))) for s in run.samples if start <= s.t < end]
+        return [p for p in run.probes if start <= p[0] < end]
+    samples = [s for s in run.samples if start <= s.t < end]
+    return [(s.t, s.in_flight, float(getattr(s, name))) for s in samples]
 
 
-def growth_failures(run: Run, spans: list[tuple[str, float, float]]) -> list[str]:
-    failures = []
+def growth(run: Run, spans: list[tuple[str, float, float]]) -> list[Growth]:
+    rows = []
     for label, start, end in spans:
         for name, (fraction, floor) in TOLERANCE.items():
             points = series(run, name, start, end)
-            if len(points) < 3:
+            if len(points) < 4:
                 continue
-            rise = slope(points) * (end - start)
-            level = sorted(y for _, y in points)[len(points) // 2]
+            level = sorted(y for _, _, y in points)[len(points) // 2]
             allowed = floor if fraction is None else fraction * max(level, floor)
-            if rise > allowed:
-                failures.append(
-                    f"{name} grows {rise:.3g} over the {label} ({start:.0f}-{end:.0f} s), "
-                    f"more than {allowed:.3g} (level {level:.3g})"
-                )
-    return failures
+            span = f"{label} ({start:.0f}-{end:.0f} s)"
+            rows.append(Growth(span, name, time_rise(points, start, end), allowed, level))
+    return rows
 
 
-def judge(args: argparse.Namespace, run: Run) -> tuple[list[str], dict]:
+def judge(args: argparse.Namespace, run: Run) -> tuple[list[str], dict, list[Growth]]:
     duration = args.minutes * 60
     kill_t = run.kill.t if run.kill else duration * args.kill_at
     spans = [
         ("span before the kill", duration * args.warmup, kill_t),
         ("span after the kill", kill_t + duration * args.settle, duration),
     ]
-    failures = growth_failures(run, spans)
+    rows = growth(run, spans)
+    failures = [f for f in (g.failure() for g in rows) if f]
     counts: dict[str, int] = {}
     for c in run.calls:
         counts[c.outcome] = counts.get(c.outcome, 0) + 1
@@ -520,25 +568,26 @@ def judge(args: argparse.Namespace, run: Run) -> tuple[list[str], dict]:
         )
     if not run.drained.get("ok"):
         failures.append(f"after the load the server still held calls or KV: {run.drained}")
-    return failures, counts
+    return failures, counts, rows
 
 
-def write_results(args, out: Path, run: Run, knee: float, knee_points, failures, counts) -> str:
+def write_results(args, out: Path, run: Run, knee: float, knee_points, verdict) -> str:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "timeseries.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow([*Sample.__dataclass_fields__, "latency_s"])
-        lat = dict(latency_windows(run, 0, args.minutes * 60, max(1, len(run.samples))))
-        for s in run.samples:
-            near = min(lat, key=lambda t: abs(t - s.t), default=None)
-            w.writerow([*asdict(s).values(), "" if near is None else f"{lat[near]:.3f}"])
+        w.writerow(Sample.__dataclass_fields__)
+        w.writerows(asdict(s).values() for s in run.samples)
+    with open(out / "probes.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["t", "in_flight", "latency_s"])
+        w.writerows(f"{t:.3f} {n} {lat:.3f}".split() for t, n, lat in run.probes)
     with open(out / "calls.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["start", "end", "outcome", "status", "detail"])
         for c in run.calls:
             w.writerow([f"{c.start:.3f}", f"{c.end:.3f}", c.outcome, c.status, c.detail[:200]])
     plotted = plot(args, run, out / "soak.png")
-    text = summary(args, run, knee, knee_points, failures, counts, plotted)
+    text = summary(args, run, knee, knee_points, verdict, plotted)
     (out / "summary.md").write_text(text)
     return text
 
@@ -559,8 +608,13 @@ def plot(args: argparse.Namespace, run: Run, path: Path) -> bool:
         ("KV usage (mean of live replicas)", t, [s.kv_usage for s in run.samples]),
         ("calls in flight", t, [s.in_flight for s in run.samples]),
         ("mean call latency (s), answered", [x / 60 for x, _ in lat], [y for _, y in lat]),
+        (
+            "probe latency (s): 16 tokens",
+            [p[0] / 60 for p in run.probes],
+            [p[2] for p in run.probes],
+        ),
     ]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 12), sharex=True)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 14), sharex=True)
     for ax, (title, xs, ys) in zip(axes, panels, strict=True):
         ax.plot(xs, ys, marker=".")
         ax.set_title(title, fontsize=9)
@@ -574,10 +628,11 @@ def plot(args: argparse.Namespace, run: Run, path: Path) -> bool:
     return True
 
 
-def summary(args, run: Run, knee, knee_points, failures, counts, plotted: bool) -> str:
+def summary(args, run: Run, knee, knee_points, verdict, plotted: bool) -> str:
+    failures, counts, rows = verdict
     first, last = run.samples[0], run.samples[-1]
     sent = len(run.calls)
-    verdict = "PASS" if not failures else "FAIL"
+    passed = "PASS" if not failures else "FAIL"
     knee_text = (
         f"{knee:.3g} programs/s (given)"
         if not knee_points
@@ -587,7 +642,7 @@ def summary(args, run: Run, knee, knee_points, failures, counts, plotted: bool) 
     )
     kill = run.kill
     lines = [
-        f"### Soak: {args.minutes:g} min of {args.workload} at {args.load:g}x the knee — {verdict}",
+        f"### Soak: {args.minutes:g} min of {args.workload} at {args.load:g}x the knee — {passed}",
         "",
         f"Knee: {knee_text}; load {args.load * knee:.3g} programs/s.",
         f"Replica killed: {kill.replica} at {kill.t:.0f} s with {kill.in_flight} calls in flight."
@@ -609,12 +664,22 @@ def summary(args, run: Run, knee, knee_points, failures, counts, plotted: bool) 
         f"| KV usage | {first.kv_usage:.3f} | {last.kv_usage:.3f} |",
         f"| programs in the table | {first.programs} | {last.programs} |",
         "",
+        "Growth at equal calls in flight (least squares of each series on time and calls in "
+        "flight; the rise is the time term over the span):",
+        "",
+        "| span | series | rise | allowed | level |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {g.span} | {g.series} | {g.rise:.3g} | {g.allowed:.3g} | {g.level:.3g} |"
+            for g in rows
+        ),
+        "",
         f"After the load: {run.drained}.",
         "",
         "Failures:" if failures else "No failures.",
         *(f"- {f}" for f in failures),
         "",
-        "Files: timeseries.csv (samples), calls.csv (every call)"
+        "Files: timeseries.csv (samples), probes.csv (latency probes), calls.csv (every call)"
         + (", soak.png (the plot)." if plotted else "; no plot (matplotlib is missing)."),
         "",
         *provenance(args.command_line),
@@ -656,6 +721,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=0.1, help="share of the run not judged")
     p.add_argument("--settle", type=float, default=0.1, help="share not judged after the kill")
     p.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    p.add_argument("--probe", type=float, default=10.0, help="seconds between latency probes")
     p.add_argument("--grace", type=float, default=30.0, help="seconds programs may finish in")
     p.add_argument("--drain", type=float, default=60.0, help="seconds the server has to idle")
     p.add_argument("--call-timeout", type=float, default=600.0)
@@ -681,8 +747,9 @@ def main() -> int:
             specs = [s for s in programs if s.arrival < duration]
             print(f"soak: {len(specs)} programs at {rate:.3g}/s for {duration:.0f} s", flush=True)
             run = asyncio.run(soak(args, specs, psutil.Process(proc.pid)))
-            failures, counts = judge(args, run)
-            print(write_results(args, out, run, knee, knee_points, failures, counts))
+            verdict = judge(args, run)
+            failures = verdict[0]
+            print(write_results(args, out, run, knee, knee_points, verdict))
         finally:
             proc.terminate()  # the server drains (it has nothing in flight) and exits
             try:
