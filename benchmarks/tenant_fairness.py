@@ -4,8 +4,9 @@ tenant A's flood, on a server with tenant shares on and on one with them off.
 A's flood is `--flood` clients that each send one call after another (fresh one-call
 programs, the best rank program-level LAS gives; a 429 is counted and retried after a
 pause). B's programs are a workload, as `autellix bench` runs it. Each scenario reports
-B's program latency and A's throughput; the results folder records the command, the
-machine and the commit.
+B's program latency and A's throughput, per seed (--seeds, each a workload of B's), and
+B's latency ratios over the seeds with 95% intervals; the results folder records the
+command, the machine and the commit.
 
     python benchmarks/tenant_fairness.py --workload chatbot --programs 12 --rate 0.2 \\
         --scale 0.05 --flood 32 --serve-args "--max-running 8"
@@ -27,6 +28,7 @@ import httpx
 
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import Endpoint, run_specs
+from autellix.bench.stats import ratio
 from autellix.bench.sweep import serve_policy, warm_up
 from autellix.machine import provenance, this_commit, this_machine
 from autellix.workloads import build_workload, workload_params
@@ -46,6 +48,7 @@ class FloodCount:
 @dataclass
 class Row:
     scenario: str
+    seed: int
     tenant_shares: bool
     b: Summary
     flood: FloodCount | None
@@ -118,19 +121,20 @@ async def scenario(ep: Endpoint, specs: list, args: argparse.Namespace, flood: b
     return records, (await flooding if flooding is not None else None)
 
 
-def run(ep: Endpoint, args: argparse.Namespace, name: str, shares: bool, flood: bool) -> Row:
+def run(ep: Endpoint, args, seed: int, name: str, shares: bool, flood: bool) -> Row:
     specs = build_workload(
         args.workload,
         args.programs,
         rate=args.rate,
-        seed=args.seed,
+        seed=seed,
         scale=args.scale,
         **workload_params(args.workload_arg),
     )
     start = time.monotonic()
     records, count = asyncio.run(scenario(ep, specs, args, flood))
     elapsed = time.monotonic() - start
-    row = Row(name, shares, Summary.of(name, args.rate, records, this_machine()), count, elapsed)
+    summary = Summary.of(name, args.rate, records, this_machine())
+    row = Row(name, seed, shares, summary, count, elapsed)
     print(line(row), flush=True)
     return row
 
@@ -143,15 +147,16 @@ def line(row: Row) -> str:
         else "- | - | - | -"
     )
     return (
-        f"| {row.scenario} | {b.completed}/{b.programs} | {b.latency_mean:.2f} | "
+        f"| {row.scenario} | {row.seed} | {b.completed}/{b.programs} | {b.latency_mean:.2f} | "
         f"{b.latency_p95:.2f} | {b.token_latency_mean:.3f} | {b.ttft_mean:.2f} | {flood} |"
     )
 
 
 HEADER = (
-    "| scenario | B done/all | B mean latency (s) | B p95 (s) | B mean token latency (s/tok) "
-    "| B mean TTFT (s) | A answered | A 429s | A other errors | A tokens/s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|"
+    "| scenario | seed | B done/all | B mean latency (s) | B p95 (s) "
+    "| B mean token latency (s/tok) | B mean TTFT (s) "
+    "| A answered | A 429s | A other errors | A tokens/s |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -171,10 +176,30 @@ def measure(args: argparse.Namespace, out: Path) -> list[Row]:
                 with contextlib.suppress(Exception):
                     asyncio.run(warm_up(ep))
                 on = "on" if shares else "off"
-                if shares:  # alone, B is the only tenant: shares change nothing
-                    rows.append(run(ep, args, "B alone", shares, flood=False))
-                rows.append(run(ep, args, f"B beside A's flood, shares {on}", shares, True))
+                for seed in range(args.seed, args.seed + args.seeds):
+                    if shares:  # alone, B is the only tenant: shares change nothing
+                        rows.append(run(ep, args, seed, "B alone", shares, flood=False))
+                    name = f"B beside A's flood, shares {on}"
+                    rows.append(run(ep, args, seed, name, shares, flood=True))
     return rows
+
+
+def ratios(rows: list[Row]) -> list[str]:
+    """B's mean program latency, one scenario over another, over the seeds."""
+
+    def latency(scenario: str) -> list[float]:
+        return [
+            r.b.latency_mean for r in sorted(rows, key=lambda r: r.seed) if r.scenario == scenario
+        ]
+
+    alone = latency("B alone")
+    on, off = latency("B beside A's flood, shares on"), latency("B beside A's flood, shares off")
+    return [
+        "B's mean program latency, geometric mean of the per-seed ratios [95% CI]:",
+        "",
+        f"- beside the flood, shares off / shares on: {ratio(off, on)}",
+        f"- beside the flood with shares on / alone: {ratio(on, alone)}",
+    ]
 
 
 def report(args: argparse.Namespace, rows: list[Row], out: Path) -> str:
@@ -188,6 +213,8 @@ def report(args: argparse.Namespace, rows: list[Row], out: Path) -> str:
             "",
             HEADER,
             *map(line, rows),
+            "",
+            *ratios(rows),
             "",
             *provenance(args.command_line),
             "",
@@ -205,7 +232,8 @@ def main() -> None:
     p.add_argument("--programs", type=int, default=12)
     p.add_argument("--rate", type=float, default=0.2, help="B's programs per second")
     p.add_argument("--scale", type=float, default=0.05)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first seed")
+    p.add_argument("--seeds", type=int, default=5, help="seeds, each a workload of B's")
     p.add_argument("--workload-arg", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--flood", type=int, default=32, help="A's concurrent clients")
     p.add_argument("--flood-tokens", type=int, default=64, help="tokens of each of A's calls")

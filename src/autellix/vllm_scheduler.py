@@ -67,6 +67,8 @@ class PluginConfig:
             raise ValueError(
                 f"unknown autellix settings {sorted(unknown)}; known: {', '.join(known)}"
             )
+        if raw.get("batch_cut"):
+            raise ValueError("batch_cut is not served inside vLLM, which fits the batch itself")
         geometric = {k: raw.pop(k) for k in ladder & set(raw)}
         if geometric and "boundaries" in raw:
             raise ValueError("give either boundaries or num_queues/first_boundary/boundary_ratio")

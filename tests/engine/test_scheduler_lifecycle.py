@@ -12,6 +12,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
 from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
+from autellix.engine.step_cost import StepCost
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import make_policy
 
@@ -165,3 +166,45 @@ def test_every_call_preempted_in_a_round_is_resident_or_evicted() -> None:
     batch = s.schedule(3.0)
     assert [c.call_id for c in batch.calls] == ["n1", "n2"] and batch.evicted == [b]
     assert b.status is Status.SWAPPED and list(s.resident) == ["a"] and a.block_table
+
+
+def test_the_step_cost_is_learned_from_the_steps_run() -> None:
+    truth = (0.04, 0.0012, 0.0006, 1.2e-5)  # fixed, per new token, per call, per context token
+    cost = StepCost()
+    for i in range(40):
+        calls = [call(f"c{j}", [1] * (10 + 37 * j + i)) for j in range(1 + i % 5)]
+        num_new = [1 + (i * j) % 9 for j in range(len(calls))]
+        for c, n in zip(calls, num_new, strict=True):
+            c.num_computed = c.num_tokens - n
+        tokens = sum(num_new)
+        context = sum(c.num_computed + n for c, n in zip(calls, num_new, strict=True))
+        seconds = truth[0] + truth[1] * tokens + truth[2] * len(calls) + truth[3] * context
+        assert (cost.coefficients is None) == (i < cost.min_steps)
+        cost.observe(calls, num_new, seconds)
+    assert cost.coefficients == pytest.approx(truth, rel=1e-3)
+    c = call("x", [1] * 100)
+    c.num_computed = 99
+    assert cost.of(c, 1) == pytest.approx(0.0012 + 0.0006 + 1.2e-5 * 100, rel=1e-3)
+
+
+@pytest.mark.parametrize("batch_cut", [True, False])
+def test_the_batch_cut_leaves_a_heavy_programs_long_call_out(batch_cut: bool) -> None:
+    s = make(num_blocks=128, max_prefill_tokens=512)
+    s.config.scheduling.batch_cut = batch_cut
+    fresh = [call(f"fresh{i}", [10 + i] * 8, max_tokens=20) for i in range(2)]
+    heavy = call("heavy", [30] * 200, max_tokens=20)
+    heavy.program = ProgramSnapshot(30.0, 30.0, 0.0)  # 30 s of service: a low queue
+    for c in (*fresh, heavy):
+        s.add(c, 0.0)
+    step(s, elapsed=0.05)  # every prompt in one step
+    s.step_cost.coefficients = (0.04, 0.001, 0.0006, 1e-5)  # as if learned
+    late = call("late", [40] * 100, max_tokens=20)  # as heavy, but still to prefill
+    late.program = heavy.program
+    s.add(late, 1.0)
+    batch = s.schedule(1.0)
+    assert late in batch.calls  # a prefill is never cut
+    # heavy gains 1/31 of its urgency per step of 0.0434 s; it costs the two fresh calls
+    # (urgency ~1 each) 0.0036 s a step: cut
+    assert (heavy in batch.calls) is not batch_cut
+    assert all(c in batch.calls for c in fresh)
+    assert s.num_preemptions == int(batch_cut) and heavy.block_table  # it keeps its KV

@@ -146,6 +146,8 @@ def test_settings_are_checked_at_start():
     assert PluginConfig.parse(None).policy == "plas"
     with pytest.raises(ValueError, match="unknown autellix settings \\['betta'\\]"):
         PluginConfig.parse({"autellix": {"betta": 2}})
+    with pytest.raises(ValueError, match="batch_cut is not served inside vLLM"):
+        PluginConfig.parse({"autellix": {"batch_cut": True}})
     with pytest.raises(ValueError, match="unknown policy 'lifo'"):
         PluginConfig.parse({"autellix": {"policy": "lifo"}})
     with pytest.raises(ValueError, match="either boundaries"):

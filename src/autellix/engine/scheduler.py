@@ -22,7 +22,9 @@ from autellix.engine.batch import BatchFitter, ScheduledBatch
 from autellix.engine.call import Call, Status, TokenLogprobs
 from autellix.engine.config import EngineConfig
 from autellix.engine.kv_cache import BlockManager
+from autellix.engine.step_cost import StepCost
 from autellix.scheduling import Policy, select_batch
+from autellix.scheduling.cut import BatchCut
 from autellix.scheduling.retention import RetentionCost, ReturnOutlook, decide
 
 
@@ -48,6 +50,7 @@ class Scheduler:
         self._last: ScheduledBatch | None = None
         self._steps_since_round = 0
         self.seconds_per_token: float | None = None  # prefill cost, measured on steps
+        self.step_cost = StepCost()  # for the batch cut
         self.pin_blocked_seconds = 0.0  # calls' time refused blocks that pins held
         self._blocked_by_pins = 0
         self._last_round_at: float | None = None
@@ -129,7 +132,9 @@ class Scheduler:
         fitter = BatchFitter(
             self.config, self.blocks, holders, self.policy.rank_key, self.policy.preemptive
         )
-        chosen, preempted = select_batch(self.policy, now, self.config.max_running, fitter.fits)
+        chosen, preempted = select_batch(
+            self.policy, now, self.config.max_running, fitter.fits, self._cut()
+        )
         self.num_preemptions += len(preempted)
         for call in preempted:
             if call.call_id in fitter.evicted:  # already evicted to make room
@@ -148,6 +153,23 @@ class Scheduler:
         self._last_round_at = now
         return batch
 
+    def _cut(self) -> BatchCut[Call] | None:
+        """The batch cut, once the step cost is learned: only decoding calls are ever
+        left out (a prefill chunk's progress is worth its cost)."""
+        cost = self.step_cost
+        on = self.config.scheduling.batch_cut and self.policy.cuts_batch
+        if not on or cost.coefficients is None:
+            return None
+        chunk = self.config.max_prefill_tokens
+
+        def call_cost(call: Call) -> float:
+            return cost.of(call, 1 if call.is_decode else min(call.num_uncomputed, chunk))
+
+        def exempt(call: Call) -> bool:
+            return not call.is_decode or self.policy.cut_exempt(call)
+
+        return BatchCut(self.policy.urgency, cost.fixed, call_cost, exempt)
+
     # --- update -----------------------------------------------------------------------
 
     def update_from_output(
@@ -162,6 +184,7 @@ class Scheduler:
         """Charge the step, advance the calls, append their new tokens and finish those
         that hit a stop token or their length. Returns the calls that got a token."""
         self._measure_prefill(batch, elapsed)
+        self.step_cost.observe(batch.calls, batch.num_new, elapsed)
         share = self.config.service_accounting == "share"
         per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
         advanced = []

@@ -88,6 +88,15 @@ class SchedulingConfig:
         },
     )
 
+    batch_cut: bool = field(
+        default=False,
+        metadata={
+            "help": "plas, atlas, gittins: leave a call out of the batch when the time it adds"
+            " to each step costs the more urgent calls more than it gains (scheduling/cut.py;"
+            " wins on heavy-tailed loads, loses on light-tailed ones: docs/scheduling.md)"
+        },
+    )
+
     def __post_init__(self) -> None:
         self.boundaries = tuple(float(b) for b in self.boundaries)
         if any(b <= 0 for b in self.boundaries):

@@ -50,6 +50,7 @@ def gittins_rank(sizes: Sequence[float], attained: float) -> float:
 
 class Gittins(MultiLevelPolicy):
     name = "gittins"
+    cuts_batch = True
 
     def rank(self, call: CallState) -> float:
         program = call.program
@@ -57,6 +58,9 @@ class Gittins(MultiLevelPolicy):
 
     def entry_priority(self, call: CallState) -> float:
         return self.rank(call)
+
+    def priority_now(self, call: CallState) -> float:
+        return self.rank(call)  # the rank already counts the call's service
 
     def add_service(self, call: CallState, seconds: float) -> None:
         Policy.add_service(self, call, seconds)

@@ -15,6 +15,7 @@ from autellix.scheduling.queues import MultiLevelPolicy
 
 class PLAS(MultiLevelPolicy):
     name = "plas"
+    cuts_batch = True
 
     def entry_priority(self, call: CallState) -> float:
         return call.program.service
@@ -22,6 +23,7 @@ class PLAS(MultiLevelPolicy):
 
 class ATLAS(MultiLevelPolicy):
     name = "atlas"
+    cuts_batch = True
 
     def entry_priority(self, call: CallState) -> float:
         return call.program.critical_path

@@ -29,6 +29,7 @@ C = TypeVar("C", bound=CallState)  # the owner's kind of call (the engine's carr
 class Policy(ABC, Generic[C]):
     name: str = ""
     preemptive: bool = True  # False: running calls keep their place ahead of waiting ones
+    cuts_batch: bool = False  # whether a round may leave calls out by `urgency` (cut.py)
 
     def __init__(self) -> None:
         self.calls: dict[str, C] = {}
@@ -99,6 +100,15 @@ class Policy(ABC, Generic[C]):
         """Every call (running and waiting), highest priority first. Consumers stop
         early, so implementations yield lazily."""
 
+    def urgency(self, call: CallState) -> float:
+        """How likely the call's program is to finish per second of service, for the
+        batch cut (scheduling.cut); only policies that cut the batch say."""
+        raise NotImplementedError
+
+    def cut_exempt(self, call: CallState) -> bool:
+        """Whether the batch cut must take the call (when it fits)."""
+        return False
+
     def order(self, now: float) -> Iterator[C]:
         """The order a round serves calls in: `ranked`, its slots shared fairly between
         tenants when calls of more than one are here (autellix.scheduling.shares)."""
@@ -128,9 +138,13 @@ def select_batch(
     now: float,
     max_running: int,
     fits: Callable[[C], bool] = lambda call: True,
+    cut: Callable[[C, list[C]], bool] | None = None,
 ) -> tuple[list[C], list[C]]:
     """One scheduling round: scan the calls in priority order (shared between tenants)
     and take those that fit.
+
+    `cut(call, batch)` says whether the call is worth taking into the batch so far
+    (scheduling.cut); a call it leaves out is skipped (a running one is preempted).
 
     `fits(call)` reserves what the call needs (KV blocks, token budget) and says
     whether it could. After the first waiting call that does not fit, no waiting call
@@ -140,6 +154,7 @@ def select_batch(
     priority order.
     """
     batch: list[C] = []
+    cut = cut or (lambda call, batch: True)
     blocked = False
     running_left = len(policy.running)
     for call in policy.order(now):
@@ -147,9 +162,9 @@ def select_batch(
             break
         if call.running:
             running_left -= 1
-            if fits(call):
+            if cut(call, batch) and fits(call):
                 batch.append(call)
-        elif not blocked:
+        elif not blocked and cut(call, batch):
             if fits(call):
                 batch.append(call)
             else:

@@ -18,6 +18,7 @@ from sortedcontainers import SortedKeyList
 
 from autellix.scheduling.call import CallState
 from autellix.scheduling.config import SchedulingConfig
+from autellix.scheduling.cut import attained_urgency
 from autellix.scheduling.policy import Policy
 
 
@@ -38,6 +39,16 @@ class MultiLevelPolicy(Policy):
 
     def entry_priority(self, call: CallState) -> float:
         raise NotImplementedError
+
+    def priority_now(self, call: CallState) -> float:
+        """The priority the call would enter with now, its service so far included."""
+        return self.entry_priority(call) + call.service
+
+    def urgency(self, call: CallState) -> float:
+        return attained_urgency(self.priority_now(call), call.level, self.config.boundaries)
+
+    def cut_exempt(self, call: CallState) -> bool:
+        return call.level == 0  # fresh, or promoted by anti-starvation
 
     def program_context(self, call: CallState) -> tuple[float, float]:
         """(W_program, T_program) for anti-starvation."""

@@ -14,6 +14,10 @@ from autellix.scheduling.policy import Policy
 
 class SRPT(Policy):
     name = "srpt"
+    cuts_batch = True
+
+    def urgency(self, call: CallState) -> float:
+        return 1.0 / max(call.remaining_work - call.service, 1e-6)
 
     def rank_key(self, call: CallState) -> tuple:
         return (call.remaining_work - call.service, call.seq)

@@ -41,6 +41,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.model is not None:
         load_config(args.model)  # a bad folder is a one-line error, before anything starts
     config = from_args(ServeConfig, args)
+    if config.backend and config.engine.scheduling.batch_cut:
+        sys.exit("autellix serve: --batch-cut is not served with --backend (backends fit batches)")
     try:
         frontend = Frontend(config)
     except (OSError, KeyFileError) as exc:
