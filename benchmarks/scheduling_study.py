@@ -37,6 +37,9 @@ VARIANTS = {
     "atlas": "--policy atlas",
     "gittins": "--policy gittins",
     "srpt": "--policy srpt",
+    "plas-cut": "--policy plas --batch-cut",
+    "gittins-cut": "--policy gittins --batch-cut",
+    "srpt-cut": "--policy srpt --batch-cut",
 }
 
 

@@ -682,7 +682,7 @@ def summary(args, run: Run, knee, knee_points, verdict, plotted: bool) -> str:
         "Files: timeseries.csv (samples), probes.csv (latency probes), calls.csv (every call)"
         + (", soak.png (the plot)." if plotted else "; no plot (matplotlib is missing)."),
         "",
-        *provenance(args.command_line),
+        *provenance(args.command_line, args.commit),
         "",
     ]
     return "\n".join(lines)
@@ -730,12 +730,13 @@ def parse_args() -> argparse.Namespace:
     args = p.parse_args()
     args.workload_arg = ["lats.iterations=2"] if args.workload_arg is None else args.workload_arg
     args.command_line = shlex.join(["python", *sys.argv])
+    args.commit = this_commit()
     return args
 
 
 def main() -> int:
     args = parse_args()
-    out = args.out or Path(f"benchmarks/results/soak-{this_commit()}")
+    out = args.out or Path(f"benchmarks/results/soak-{args.commit}")
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "server.log", "w") as log:
         proc = start_server(args, log)

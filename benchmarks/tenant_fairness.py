@@ -216,7 +216,7 @@ def report(args: argparse.Namespace, rows: list[Row], out: Path) -> str:
             "",
             *ratios(rows),
             "",
-            *provenance(args.command_line),
+            *provenance(args.command_line, args.commit),
             "",
         ]
     )
@@ -245,7 +245,8 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     args.command_line = shlex.join(["python", *sys.argv])
-    out = args.out or Path(f"benchmarks/results/tenant-fairness-{this_commit()}")
+    args.commit = this_commit()
+    out = args.out or Path(f"benchmarks/results/tenant-fairness-{args.commit}")
     out.mkdir(parents=True, exist_ok=True)
     print(HEADER, flush=True)
     rows = measure(args, out)

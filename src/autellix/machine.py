@@ -35,11 +35,12 @@ def this_commit() -> str:
     return f"{commit}+changes" if git("status", "--porcelain", "--untracked-files=no") else commit
 
 
-def provenance(command: str) -> list[str]:
-    """The lines a results file ends with: its command, machine, commit and date."""
+def provenance(command: str, commit: str | None = None) -> list[str]:
+    """The lines a results file ends with: its command, machine, commit (`this_commit()`
+    when the run started: the work tree may change while it runs) and date."""
     return [
         f"Command: `{command}`",
         f"Machine: {this_machine()}",
-        f"Commit: {this_commit()}",
+        f"Commit: {commit or this_commit()}",
         f"Date: {time.strftime('%Y-%m-%d %H:%M')}",
     ]
