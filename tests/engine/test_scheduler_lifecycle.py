@@ -14,7 +14,7 @@ from autellix.engine.sampling_params import SamplingParams
 from autellix.engine.scheduler import Scheduler
 from autellix.engine.step_cost import StepCost
 from autellix.programs import ProgramSnapshot
-from autellix.scheduling import make_policy
+from autellix.scheduling import SchedulingConfig, make_policy
 
 SIZE = 4
 EOS = 2
@@ -189,8 +189,9 @@ def test_the_step_cost_is_learned_from_the_steps_run() -> None:
 
 @pytest.mark.parametrize("batch_cut", [True, False])
 def test_the_batch_cut_leaves_a_heavy_programs_long_call_out(batch_cut: bool) -> None:
-    s = make(num_blocks=128, max_prefill_tokens=512)
-    s.config.scheduling.batch_cut = batch_cut
+    s = make(
+        num_blocks=128, max_prefill_tokens=512, scheduling=SchedulingConfig(batch_cut=batch_cut)
+    )
     fresh = [call(f"fresh{i}", [10 + i] * 8, max_tokens=20) for i in range(2)]
     heavy = call("heavy", [30] * 200, max_tokens=20)
     heavy.program = ProgramSnapshot(30.0, 30.0, 0.0)  # 30 s of service: a low queue

@@ -50,7 +50,8 @@ class Scheduler:
         self._last: ScheduledBatch | None = None
         self._steps_since_round = 0
         self.seconds_per_token: float | None = None  # prefill cost, measured on steps
-        self.step_cost = StepCost()  # for the batch cut
+        self.step_cost = StepCost()  # learned only for the batch cut
+        self.cuts = config.scheduling.batch_cut and policy.cuts_batch
         self.pin_blocked_seconds = 0.0  # calls' time refused blocks that pins held
         self._blocked_by_pins = 0
         self._last_round_at: float | None = None
@@ -157,8 +158,7 @@ class Scheduler:
         """The batch cut, once the step cost is learned: only decoding calls are ever
         left out (a prefill chunk's progress is worth its cost)."""
         cost = self.step_cost
-        on = self.config.scheduling.batch_cut and self.policy.cuts_batch
-        if not on or cost.coefficients is None:
+        if not self.cuts or cost.coefficients is None:
             return None
         chunk = self.config.max_prefill_tokens
 
@@ -184,7 +184,8 @@ class Scheduler:
         """Charge the step, advance the calls, append their new tokens and finish those
         that hit a stop token or their length. Returns the calls that got a token."""
         self._measure_prefill(batch, elapsed)
-        self.step_cost.observe(batch.calls, batch.num_new, elapsed)
+        if self.cuts:
+            self.step_cost.observe(batch.calls, batch.num_new, elapsed)
         share = self.config.service_accounting == "share"
         per_token = elapsed / max(1, sum(batch.num_new)) if share else 0.0
         advanced = []
