@@ -91,8 +91,8 @@ class SchedulingConfig:
     batch_cut: bool = field(
         default=False,
         metadata={
-            "help": "plas, atlas, gittins: leave a call out of the batch when the time it adds"
-            " to each step costs the more urgent calls more than it gains (scheduling/cut.py;"
+            "help": "plas, atlas, gittins, srpt: leave a call out of the batch when the time it"
+            " adds to each step costs the more urgent calls more than it gains (scheduling/cut.py;"
             " wins on heavy-tailed loads, loses on light-tailed ones: docs/scheduling.md)"
         },
     )
