@@ -11,9 +11,11 @@ Fails (exit 1, with the reasons) if any series grows without bound or a call is 
   it lasts) is not taken for a leak; the fit's time term over the span must stay under
   a tolerance of the series' level (RSS 10%, fds 20%, KV usage 0.2 absolute, latency
   50%; each with a floor so that noise near zero passes). The latency is that of a small
-  probe call sent every 10 s as a program of its own, so it measures the server's speed
-  rather than the length of its queues. Calls that stay in flight for good are caught by
-  the drain check below. The kill halves the capacity, so the two spans are judged apart.
+  probe call sent every 10 s as a program of its own: the same work each time, where the
+  calls' own latencies vary with their size and follow the queue over their whole life
+  (it still waits behind other programs' calls in the first queue). Calls that stay in
+  flight for good are caught by the drain check below. The kill halves the capacity, so
+  the two spans are judged apart.
 - lost: every call sent gets an answer, or a clear error: an HTTP error with OpenAI's
   error body (429 when full, 503), or an error event on its stream. A call that gets
   nothing (a cut connection, a stream without its end, a timeout) is lost. Calls that
@@ -262,11 +264,16 @@ class Driver:
             record.end = self.now()
 
     async def probe(self) -> None:
-        """One fixed small call, a program of its own (so PLAS ranks it first): its latency
-        is the server's speed at the load of the moment, not the queue's length."""
-        body: dict[str, object] = {"model": MODEL}
-        body["messages"] = [{"role": "user", "content": "Count to ten."}]
-        body |= {"max_tokens": 16, "temperature": 0, "ignore_eos": True, "stream": True}
+        """One fixed small call, a program of its own (so it enters the first queue): the
+        same work each time, so its latency follows the server's speed and load."""
+        body = {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": "Count to ten."}],
+            "max_tokens": 16,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+        }
         in_flight = self.run.samples[-1].in_flight if self.run.samples else 0
         record = CallRecord(self.now(), math.nan, LOST)
         self.run.calls.append(record)

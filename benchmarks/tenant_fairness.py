@@ -121,7 +121,9 @@ async def scenario(ep: Endpoint, specs: list, args: argparse.Namespace, flood: b
     return records, (await flooding if flooding is not None else None)
 
 
-def run(ep: Endpoint, args, seed: int, name: str, shares: bool, flood: bool) -> Row:
+def run(
+    ep: Endpoint, args: argparse.Namespace, seed: int, name: str, shares: bool, flood: bool
+) -> Row:
     specs = build_workload(
         args.workload,
         args.programs,

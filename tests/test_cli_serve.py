@@ -84,3 +84,8 @@ def test_bad_model_folder_is_one_line(tmp_path, capsys: pytest.CaptureFixture) -
 def test_bad_scheduling_values_are_one_line(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["serve", "--beta", "-1"]) == 2
     assert "beta must be positive" in capsys.readouterr().err
+
+
+def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["serve", "--policy", "fcfs", "--batch-cut"]) == 2
+    assert "batch_cut needs one of the policies plas, atlas" in capsys.readouterr().err

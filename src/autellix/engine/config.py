@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from autellix.scheduling import SchedulingConfig
+from autellix.scheduling import POLICIES, SchedulingConfig
 from autellix.scheduling.retention import RetentionConfig
 
 
@@ -108,3 +108,7 @@ class EngineConfig:
             raise ValueError("preemption must be 'swap' or 'recompute'")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
+        policy = POLICIES.get(self.policy)
+        if self.scheduling.batch_cut and policy is not None and not policy.cuts_batch:
+            cutters = ", ".join(name for name, p in POLICIES.items() if p.cuts_batch)
+            raise ValueError(f"batch_cut needs one of the policies {cutters}, not {self.policy!r}")

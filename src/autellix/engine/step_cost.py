@@ -10,11 +10,6 @@ import numpy as np
 from autellix.engine.call import Call
 
 
-def call_features(call: Call, new_tokens: int) -> tuple[float, float, float]:
-    """(new tokens, sequences, context tokens) the call adds to a step."""
-    return new_tokens, 1.0, call.num_computed + new_tokens
-
-
 class StepCost:
     def __init__(self, memory: float = 0.995, min_steps: int = 32, ridge: float = 1e-9) -> None:
         self.memory = memory  # each step's weight decays by this much per step after it
@@ -28,9 +23,9 @@ class StepCost:
     def observe(self, calls: list[Call], num_new: list[int], seconds: float) -> None:
         if not calls or seconds <= 0:
             return
-        x = np.array([1.0, 0.0, 0.0, 0.0])
-        for call, n in zip(calls, num_new, strict=True):
-            x[1:] += call_features(call, n)
+        tokens = sum(num_new)
+        context = sum(c.num_computed + n for c, n in zip(calls, num_new, strict=True))
+        x = np.array([1.0, tokens, len(calls), context])
         self.gram = self.memory * self.gram + np.outer(x, x)
         self.moment = self.memory * self.moment + seconds * x
         self.steps += 1
@@ -48,5 +43,4 @@ class StepCost:
         if self.coefficients is None:
             return 0.0
         _, per_token, per_seq, per_context = self.coefficients
-        tokens, seqs, context = call_features(call, new_tokens)
-        return per_token * tokens + per_seq * seqs + per_context * context
+        return per_token * new_tokens + per_seq + per_context * (call.num_computed + new_tokens)

@@ -154,17 +154,17 @@ def select_batch(
     priority order.
     """
     batch: list[C] = []
-    cut = cut or (lambda call, batch: True)
     blocked = False
     running_left = len(policy.running)
     for call in policy.order(now):
         if len(batch) == max_running or (blocked and not running_left):
             break
+        taken = cut is None or cut(call, batch)
         if call.running:
             running_left -= 1
-            if cut(call, batch) and fits(call):
+            if taken and fits(call):
                 batch.append(call)
-        elif not blocked and cut(call, batch):
+        elif not blocked and taken:
             if fits(call):
                 batch.append(call)
             else:
