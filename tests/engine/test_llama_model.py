@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from autellix.engine.model import LlamaForCausalLM
+from autellix.engine.model.linear import PackedLinear, resolve_kernel
 from autellix.engine.model.loader import load_model
 
 PROMPT_LENS = [5, 17, 1, 30, 9]
@@ -46,9 +47,10 @@ def hf_logits(hf: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
     return hf(torch.tensor([tokens])).logits[0, :-1].float()
 
 
-@pytest.fixture(scope="module")
-def ours(tiny_llama: Path) -> LlamaForCausalLM:
-    return load_model(tiny_llama)[0]
+@pytest.fixture(scope="module", params=["onednn", "torch"])
+def ours(tiny_llama: Path, request: pytest.FixtureRequest) -> LlamaForCausalLM:
+    """The model on each linear kernel: both must give transformers' tokens and logits."""
+    return load_model(tiny_llama, linear=request.param)[0]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,8 @@ def test_one_token_steps_match_whole_prefill(paged: Paged, ours: LlamaForCausalL
 
 def test_bf16_runs_and_mostly_agrees(paged: Paged, tiny_llama: Path, hf: torch.nn.Module) -> None:
     model = load_model(tiny_llama, dtype=torch.bfloat16)[0]
-    assert model.lm_head.weight.dtype == torch.bfloat16
+    assert isinstance(model.lm_head, PackedLinear)
+    assert model.lm_head.packed.dtype == torch.bfloat16
     run = paged(model, prompts(), MAX_NEW, chunk=7, kv_dtype=torch.bfloat16)
     agree = total = 0
     for tokens, logits in zip(run.tokens, run.logits, strict=True):
@@ -142,7 +145,8 @@ def test_variants_match_transformers(
     hf = hf_reference(folder)
     assert cfg.rope["rope_type"] == overrides.get("rope_parameters", {}).get("rope_type", "default")
     if cfg.tie_word_embeddings:
-        assert model.lm_head.weight is model.model.embed_tokens.weight
+        plain = load_model(folder, linear="torch")[0]
+        assert plain.lm_head.weight is plain.model.embed_tokens.weight
     ids = prompts(seed=2)[:3]
     run = paged(model, ids, 6, chunk=6)
     for prompt, tokens, logits in zip(ids, run.tokens, run.logits, strict=True):
@@ -150,5 +154,22 @@ def test_variants_match_transformers(
         assert tokens[len(prompt) :] == hf_greedy(hf, prompt, 6)
 
 
-def test_parameter_names_match_transformers(ours: LlamaForCausalLM, hf: torch.nn.Module) -> None:
-    assert set(ours.state_dict()) == set(hf.state_dict())
+def test_parameter_names_match_transformers(tiny_llama: Path, hf: torch.nn.Module) -> None:
+    plain = load_model(tiny_llama, linear="torch")[0]
+    assert set(plain.state_dict()) == set(hf.state_dict())
+
+
+def test_auto_packs_every_linear_on_the_cpu(tiny_llama: Path) -> None:
+    model = load_model(tiny_llama)[0]
+    assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == 7 * 2 + 1
+
+
+def test_linear_kernel_choice() -> None:
+    assert resolve_kernel("auto", "cpu") == "onednn"  # torch's CPU wheels have oneDNN
+    assert resolve_kernel("auto", "cuda") == "torch"
+    assert resolve_kernel("torch", "cpu") == "torch"
+    with pytest.raises(ValueError, match="needs a CPU"):
+        resolve_kernel("onednn", "cuda")
+    with pytest.raises(ValueError, match="auto, onednn or torch"):
+        resolve_kernel("mkl", "cpu")

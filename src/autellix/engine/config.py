@@ -25,6 +25,13 @@ class EngineConfig:
         default="float32", metadata={"help": "the model's weights and KV cache"}
     )
     device: str = field(default="cpu", metadata={"flag": None})
+    linear_kernel: Literal["auto", "onednn", "torch"] = field(
+        default="auto",
+        metadata={
+            "help": "the linear layers' kernel: oneDNN on packed weights (auto on a CPU) or"
+            " torch's own (MKL on a CPU)"
+        },
+    )
     policy: str = field(
         default="plas",  # fcfs | mlfq | plas | atlas | gittins | srpt
         metadata={
@@ -108,6 +115,8 @@ class EngineConfig:
             raise ValueError("preemption must be 'swap' or 'recompute'")
         if self.dtype not in ("float32", "bfloat16"):
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
+        if self.linear_kernel not in ("auto", "onednn", "torch"):
+            raise ValueError("linear_kernel must be 'auto', 'onednn' or 'torch'")
         policy = POLICIES.get(self.policy)
         if self.scheduling.batch_cut and policy is not None and not policy.cuts_batch:
             cutters = ", ".join(name for name, p in POLICIES.items() if p.cuts_batch)

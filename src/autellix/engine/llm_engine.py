@@ -112,7 +112,7 @@ class LLMEngine:
 
         folder = config.model or default_model_path()
         dtype = getattr(torch, config.dtype)
-        model, tokenizer, cfg = load_model(folder, dtype, config.device)
+        model, tokenizer, cfg = load_model(folder, dtype, config.device, config.linear_kernel)
         bytes_per_block = (
             2
             * cfg.num_layers

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 
+from autellix.engine.model.linear import pack_linears, resolve_kernel
 from autellix.engine.model.llama import LlamaForCausalLM, ModelConfig
 
 
@@ -38,7 +39,11 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
 
 
 def load_weights(
-    folder: Path, cfg: ModelConfig, dtype: torch.dtype, device: torch.device | str
+    folder: Path,
+    cfg: ModelConfig,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    linear: str = "auto",
 ) -> LlamaForCausalLM:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -62,16 +67,21 @@ def load_weights(
             f"missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     model.tie_weights()
-    return model.eval().requires_grad_(False)
+    model.eval().requires_grad_(False)
+    if resolve_kernel(linear, device) == "onednn":
+        pack_linears(model)
+    return model
 
 
 def load_model(
     folder: str | Path,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    linear: str = "auto",
 ) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast, ModelConfig]:
-    """Model, tokenizer and config of a Hugging Face model folder."""
+    """Model, tokenizer and config of a Hugging Face model folder; ``linear`` is the
+    kernel of its linear layers (`autellix.engine.model.linear`)."""
     folder = Path(folder)
     cfg = load_config(folder)
     tokenizer = load_tokenizer(folder)
-    return load_weights(folder, cfg, dtype, device), tokenizer, cfg
+    return load_weights(folder, cfg, dtype, device, linear), tokenizer, cfg
