@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ from autellix.engine.async_engine import AsyncLLMEngine, EngineDead
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, LLMEngine, QueueFull
 from autellix.engine.sampling_params import SamplingParams
+from autellix.programs import ProgramSnapshot
 
 PARAMS = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True)
 PROMPTS = [[5, 6, 7], list(range(10, 40)), [9], list(range(50, 62))]
@@ -152,3 +154,37 @@ def test_a_failing_model_fails_every_call_and_later_ones(engine: LLMEngine) -> N
     asyncio.run(main())
     for call_id in list(engine.calls):  # a dead engine's calls are dropped by its owner
         engine.abort(call_id)
+
+
+def test_a_local_replica_loads_and_steps_on_one_thread(
+    tiny_llama: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each thread that calls into torch gets its own OpenMP team; a second team slows
+    # every step, so loading and stepping share one thread, never the loop's.
+    from autellix.server.replica import LocalReplica
+
+    threads: set[int] = set()
+    load, step = LLMEngine.from_config, LLMEngine.step
+
+    def recorded(fn):
+        def call(*args, **kwargs):
+            threads.add(threading.get_ident())
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(LLMEngine, "from_config", staticmethod(recorded(load)))
+    monkeypatch.setattr(LLMEngine, "step", recorded(step))
+    config = EngineConfig(model=str(tiny_llama), block_size=4, num_kv_blocks=64)
+
+    async def main() -> None:
+        replica = LocalReplica(0, config)
+        await replica.start()
+        try:
+            outs = replica.generate([5, 6, 7], PARAMS, "c", "p", ProgramSnapshot())
+            assert [o async for o in outs][-1].num_output_tokens == PARAMS.max_tokens
+        finally:
+            await replica.stop()
+
+    asyncio.run(main())
+    assert len(threads) == 1 and threading.get_ident() not in threads

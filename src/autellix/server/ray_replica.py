@@ -19,11 +19,12 @@ class EngineActor:
     """Runs inside the actor's process."""
 
     def __init__(self, config: EngineConfig) -> None:
-        from autellix.engine.async_engine import AsyncLLMEngine
+        from autellix.engine.async_engine import AsyncLLMEngine, engine_thread
         from autellix.engine.llm_engine import LLMEngine
 
-        self.engine = LLMEngine.from_config(config)
-        self.aengine = AsyncLLMEngine(self.engine)
+        thread = engine_thread()
+        self.engine = thread.submit(LLMEngine.from_config, config).result()
+        self.aengine = AsyncLLMEngine(self.engine, thread=thread)
 
     def info(self) -> EngineInfo:
         return self.engine.info

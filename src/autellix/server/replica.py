@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from autellix.balancing import PrefixIndex
-from autellix.engine.async_engine import AsyncLLMEngine
+from autellix.engine.async_engine import AsyncLLMEngine, engine_thread
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallOutput, EngineInfo, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
@@ -123,9 +123,11 @@ class LocalReplica(Replica):
         self.aengine: AsyncLLMEngine | None = None
 
     async def start(self) -> EngineInfo:
+        thread = engine_thread(f"engine-{self.engine_id}")
         if self.engine is None:
-            self.engine = await asyncio.to_thread(LLMEngine.from_config, self.config)
-        self.aengine = AsyncLLMEngine(self.engine)
+            loop = asyncio.get_running_loop()
+            self.engine = await loop.run_in_executor(thread, LLMEngine.from_config, self.config)
+        self.aengine = AsyncLLMEngine(self.engine, thread=thread)
         self.info = self.engine.info
         return self.info
 
