@@ -46,6 +46,9 @@ class DecodeBatch:
     token_idx: torch.Tensor | None  # [Bd] rows in the flattened tokens; None when all are decodes
     block_tables: torch.Tensor  # [Bd, max_blocks], padded with block 0 (masked out)
     bias: torch.Tensor  # [Bd, 1, max_blocks * block_size] fp32: 0 attend, -inf not
+    # The rows of a layer's cache that hold the batch's blocks (`cache_rows`): the same in
+    # every layer, so found by the first.
+    rows: torch.Tensor | None = None
 
 
 @dataclass
@@ -163,15 +166,19 @@ def write_kv(
     flat[1].index_copy_(1, slots, v.transpose(0, 1))
 
 
-def gather(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
-    """One layer's ``[Hkv, num_blocks, block_size, D]`` cache at ``blocks`` (any shape),
-    as ``[Hkv, *blocks.shape, block_size, D]``. One index_select over the leading axis of
-    the (head, block) flattened cache: on CPU advanced indexing is 4x slower, and
-    index_select on the block axis 7x."""
+def cache_rows(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+    """The rows of a layer's ``[Hkv, num_blocks, block_size, D]`` cache, flattened over
+    (head, block), that hold ``blocks``: head 0's blocks, then head 1's, ..."""
     heads, num_blocks = cache.shape[:2]
-    ids = torch.arange(heads, device=blocks.device)[:, None] * num_blocks + blocks.flatten()
-    picked = cache.view(heads * num_blocks, *cache.shape[2:]).index_select(0, ids.flatten())
-    return picked.view(heads, *blocks.shape, *cache.shape[2:])
+    offsets = torch.arange(heads, device=blocks.device)[:, None] * num_blocks
+    return (offsets + blocks.flatten()).flatten()
+
+
+def gather(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``[len(rows), block_size, D]``: one index_select over the leading axis of the
+    (head, block) flattened cache. On CPU advanced indexing is 4x slower, and an
+    index_select on the block axis 7x."""
+    return cache.view(-1, *cache.shape[2:]).index_select(0, rows)
 
 
 def paged_attention(
@@ -200,8 +207,10 @@ def paged_attention(
         # Each KV head's query group takes the place of the query-length axis, so GQA
         # needs no repeated K/V: [Hkv, Bd, group, D] against [Hkv, Bd, S, D].
         qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim).transpose(0, 1)
-        kd = gather(k_cache, d.block_tables).view(num_kv_heads, bsz, -1, head_dim)
-        vd = gather(v_cache, d.block_tables).view(num_kv_heads, bsz, -1, head_dim)
+        if d.rows is None:
+            d.rows = cache_rows(k_cache, d.block_tables)
+        kd = gather(k_cache, d.rows).view(num_kv_heads, bsz, -1, head_dim)
+        vd = gather(v_cache, d.rows).view(num_kv_heads, bsz, -1, head_dim)
         scores = (qd @ kd.transpose(-1, -2)).float() * head_dim**-0.5 + d.bias
         od = scores.softmax(dim=-1).to(vd.dtype) @ vd  # [Hkv, Bd, group, D]
         od = od.transpose(0, 1).reshape(bsz, num_heads * head_dim)
@@ -219,8 +228,9 @@ def paged_attention(
             kp, vp = k[rows].transpose(0, 1), v[rows].transpose(0, 1)
         else:
             kv_len = p.context_len + p.query_len
-            kp = gather(k_cache, p.blocks).view(num_kv_heads, -1, head_dim)[:, :kv_len]
-            vp = gather(v_cache, p.blocks).view(num_kv_heads, -1, head_dim)[:, :kv_len]
+            held = cache_rows(k_cache, p.blocks)
+            kp = gather(k_cache, held).view(num_kv_heads, -1, head_dim)[:, :kv_len]
+            vp = gather(v_cache, held).view(num_kv_heads, -1, head_dim)[:, :kv_len]
         kp, vp = kp[None], vp[None]
         op = F.scaled_dot_product_attention(
             qp, kp, vp, attn_mask=p.mask, is_causal=p.mask is None, enable_gqa=gqa
