@@ -90,6 +90,9 @@ def token_logprobs(row: torch.Tensor, token: int | torch.Tensor, top: int) -> To
     return TokenLogprobs(int(token), float(logprob), alternatives, rank)
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+
+
 def keep_freed_memory() -> None:
     """Have glibc keep freed heap memory instead of returning it to the OS at once.
 
@@ -104,9 +107,6 @@ def keep_freed_memory() -> None:
         return
     mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: buffers below it use the heap
     mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap keeps up to 1 GiB of free memory
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 
 
 class ModelExecutor(Executor):

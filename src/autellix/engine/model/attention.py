@@ -10,7 +10,7 @@ before blocks so that gathering a batch's blocks gives each head's keys as one c
 One step's tokens are flattened (varlen): sequence after sequence, the new tokens of each
 (a whole prompt, a prompt chunk, or one decode token). Pure-decode sequences go through one
 batched attention over gathered, length-masked blocks (two batched matrix products and a
-softmax: SDPA's CPU kernel is several times slower when a query is one token); sequences
+softmax: SDPA's CPU kernel was slower for one-token queries, docs/benchmarks.md); sequences
 with more than one new token go one by one through SDPA.
 """
 
