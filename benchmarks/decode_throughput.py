@@ -192,7 +192,9 @@ def main() -> None:
     from autellix.engine.model import default_model_path
 
     folder = default_model_path()
+    # the default model's file is fp32: 4 bytes a weight, 2 in bf16
     weight_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    weight_bytes = weight_bytes // 2 if args.dtype == "bfloat16" else weight_bytes
     max_running = max(args.batches)
     servers: dict[str, str] = {}
     procs: list[subprocess.Popen] = []
