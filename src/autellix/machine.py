@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+ISAS = [("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]  # widest first
+
 
 def this_machine() -> str:
     """The CPU model, its widest vector instructions and the cores this process may use
@@ -25,9 +27,6 @@ def this_machine() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     isa = next((name for flag, name in ISAS if flag in flags), None)
     return f"{cpu}{f' ({isa})' if isa else ''}, {cores} cores"
-
-
-ISAS = [("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]
 
 
 def this_commit() -> str:
