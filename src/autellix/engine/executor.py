@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -12,6 +11,7 @@ import torch
 
 from autellix.engine.batch import ScheduledBatch
 from autellix.engine.call import Call, TokenLogprobs
+from autellix.engine.memory import keep_freed_memory
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
 from autellix.engine.model.llama import LlamaForCausalLM
 from autellix.engine.model.sampler import Sampler, penalize, suppress_tokens
@@ -88,25 +88,6 @@ def token_logprobs(row: torch.Tensor, token: int | torch.Tensor, top: int) -> To
     logprob = row[token]
     rank = int((row > logprob).sum()) + 1
     return TokenLogprobs(int(token), float(logprob), alternatives, rank)
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
-
-
-def keep_freed_memory() -> None:
-    """Have glibc keep freed heap memory instead of returning it to the OS at once.
-
-    A decode step allocates its gathered K/V afresh in every layer (tens of MiB at 64
-    calls of 512 tokens); glibc trimmed each freed buffer away, so the next one paid a
-    page fault per 4 KiB: 3x the step at that size. vLLM's CPU backend preloads tcmalloc
-    for the same reason. No-op where the C library is not glibc.
-    """
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: buffers below it use the heap
-    mallopt(M_TRIM_THRESHOLD, 1 << 30)  # and the heap keeps up to 1 GiB of free memory
 
 
 class ModelExecutor(Executor):

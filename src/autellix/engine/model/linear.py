@@ -13,6 +13,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from autellix.engine.memory import return_freed_memory
+
 LinearKernel = Literal["auto", "onednn", "torch"]
 
 
@@ -47,8 +49,11 @@ class PackedLinear(nn.Module):
 
 
 def pack_linears(model: nn.Module) -> None:
-    """Replace every ``nn.Linear`` of ``model`` by a :class:`PackedLinear` (in place)."""
+    """Replace every ``nn.Linear`` of ``model`` by a :class:`PackedLinear` (in place).
+    Each original weight is freed once packed, unless the caller still holds it, and its
+    memory goes back to the OS at the end."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(module, name, PackedLinear(child))
+    return_freed_memory()

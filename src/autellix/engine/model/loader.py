@@ -54,7 +54,9 @@ def load_weights(
             for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
                 if name.endswith("rotary_emb.inv_freq"):  # saved by some old checkpoints
                     continue
-                state[name] = f.get_tensor(name).to(device=device, dtype=dtype)
+                # A copy: a tensor on the file's mapping keeps all of it mapped, and the
+                # pages packing reads stay resident after the packed copies replace them.
+                state[name] = f.get_tensor(name).to(device=device, dtype=dtype, copy=True)
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     # Build on the meta device (no random init), then adopt the loaded tensors.
@@ -69,6 +71,7 @@ def load_weights(
     model.tie_weights()
     model.eval().requires_grad_(False)
     if resolve_kernel(linear, device) == "onednn":
+        del state  # so that each weight is freed as soon as its packed copy is made
         pack_linears(model)
     return model
 
