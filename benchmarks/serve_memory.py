@@ -2,6 +2,8 @@
 chat calls, and read the server's peak resident set (VmHWM) from /proc.
 
     python benchmarks/serve_memory.py [--calls 32] [--kv-cache-gib 1]
+
+Results: benchmarks/results/serve-memory-<commit>.md.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 import httpx
 
 from autellix.bench.sweep import wait_healthy
+from autellix.machine import provenance, this_commit
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODEL = "SmolLM2-135M-Instruct"
 
@@ -51,6 +56,8 @@ def main() -> None:
     parser.add_argument("--kv-cache-gib", type=float, default=1.0)
     parser.add_argument("--port", type=int, default=8320)
     args = parser.parse_args()
+    commit = this_commit()
+    command = "python benchmarks/serve_memory.py " + " ".join(sys.argv[1:])
     url = f"http://127.0.0.1:{args.port}"
     proc = subprocess.Popen(
         [
@@ -72,15 +79,23 @@ def main() -> None:
         start = time.perf_counter()
         asyncio.run(burst(url, args.calls))
         elapsed = time.perf_counter() - start
-        print(f"| KV pool | RSS after start | peak RSS after {args.calls} calls | burst time |")
-        print("|---|---|---|---|")
-        print(
+        lines = [
+            "# Peak memory of `autellix serve` (default model)",
+            "",
+            f"| KV pool | RSS after start | peak RSS after {args.calls} calls | burst time |",
+            "|---|---|---|---|",
             f"| {args.kv_cache_gib:g} GiB | {idle:.0f} MiB | {mib(proc.pid, 'VmHWM'):.0f} MiB "
-            f"| {elapsed:.1f} s |"
-        )
+            f"| {elapsed:.1f} s |",
+            "",
+            *(f"- {line}" for line in provenance(command, commit)),
+        ]
     finally:
         proc.terminate()
         proc.wait(30)
+    out = ROOT / "benchmarks/results" / f"serve-memory-{commit.replace('+changes', '-dirty')}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written: {out}")
 
 
 if __name__ == "__main__":
