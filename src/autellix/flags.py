@@ -65,6 +65,11 @@ def _flag(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
     return meta.get("flag") or "--" + f.name.replace("_", "-")
 
 
+def flag_name(f: dataclasses.Field) -> str:
+    """The command-line flag of a config field."""
+    return _flag(f, f.metadata)
+
+
 def _dest(f: dataclasses.Field, meta: Mapping[str, Any]) -> str:
     return _flag(f, meta).removeprefix("--").replace("-", "_")
 

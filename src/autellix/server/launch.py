@@ -4,10 +4,12 @@ field's metadata) and the server."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import sys
 
-from autellix.flags import ENGINE_SECTIONS, add_flags, engine_choices, from_args
+from autellix.engine.config import EngineConfig
+from autellix.flags import ENGINE_SECTIONS, add_flags, engine_choices, flag_name, from_args
 from autellix.server.frontend import ServeConfig
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -41,8 +43,11 @@ def serve(args: argparse.Namespace) -> int:
     if args.model is not None:
         load_config(args.model)  # a bad folder is a one-line error, before anything starts
     config = from_args(ServeConfig, args)
-    if config.backend and config.engine.scheduling.batch_cut:
-        sys.exit("autellix serve: --batch-cut is not served with --backend (backends fit batches)")
+    if config.backend and (ignored := backends_ignore(config.engine)):
+        sys.exit(
+            f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not run "
+            "(the backends' own settings apply)"
+        )
     try:
         frontend = Frontend(config)
     except (OSError, KeyFileError) as exc:
@@ -55,6 +60,23 @@ def serve(args: argparse.Namespace) -> int:
         )
     drain.run(create_app(frontend), host=config.host, port=config.port, log_level=args.log_level)
     return 0
+
+
+# What the frontend over --backend servers takes from the engine's settings: the model (its
+# tokenizer), the order (policy, queues, anti-starvation) and the block size (routing).
+BACKEND_USES = {"model", "device", "policy", "scheduling", "block_size", "max_waiting"}
+
+
+def backends_ignore(engine: EngineConfig) -> list[str]:
+    """The flags of the engine settings changed from their defaults that only an engine
+    of our own would use."""
+    default = EngineConfig()
+    ignored = [
+        flag_name(f)
+        for f in dataclasses.fields(engine)
+        if f.name not in BACKEND_USES and getattr(engine, f.name) != getattr(default, f.name)
+    ]
+    return ignored + (["--batch-cut"] if engine.scheduling.batch_cut else [])
 
 
 def loopback(host: str) -> bool:
