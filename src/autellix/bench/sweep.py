@@ -8,7 +8,7 @@ import contextlib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import httpx
 from rich.progress import Progress
@@ -118,8 +118,10 @@ def serve_policy(
     model: str | None = None,
     name: str = "",
     log=None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[Endpoint]:
-    """`autellix serve --policy POLICY` in a child process for the duration."""
+    """`autellix serve --policy POLICY` in a child process for the duration (with `env`
+    as its environment, if given)."""
     args = [
         sys.executable,
         "-m",
@@ -135,7 +137,7 @@ def serve_policy(
     ]
     if model:
         args += ["--model", model]
-    proc = subprocess.Popen(args, stdout=log, stderr=log)
+    proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, what=f"autellix serve --policy {policy}")
