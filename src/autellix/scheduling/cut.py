@@ -62,6 +62,17 @@ class BatchCut(Generic[C]):
         return u * self.step >= ahead * self.cost(call)
 
 
+def outlives_fresh(sizes: Sequence[float], attained: float) -> bool:
+    """Whether, by the empirical law of `sizes` (sorted ascending), a program that has had
+    `attained` seconds of service expects more remaining service than a fresh one:
+    E[S - a | S > a] > E[S]. Without sizes, or past every size seen, it is not known."""
+    first = bisect.bisect_right(sizes, attained)
+    if first == len(sizes):
+        return False
+    beyond = sizes[first:]
+    return sum(beyond) / len(beyond) - attained > sum(sizes) / len(sizes)
+
+
 def attained_urgency(attained: float, level: int, boundaries: Sequence[float]) -> float:
     """1 / (attained + first boundary), the attained service capped at the top of the
     call's queue (see the module's docstring)."""

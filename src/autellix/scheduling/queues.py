@@ -18,7 +18,7 @@ from sortedcontainers import SortedKeyList
 
 from autellix.scheduling.call import CallState
 from autellix.scheduling.config import SchedulingConfig
-from autellix.scheduling.cut import attained_urgency
+from autellix.scheduling.cut import attained_urgency, outlives_fresh
 from autellix.scheduling.policy import Policy
 
 
@@ -48,7 +48,10 @@ class MultiLevelPolicy(Policy):
         return attained_urgency(self.priority_now(call), call.level, self.config.boundaries)
 
     def cut_exempt(self, call: CallState) -> bool:
-        return call.level == 0  # fresh, or promoted by anti-starvation
+        if call.level == 0:  # fresh, or promoted by anti-starvation
+            return True
+        program = call.program
+        return not outlives_fresh(program.sizes, program.service + call.service)
 
     def program_context(self, call: CallState) -> tuple[float, float]:
         """(W_program, T_program) for anti-starvation."""
