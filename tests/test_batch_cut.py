@@ -9,13 +9,19 @@ import pytest
 
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import PLAS, SRPT, CallState, SchedulingConfig, select_batch
-from autellix.scheduling.cut import BatchCut, attained_urgency
+from autellix.scheduling.cut import BatchCut, attained_urgency, outlives_fresh
 
 CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0))
 
 
-def call(call_id: str, attained: float = 0.0, arrival: float = 0.0) -> CallState:
-    return CallState(call_id, call_id, arrival, ProgramSnapshot(attained, attained, 0.0))
+HEAVY = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 100.0)  # past programs: most small, one huge
+ALIKE = (9.0, 10.0, 10.0, 11.0)
+
+
+def call(
+    call_id: str, attained: float = 0.0, arrival: float = 0.0, sizes: tuple = HEAVY
+) -> CallState:
+    return CallState(call_id, call_id, arrival, ProgramSnapshot(attained, attained, 0.0, sizes))
 
 
 def make_cut(urgency: dict[str, float], cost: dict[str, float], exempt=(), fixed=0.04):
@@ -81,6 +87,21 @@ def test_plas_ranks_urgency_by_program_service_and_exempts_its_first_queue() -> 
     assert policy.urgency(fresh) == 1.0 and policy.urgency(heavy) == 1 / 4.5
     assert policy.cut_exempt(fresh) and not policy.cut_exempt(heavy)
     assert policy.cuts_batch and not SRPT().cut_exempt(heavy)
+
+
+def test_only_programs_expected_to_outlive_a_fresh_one_are_cut() -> None:
+    # heavy tail: past 1 s of service only the huge program is left, 96.5 s to go (mean 13.4)
+    assert outlives_fresh(HEAVY, 3.5)
+    assert not outlives_fresh(HEAVY, 0.5)  # the small ones are still in: 12.5 s to go
+    assert not outlives_fresh(ALIKE, 3.5)  # alike: more service, nearer the end
+    assert not outlives_fresh(HEAVY, 100.0)  # past every size seen: not known
+    assert not outlives_fresh((), 3.5)  # nothing learned yet
+    policy = PLAS(CONFIG)
+    calls = {sizes: call(str(sizes), 3.0, sizes=sizes) for sizes in (HEAVY, ALIKE, ())}
+    for c in calls.values():
+        policy.add(c, 0.0)
+        assert c.level > 0
+    assert [policy.cut_exempt(c) for c in calls.values()] == [False, True, True]
 
 
 def test_select_batch_preempts_a_cut_running_call_and_skips_a_cut_waiting_one() -> None:

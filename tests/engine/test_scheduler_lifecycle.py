@@ -194,7 +194,8 @@ def test_the_batch_cut_leaves_a_heavy_programs_long_call_out(batch_cut: bool) ->
     )
     fresh = [call(f"fresh{i}", [10 + i] * 8, max_tokens=20) for i in range(2)]
     heavy = call("heavy", [30] * 200, max_tokens=20)
-    heavy.program = ProgramSnapshot(30.0, 30.0, 0.0)  # 30 s of service: a low queue
+    # 30 s of service, a low queue; past programs say it has more to go than a fresh one
+    heavy.program = ProgramSnapshot(30.0, 30.0, 0.0, (1.0,) * 8 + (300.0,))
     for c in (*fresh, heavy):
         s.add(c, 0.0)
     step(s, elapsed=0.05)  # every prompt in one step
