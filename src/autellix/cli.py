@@ -250,21 +250,20 @@ def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
 def _demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--toy-only", action="store_true", help="only the toy scenarios")
     p.add_argument(
-        "--programs", type=int, default=12, help="programs per rate (default: %(default)s)"
+        "--programs", type=int, default=40, help="programs per rate (default: %(default)s)"
     )
     p.add_argument(
         "--rates",
         type=float,
         nargs="+",
-        default=[0.4],
-        help="arrival rates, programs/s (default: %(default)s)",
+        default=[8.0],
+        help="arrival rates, programs/s (default: %(default)s: a burst, where calls queue on two "
+        "CPU cores and scheduling matters)",
     )
     p.add_argument(
         "--max-running",
         type=int,
-        default=4,
-        help="calls in a batch for every server (default: %(default)s; on two CPU cores this is "
-        "what makes calls queue, where scheduling matters)",
+        help="calls in a batch for every server (default: the server's own)",
     )
     p.add_argument("--scale", type=float, default=0.1, help="workload scale (default: %(default)s)")
     p.set_defaults(run=_demo)
