@@ -92,8 +92,9 @@ class SchedulingConfig:
         default=False,
         metadata={
             "help": "plas, atlas, gittins, srpt: leave a call out of the batch when the time it"
-            " adds to each step costs the more urgent calls more than it gains (scheduling/cut.py;"
-            " wins on heavy-tailed loads, loses on light-tailed ones: docs/scheduling.md)"
+            " adds to each step costs the more urgent calls more than it gains and its program's"
+            " class is expected to need more than a fresh program (scheduling/cut.py; gains on"
+            " heavy-tailed loads, ties on light-tailed ones: docs/scheduling.md)"
         },
     )
 
