@@ -52,11 +52,27 @@ def parse_workload(text: str) -> tuple[str, dict]:
     return name, params
 
 
-def run(workload: str, params: dict, programs: int, rate: float, seed: int, flags: str, target):
+def run(
+    workload: str,
+    params: dict,
+    programs: int,
+    rate: float,
+    seed: int,
+    flags: str,
+    target,
+    warm: bool = False,
+):
+    """One simulated run; `warm`: its process table starts with the sizes learned by a run
+    of the same workload and rate under FCFS at seed + 1000, as a server that has run a
+    while knows them (otherwise it learns them from nothing, within the run)."""
     params = dict(params)
     scale = params.pop("scale", 1.0)
+    sizes = None
+    if warm:
+        prior = build_workload(workload, programs, rate, seed + 1000, scale, **params)
+        sizes = simulate(prior, engine_config("--policy fcfs"), target)[1].table.sizes
     specs = build_workload(workload, programs, rate, seed, scale, **params)
-    records, sim = simulate(specs, engine_config(flags), target)
+    records, sim = simulate(specs, engine_config(flags), target, sizes=sizes)
     latencies = [r.token_latency for r in records]
     preemptions = sum(r.engine.scheduler.num_preemptions for r in sim.replicas)
     return latencies, sim, preemptions
@@ -119,6 +135,11 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--load", type=float, default=2.0)
     p.add_argument("--bisections", type=int, default=6)
+    p.add_argument(
+        "--warm",
+        action="store_true",
+        help="every measured run starts with the program sizes a prior run learned",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     target = profile_target(args.profile)
@@ -131,7 +152,8 @@ def main() -> None:
         f"- machine: {this_machine()}; commit {this_commit()}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         f"- profile: {args.profile}; engine flags: `{args.engine_args or '(defaults)'}`; "
-        f"{args.programs} programs a run; seeds {args.seeds}",
+        f"{args.programs} programs a run; seeds {args.seeds}; size laws "
+        + ("learned by a prior run (--warm)" if args.warm else "learned within each run"),
         "",
     ]
     for text in args.workloads:
@@ -155,7 +177,8 @@ def main() -> None:
         for name, variant_flags in variants.items():
             flags = f"{args.engine_args} {variant_flags}"
             runs = [
-                run(workload, params, args.programs, rate, s, flags, target) for s in args.seeds
+                run(workload, params, args.programs, rate, s, flags, target, args.warm)
+                for s in args.seeds
             ]
             means = [statistics.mean(lat) for lat, _, _ in runs]
             p95s = [statistics.quantiles(lat, n=20)[-1] for lat, _, _ in runs]

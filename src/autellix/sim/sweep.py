@@ -12,6 +12,7 @@ from rich.progress import Progress
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import ProgramRecord
 from autellix.engine.config import EngineConfig
+from autellix.programs import SizeModel
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import DEFAULT_TP, GPUS, MODELS, lookup
 from autellix.sim.latency import Profile, Roofline, StepShape
@@ -74,7 +75,10 @@ def simulate(
     replicas: int = 1,
     balancer: str = "locality",
     long_prompt_tokens: int = 2048,
+    sizes: SizeModel | None = None,
 ) -> tuple[list[ProgramRecord], Simulation]:
+    """Run `specs`; `sizes`: the program sizes the process table starts with (as learned
+    by a server that has run a while), instead of none."""
     blocks = engine.num_kv_blocks or target.num_kv_blocks
     config = ClusterConfig(
         engine=engine,
@@ -87,6 +91,8 @@ def simulate(
         max_model_len=target.max_model_len,
     )
     sim = Simulation(config, target.step_time)
+    if sizes is not None:
+        sim.table.sizes = sizes
     return sim.run(specs), sim
 
 
