@@ -188,3 +188,20 @@ def test_client_hints_reach_the_engine_in_the_simulator() -> None:
 def test_the_simulator_ends_programs_on_their_replicas() -> None:
     _, sim = react_under_pressure(False)
     assert sim.replicas[0].engine.stats()["released_blocks"] > 0
+
+
+def test_a_warm_simulation_ranks_its_first_programs_by_the_sizes_it_is_given() -> None:
+    from autellix.programs import SizeModel
+    from autellix.sim.sweep import Target, simulate
+
+    target = Target(constant, 4096, 1e-4, 8192, "constant steps")
+    specs = build_workload("agents", 6, rate=50.0, seed=1, searches=0.5)
+    engine = EngineConfig(policy="gittins", max_running=2)
+    cold_records, cold = simulate(specs, engine, target)
+    sizes = SizeModel()
+    for i in range(8):  # programs all alike: nearly done ranks first, not least served
+        sizes.observe(None, f"past-{i}", 5.0)
+    warm_records, warm = simulate(specs, engine, target, sizes=sizes)
+    assert warm.table.sizes is sizes and len(sizes.sizes(None)) == 8 + len(specs)
+    assert len(cold.table.sizes.sizes(None)) == 0  # fewer than 8 ended: nothing to rank by
+    assert [r.latency for r in warm_records] != [r.latency for r in cold_records]
