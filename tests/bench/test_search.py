@@ -85,6 +85,7 @@ def test_bench_with_seeds_and_search_writes_ratios_with_intervals(monkeypatch, t
         "autellix.bench.command.workload_builder", lambda args: lambda rate: args.seed
     )
     monkeypatch.setattr("autellix.bench.report.write_results", lambda *a, **k: "")
+    monkeypatch.setattr("autellix.machine.this_commit", lambda: "later" if seen else "at-start")
     argv = ["bench", "chatbot", "--endpoint", "fcfs=http://x/v1", "--endpoint", "fast=http://y/v1"]
     argv += ["--rates", "0.5", "--seeds", "3", "--search", "5", "--out", str(tmp_path)]
     assert main(argv) == 0
@@ -92,6 +93,7 @@ def test_bench_with_seeds_and_search_writes_ratios_with_intervals(monkeypatch, t
     assert max(rate for name, rate, _ in seen if name == "fast") > 2.0  # searched past 0.5
     text = (tmp_path / "ratios.md").read_text()
     assert "3 seeds" in text and "--search 5" in text
+    assert "- at commit at-start on " in text  # what ran, not what was committed meanwhile
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if "|" in line}
     fast = rows["fast"].split("|")
     value, low, high = map(float, re.findall(r"[\d.]+", fast[2]))
@@ -109,5 +111,6 @@ def test_without_a_crossing_no_throughput_ratio_is_claimed() -> None:
         {n: [dataclasses.replace(point(0.5, c), endpoint=n)] for n, c in caps}
         for caps in [[("fcfs", 2.0), ("fast", 4.0)]] * 2
     ]
-    text = seed_ratios(runs, [0.5], "fcfs", None, "t", "cmd")
+    text = seed_ratios(runs, [0.5], "fcfs", None, "t", "cmd", "abc123")
+    assert "- at commit abc123 on " in text
     assert "| fast | n/a | 2 |" in text

@@ -143,7 +143,9 @@ def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autellix.bench.stats import seed_ratios
+    from autellix.machine import this_commit
 
+    commit = this_commit()  # what the runs ran, whatever is committed while they run
     codes, runs = [], []
     for seed in range(args.seed, args.seed + args.seeds):
         code, summaries = run_seed(
@@ -152,7 +154,9 @@ def run_bench(args: argparse.Namespace) -> int:
         codes.append(code)
         runs.append(summaries)
     title = workload_title(argparse.Namespace(**{**vars(args), "seed": 0}))
-    text = seed_ratios(runs, args.rates, args.baseline, args.bound, title, args.command_line)
+    text = seed_ratios(
+        runs, args.rates, args.baseline, args.bound, title, args.command_line, commit
+    )
     (out / "ratios.md").write_text(text)
     Console().print(text)
     return max(codes)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from scipy import stats
 
 from autellix.bench.metrics import Summary, equal_latency_table
-from autellix.machine import this_commit, this_machine
+from autellix.machine import this_machine
 
 
 @dataclass(frozen=True)
@@ -49,15 +49,17 @@ def seed_ratios(
     bound: float | None,
     title: str,
     command: str,
+    commit: str,
 ) -> str:
     """Markdown: per rate, each endpoint's mean and p95 program token latency as a ratio
     to the baseline's (above 1: lower than the baseline's), and throughput at equal
-    latency; each over the runs (one a seed) with its 95% CI."""
+    latency; each over the runs (one a seed) with its 95% CI. `commit`: the one the runs
+    started at."""
     lines = [
         f"### {title}: {len(runs)} seeds",
         "",
         f"- command: `{command}`",
-        f"- at commit {this_commit()} on {this_machine()}",
+        f"- at commit {commit} on {this_machine()}",
         "",
         f"| rate (prog/s) | endpoint | mean s/token | {baseline} / it, mean [95% CI] | p95 |",
         "|---|---|---|---|---|",
