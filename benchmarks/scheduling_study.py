@@ -26,7 +26,7 @@ from pathlib import Path
 from autellix.bench.stats import ratio
 from autellix.flags import engine_config
 from autellix.machine import this_commit, this_machine
-from autellix.sim.sweep import profile_target, simulate
+from autellix.sim.sweep import profile_target, roofline_target, simulate
 from autellix.workloads import build_workload
 
 VARIANTS = {
@@ -120,7 +120,11 @@ def size_law(sizes: list[float]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profile", required=True)
+    p.add_argument("--profile", help="a profile from `autellix profile` (this machine)")
+    p.add_argument(
+        "--gpu", help="instead of --profile: the roofline of this GPU (a100, h100) and --model"
+    )
+    p.add_argument("--model", default="llama-3.1-8b")
     p.add_argument("--workloads", nargs="+", default=["agents", "agents:searches=0.25"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument(
@@ -142,7 +146,14 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
-    target = profile_target(args.profile)
+    if bool(args.profile) == bool(args.gpu):
+        p.error("give --profile or --gpu")
+    engine = engine_config(args.engine_args)
+    target = (
+        profile_target(args.profile)
+        if args.profile
+        else roofline_target(args.gpu, args.model, None, engine.block_size)
+    )
     variants = {n: f for n, f in VARIANTS.items() if n in args.variants or n == "fcfs"}
     variants.update(item.split("=", 1) for item in args.extra)
     lines = [
@@ -151,7 +162,7 @@ def main() -> None:
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
         f"- machine: {this_machine()}; commit {this_commit()}; "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        f"- profile: {args.profile}; engine flags: `{args.engine_args or '(defaults)'}`; "
+        f"- target: {target.description}; engine flags: `{args.engine_args or '(defaults)'}`; "
         f"{args.programs} programs a run; seeds {args.seeds}; size laws "
         + ("learned by a prior run (--warm)" if args.warm else "learned within each run"),
         "",
