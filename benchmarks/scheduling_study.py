@@ -157,7 +157,7 @@ def main() -> None:
     variants = {n: f for n, f in VARIANTS.items() if n in args.variants or n == "fcfs"}
     variants.update(item.split("=", 1) for item in args.extra)
     lines = [
-        "# Scheduling study (simulator, profile-calibrated)",
+        "# Scheduling study (simulator)",
         "",
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
         f"- machine: {this_machine()}; commit {this_commit()}; "
