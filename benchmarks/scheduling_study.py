@@ -61,18 +61,23 @@ def run(
     flags: str,
     target,
     warm: bool = False,
+    named_kinds: bool = False,
 ):
     """One simulated run; `warm`: its process table starts with the sizes learned by a run
     of the same workload and rate under FCFS at seed + 1000, as a server that has run a
-    while knows them (otherwise it learns them from nothing, within the run)."""
+    while knows them (otherwise it learns them from nothing, within the run);
+    `named_kinds`: each program names its kind, so sizes are learned per kind."""
     params = dict(params)
     scale = params.pop("scale", 1.0)
     sizes = None
     if warm:
         prior = build_workload(workload, programs, rate, seed + 1000, scale, **params)
-        sizes = simulate(prior, engine_config("--policy fcfs"), target)[1].table.sizes
+        prior_run = simulate(prior, engine_config("--policy fcfs"), target, named_kinds=named_kinds)
+        sizes = prior_run[1].table.sizes
     specs = build_workload(workload, programs, rate, seed, scale, **params)
-    records, sim = simulate(specs, engine_config(flags), target, sizes=sizes)
+    records, sim = simulate(
+        specs, engine_config(flags), target, sizes=sizes, named_kinds=named_kinds
+    )
     latencies = [r.token_latency for r in records]
     preemptions = sum(r.engine.scheduler.num_preemptions for r in sim.replicas)
     return latencies, sim, preemptions
@@ -144,6 +149,11 @@ def main() -> None:
         action="store_true",
         help="every measured run starts with the program sizes a prior run learned",
     )
+    p.add_argument(
+        "--named-kinds",
+        action="store_true",
+        help="programs name their kind (chat, search, react, ...) as SDK users would",
+    )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
     if bool(args.profile) == bool(args.gpu):
@@ -188,7 +198,17 @@ def main() -> None:
         for name, variant_flags in variants.items():
             flags = f"{args.engine_args} {variant_flags}"
             runs = [
-                run(workload, params, args.programs, rate, s, flags, target, args.warm)
+                run(
+                    workload,
+                    params,
+                    args.programs,
+                    rate,
+                    s,
+                    flags,
+                    target,
+                    args.warm,
+                    args.named_kinds,
+                )
                 for s in args.seeds
             ]
             means = [statistics.mean(lat) for lat, _, _ in runs]

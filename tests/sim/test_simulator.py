@@ -205,3 +205,17 @@ def test_a_warm_simulation_ranks_its_first_programs_by_the_sizes_it_is_given() -
     assert warm.table.sizes is sizes and len(sizes.sizes(None)) == 8 + len(specs)
     assert len(cold.table.sizes.sizes(None)) == 0  # fewer than 8 ended: nothing to rank by
     assert [r.latency for r in warm_records] != [r.latency for r in cold_records]
+
+
+def test_programs_that_name_their_kind_are_sized_per_kind() -> None:
+    from autellix.sim.sweep import Target, simulate
+
+    target = Target(constant, 4096, 1e-4, 8192, "constant steps")
+    specs = build_workload("agents", 24, rate=50.0, seed=2, searches=0.3)
+    engine = EngineConfig(policy="gittins", max_running=4)
+    _, named = simulate(specs, engine, target, named_kinds=True)
+    _, hashed = simulate(specs, engine, target)
+    kinds = {spec.workload for spec in specs}
+    assert kinds == {"chat", "fan-out", "search"}
+    assert set(named.table.sizes._sizes) == {*kinds, None}
+    assert not kinds & set(hashed.table.sizes._sizes)  # classes from system prompts instead

@@ -42,6 +42,10 @@ class ClusterConfig:
     # each call tells the server its stage's tool delay (X-Autellix-Expect-Return), as a
     # client that knows its tools would
     expect_return_hints: bool = False
+    # each program names its kind (the SDK's `kind`, here the spec's workload: chat,
+    # fan-out, search, react, ...), as a client that knows its agents would; otherwise its
+    # class is the hash of its system prompt
+    named_kinds: bool = False
 
 
 class SimReplica:
@@ -133,8 +137,9 @@ class Simulation:
             hint = max(c.tool_delay for c in calls)
         for i, call in enumerate(calls):
             ids = prompt_ids(call, program.index, program.lengths)
+            kind = spec.workload if self.config.named_kinds else kind_of(call.messages)
             meta, snapshot = self.table.call_arrived(
-                spec.program_id, str(i), kind=kind_of(call.messages), expect_return=hint
+                spec.program_id, str(i), kind=kind, expect_return=hint
             )
             replica = self.replicas[
                 self.balancer.pick(Route(ids, self.table.get(spec.program_id)), self.replicas)

@@ -76,9 +76,11 @@ def simulate(
     balancer: str = "locality",
     long_prompt_tokens: int = 2048,
     sizes: SizeModel | None = None,
+    named_kinds: bool = False,
 ) -> tuple[list[ProgramRecord], Simulation]:
     """Run `specs`; `sizes`: the program sizes the process table starts with (as learned
-    by a server that has run a while), instead of none."""
+    by a server that has run a while), instead of none; `named_kinds`: programs name
+    their kind (ClusterConfig.named_kinds)."""
     blocks = engine.num_kv_blocks or target.num_kv_blocks
     config = ClusterConfig(
         engine=engine,
@@ -89,6 +91,7 @@ def simulate(
         num_swap_blocks=blocks if engine.swap_blocks is None else engine.swap_blocks,
         swap_time_per_block=target.swap_time_per_block,
         max_model_len=target.max_model_len,
+        named_kinds=named_kinds,
     )
     sim = Simulation(config, target.step_time)
     if sizes is not None:
