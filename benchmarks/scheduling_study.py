@@ -62,17 +62,20 @@ def run(
     target,
     warm: bool = False,
     named_kinds: bool = False,
+    engine_args: str = "",
 ):
     """One simulated run; `warm`: its process table starts with the sizes learned by a run
-    of the same workload and rate under FCFS at seed + 1000, as a server that has run a
-    while knows them (otherwise it learns them from nothing, within the run);
-    `named_kinds`: each program names its kind, so sizes are learned per kind."""
+    of the same workload and rate under FCFS (and `engine_args`) at seed + 1000, as a
+    server that has run a while knows them (otherwise it learns them from nothing, within
+    the run); `named_kinds`: each program names its kind, so sizes are learned per kind."""
     params = dict(params)
     scale = params.pop("scale", 1.0)
     sizes = None
     if warm:
         prior = build_workload(workload, programs, rate, seed + 1000, scale, **params)
-        prior_run = simulate(prior, engine_config("--policy fcfs"), target, named_kinds=named_kinds)
+        prior_run = simulate(
+            prior, engine_config(f"{engine_args} --policy fcfs"), target, named_kinds=named_kinds
+        )
         sizes = prior_run[1].table.sizes
     specs = build_workload(workload, programs, rate, seed, scale, **params)
     records, sim = simulate(
@@ -208,6 +211,7 @@ def main() -> None:
                     target,
                     args.warm,
                     args.named_kinds,
+                    args.engine_args,
                 )
                 for s in args.seeds
             ]
