@@ -194,6 +194,12 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         "--port", type=int, default=8400, help="first port for those servers (default: %(default)s)"
     )
     _add_bench_endpoints(p)
+    p.add_argument(
+        "--named-kinds",
+        action="store_true",
+        help="programs name their kind to Autellix endpoints (X-Autellix-Kind: chatbot, react, "
+        "lats, chat, fan-out, search), as SDK users who name their agents do",
+    )
     p.add_argument("--baseline", default="fcfs", help="ratios are against this endpoint")
     p.add_argument(
         "--bound",

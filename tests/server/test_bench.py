@@ -141,3 +141,24 @@ def test_a_plugin_peer_gets_each_calls_program_in_vllm_xargs(serve, monkeypatch)
     names = {text: args["autellix_program"] for text, args in sent}
     assert len(sent) == 6 and len(set(names.values())) == 2
     assert names["w1 w2"].endswith("-chat") and names["w5"].endswith("-fan")
+
+
+def test_programs_name_their_kind_when_asked(serve, monkeypatch, tmp_path) -> None:
+    import argparse
+
+    import autellix.bench.sweep as sweep_module
+    from autellix.bench.command import Results, measure
+
+    server = serve()
+    table = server.frontend.table
+    asyncio.run(run_specs(specs(), Endpoint("autellix", server.base_url, MODEL, kinds=True)))
+    assert sorted(p.kind for p in table.programs.values()) == ["chatbot", "lats"]
+    asyncio.run(run_specs(specs(), Endpoint("autellix", server.base_url, MODEL)))
+    assert sorted(p.kind or "" for p in table.programs.values()) == ["", "", "chatbot", "lats"]
+    # `autellix bench --named-kinds` asks it of every endpoint with sessions, and only those
+    seen = []
+    monkeypatch.setattr(sweep_module, "sweep", lambda b, eps, *a: seen.extend(eps) or ({}, {}, {}))
+    args = argparse.Namespace(named_kinds=True, rates=[1.0], timeout=None, search=0)
+    for ep in (Endpoint("a", "http://x/v1", MODEL), Endpoint("p", "http://y/v1", MODEL, False)):
+        measure(args, specs, ep, Results(tmp_path, append=False))
+    assert [ep.kinds for ep in seen] == [True, False]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +82,7 @@ def measure(args: argparse.Namespace, build, ep, results: Results) -> None:
     from autellix.bench.search import search_rate
     from autellix.bench.sweep import sweep
 
+    ep = dataclasses.replace(ep, kinds=args.named_kinds and ep.sessions)
     results.add(*sweep(build, [ep], args.rates, args.timeout))
     if not args.search or ep.name in results.failed:
         return

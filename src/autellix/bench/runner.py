@@ -29,6 +29,7 @@ class Endpoint:
     sessions: bool = True  # send X-Autellix-Program / X-Autellix-Thread
     priority: bool = False  # stamp each call with its program's decode tokens so far
     program_args: bool = False  # name the program in vllm_xargs (the vLLM scheduler plug-in)
+    kinds: bool = False  # with sessions: name the program's kind (its spec's workload)
     api_key: str = "EMPTY"
 
 
@@ -100,6 +101,8 @@ async def _call(spec, s, i, call, outputs, endpoint, client, record, t0, run_tag
     headers: dict[str, str] = {}
     if endpoint.sessions:
         headers = {"X-Autellix-Program": run_tag + spec.program_id, "X-Autellix-Thread": str(i)}
+        if endpoint.kinds:
+            headers["X-Autellix-Kind"] = spec.workload
     if endpoint.priority:
         extra_body["priority"] = sum(c.output_tokens for c in record.calls)
     if endpoint.program_args:
