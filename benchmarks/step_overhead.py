@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
@@ -26,7 +27,7 @@ from autellix.engine.model import default_model_path, load_tokenizer
 from autellix.engine.sampling_params import SamplingParams
 from autellix.machine import this_commit, this_machine
 from autellix.sim.hardware import GPUS, MODELS
-from autellix.sim.latency import Roofline, StepShape
+from autellix.sim.latency import Roofline
 
 PROMPT = 512
 OUTPUT = 2048  # long enough that no call ends while the others are prefilled and timed
@@ -36,8 +37,8 @@ def measure(running: int, policy: str, tokenizer, steps: int) -> dict[str, float
     roofline = Roofline(GPUS["a100"], MODELS["llama-3.1-8b"])
     simulated: list[float] = []
 
-    def step_time(batch) -> float:
-        simulated.append(roofline(StepShape.of(batch)))
+    def step_time(shape: StepShape) -> float:
+        simulated.append(roofline(shape))
         return simulated[-1]
 
     blocks = running * (PROMPT + OUTPUT) // 16 + 64

@@ -24,7 +24,7 @@ def make(num_blocks: int, policy: str = "plas", swap_blocks: int = 16, **kw) -> 
         **{"policy": policy, "block_size": SIZE, "max_running": 4, "max_prefill_tokens": 64, **kw}
     )
     executor = SimulatedExecutor(
-        lambda batch: 0.01,
+        lambda shape: 0.01,
         block_size=SIZE,
         num_blocks=num_blocks,
         num_swap_blocks=swap_blocks,

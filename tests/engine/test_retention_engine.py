@@ -30,7 +30,7 @@ def make(num_blocks: int = 7, retention: bool = True, policy: str = "plas") -> L
         retention=RetentionConfig(enabled=retention),
     )
     executor = SimulatedExecutor(
-        lambda batch: 0.001 + 0.01 * sum(batch.num_new),  # 10 ms a token: recompute is dear
+        lambda shape: 0.001 + 0.01 * shape.new_tokens,  # 10 ms a token: recompute is dear
         block_size=SIZE,
         num_blocks=num_blocks,
         num_swap_blocks=16,

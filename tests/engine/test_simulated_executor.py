@@ -2,6 +2,7 @@
 
 import pytest
 
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import CallError, LLMEngine
@@ -9,8 +10,8 @@ from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
 
 
-def step_time(batch) -> float:
-    return 0.010 + 0.001 * sum(batch.num_new)
+def step_time(shape: StepShape) -> float:
+    return 0.010 + 0.001 * shape.new_tokens
 
 
 def make(policy: str = "plas", **kw) -> LLMEngine:

@@ -89,7 +89,7 @@ class PieceTokenizer:
 
 
 def run_engine(pieces: list[int], params: SamplingParams, calls: int = 1, vocab=VOCAB):
-    executor = SimulatedExecutor(lambda b: 0.01, 4, 64, 64)
+    executor = SimulatedExecutor(lambda shape: 0.01, 4, 64, 64)
     tokenizer = PieceTokenizer(vocab)
     engine = LLMEngine(EngineConfig(block_size=4), executor, tokenizer, (len(vocab) - 1,))
     seqs = [engine.add_call([1, 2, 3], params) for _ in range(calls)]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from autellix.cli import main
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
-from autellix.sim.latency import Profile, StepShape
+from autellix.sim.latency import Profile
 from autellix.sim.profile import measure
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.scheduling.retention import RetentionConfig
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import GPUS, MODELS
-from autellix.sim.latency import Roofline, StepShape
+from autellix.sim.latency import Roofline
 from autellix.workloads import build_workload
 from autellix.workloads.spec import CallSpec, ProgramSpec, Stage
 from autellix.workloads.tokens import prompt_tokens

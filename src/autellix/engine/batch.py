@@ -36,6 +36,41 @@ class ScheduledBatch:
         return all(n == 1 and c.is_decode for c, n in zip(self.calls, self.num_new, strict=True))
 
 
+@dataclass(frozen=True)
+class StepShape:
+    """What a step asks of the executor: tokens to compute, sequences in the batch, and
+    context tokens attended (every sequence reads its whole KV so far). A simulated
+    executor's step time is a function of it (sim/latency.py)."""
+
+    new_tokens: int  # tokens computed this step (prefill chunks + one per decode)
+    num_seqs: int
+    context_tokens: int  # KV tokens attended, summed over sequences (incl. new ones)
+    attention_pairs: float  # query-key pairs, summed over sequences
+
+    @classmethod
+    def of(cls, batch: ScheduledBatch) -> StepShape:
+        """Before the batch's tokens are marked computed."""
+        new = ctx = 0
+        pairs = 0.0
+        for seq, n in zip(batch.calls, batch.num_new, strict=True):
+            end = seq.num_computed + n
+            new += n
+            ctx += end
+            pairs += n * (seq.num_computed + (n + 1) / 2)
+        return cls(new, len(batch.calls), ctx, pairs)
+
+    def decoded(self, steps: int) -> StepShape:
+        """The same decode-only batch `steps` steps later: one more token of context per
+        sequence per step."""
+        grown = steps * self.num_seqs
+        return StepShape(
+            self.new_tokens,
+            self.num_seqs,
+            self.context_tokens + grown,
+            self.attention_pairs + grown,
+        )
+
+
 class BatchFitter:
     """One round's budget: tokens to prefill and KV blocks, handed out call by call."""
 

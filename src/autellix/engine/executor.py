@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from autellix.engine.batch import ScheduledBatch
+from autellix.engine.batch import ScheduledBatch, StepShape
 from autellix.engine.call import Call, TokenLogprobs
 from autellix.engine.memory import keep_freed_memory
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache
@@ -210,13 +210,13 @@ class ModelExecutor(Executor):
 
 
 class SimulatedExecutor(Executor):
-    """Step time from a latency model, on a virtual clock. Emits the call's planned
-    output (`planned[call_id]`, set by whoever adds the call) or else `token_id`;
-    calls end by max_tokens, so simulated calls should set ignore_eos."""
+    """Step time from a latency model of the step's shape, on a virtual clock. Emits the
+    call's planned output (`planned[call_id]`, set by whoever adds the call) or else
+    `token_id`; calls end by max_tokens, so simulated calls should set ignore_eos."""
 
     def __init__(
         self,
-        step_time: Callable[[ScheduledBatch], float],
+        step_time: Callable[[StepShape], float],
         block_size: int,
         num_blocks: int,
         num_swap_blocks: int,
@@ -241,7 +241,7 @@ class SimulatedExecutor(Executor):
     def execute(self, batch: ScheduledBatch) -> StepOutput:
         swapped = len(batch.swap_out) + len(batch.swap_in)
         elapsed = swapped * self.swap_time_per_block + (
-            self.step_time(batch) if batch.calls else 0.0
+            self.step_time(StepShape.of(batch)) if batch.calls else 0.0
         )
         self.now += elapsed
         out: list[int | None] = []
@@ -250,3 +250,14 @@ class SimulatedExecutor(Executor):
             n = seq.num_output_tokens
             out.append((planned[n] if n < len(planned) else self.token_id) if sample else None)
         return StepOutput(out, elapsed)
+
+    def tokens(self, call: Call, count: int) -> list[int]:
+        """The call's next `count` output tokens."""
+        n = call.num_output_tokens
+        found = list(self.planned.get(call.call_id, ())[n : n + count])
+        return found + [self.token_id] * (count - len(found))
+
+    def decode_times(self, calls: list[Call], steps: int) -> list[float]:
+        """The times of `steps` decode steps of `calls` from where they are now."""
+        shape = StepShape.of(ScheduledBatch(calls, [1] * len(calls)))
+        return [self.step_time(shape.decoded(i)) for i in range(steps)]

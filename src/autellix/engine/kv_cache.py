@@ -15,6 +15,7 @@ free, cached and free (LRU), pinned and idle, or held by calls (`check_states`).
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
@@ -39,6 +40,7 @@ class Block:
     ref_count: int = 0
     hash: int | None = None
     users: set[str] = field(default_factory=set)  # live programs whose calls held it
+    freed_at: int = 0  # when its last user let it go, counted in frees
 
 
 @dataclass
@@ -83,6 +85,7 @@ class BlockManager:
         self.pinned: set[int] = set()  # pinned blocks no call holds (neither free nor used)
         self.pin_stats = PinStats()
         self.queried_by_kind: dict[str | None, list[int]] = {}  # kind -> [queried, hit]
+        self._frees = itertools.count()
 
     @property
     def num_blocks(self) -> int:
@@ -155,6 +158,7 @@ class BlockManager:
                 self.program_blocks.setdefault(program_id, set()).add(block_id)
             block.ref_count -= 1
             if block.ref_count == 0:
+                block.freed_at = next(self._frees)
                 if block_id in self.pin_of:
                     self.pinned.add(block_id)
                 elif block.hash is None:
@@ -193,10 +197,12 @@ class BlockManager:
 
     def end_program(self, program_id: str) -> None:
         """A program ended: its pin goes, and the cached blocks no live program has held go
-        to the front of eviction, ahead of every block a live program may come back for."""
+        to the front of eviction, ahead of every block a live program may come back for, in
+        the order they were freed (by content and time, never by block id)."""
         if self.unpin(program_id, front=True):
             self.pin_stats.ended += 1
-        for block_id in self.program_blocks.pop(program_id, ()):
+        held = self.program_blocks.pop(program_id, ())
+        for block_id in sorted(held, key=lambda b: self.blocks[b].freed_at, reverse=True):
             block = self.blocks[block_id]
             block.users.discard(program_id)
             if not block.users and block_id in self.cached_free:

@@ -13,7 +13,7 @@ import torch
 
 from autellix.engine.call import Call, Status, TokenLogprobs
 from autellix.engine.config import EngineConfig
-from autellix.engine.executor import Executor, ModelExecutor
+from autellix.engine.executor import Executor, ModelExecutor, SimulatedExecutor
 from autellix.engine.kv_cache import BlockManager
 from autellix.engine.model.sampler import make_generator
 from autellix.engine.output_text import OutputText, decoder
@@ -229,6 +229,29 @@ class LLMEngine:
             batch, out.tokens, out.elapsed, now, out.logprobs, out.prompt_logprobs
         )
         return [self._detokenize(call, now) for call in advanced]
+
+    def repeatable_step_times(self) -> list[float]:
+        """Fast-forward, for a simulator: the times of the next steps while each would be
+        one decode of every call held and change nothing else (`Scheduler.repeatable_steps`),
+        the last of them the first to finish a call. Empty: run `step()`."""
+        executor = self.executor
+        if not isinstance(executor, SimulatedExecutor) or self.tokenizer is not None:
+            return []  # only token-level engines in virtual time; stop strings need text
+        steps = self.scheduler.repeatable_steps()
+        if not steps:
+            return []
+        return executor.decode_times(list(self.policy.running.values()), steps)
+
+    def repeat_steps(self, elapsed: list[float]) -> list[CallOutput]:
+        """Run the first `len(elapsed)` steps `repeatable_step_times` gave at once, as that
+        many `step()`s would; the outputs of the last."""
+        executor = self.executor
+        assert isinstance(executor, SimulatedExecutor)
+        start = executor.now
+        for seconds in elapsed:
+            executor.advance(seconds)
+        calls = self.scheduler.repeat(elapsed, executor.tokens, start)
+        return [self._detokenize(call, executor.now) for call in calls]
 
     def generate(
         self, prompts: list[str | list[int]], params: SamplingParams | None = None

@@ -16,7 +16,7 @@ measures.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from autellix.engine.batch import BatchFitter, ScheduledBatch
 from autellix.engine.call import Call, Status, TokenLogprobs
@@ -169,6 +169,96 @@ class Scheduler:
             return not call.is_decode or self.policy.cut_exempt(call)
 
         return BatchCut(self.policy.urgency, cost.fixed, call_cost, exempt)
+
+    # --- fast-forward (a simulator's) ------------------------------------------------
+
+    def repeatable_steps(self) -> int:
+        """How many steps from now would each be one decode of every call the engine holds
+        and change nothing else: none waits (so every round takes them all), no batch cut,
+        no KV retention (pins end by time), each call stops only at its length (stop
+        strings are the engine's to check), none is yet to give its first token, and the
+        free blocks cover their growth. The last step counted is the first that finishes a
+        call. 0: schedule the next step."""
+        calls = self.policy.running.values()
+        last = self._last
+        if (
+            not calls
+            or len(calls) != len(self.policy)
+            or (last is not None and len(last.calls) != len(calls))
+            or self.cuts
+            or self.config.retention.enabled
+        ):
+            return 0
+        steps = None
+        for call in calls:
+            params = call.params
+            stops_by_length = not params.stop_token_ids and (
+                params.ignore_eos or not self.eos_token_ids
+            )
+            first = call.num_output_tokens == 0  # its first token is news: step it alone
+            if first or not (call.is_decode and stops_by_length and call.matcher is None):
+                return 0
+            left = params.max_tokens - call.num_output_tokens
+            steps = left if steps is None else min(steps, left)
+        assert steps is not None
+        free, blocks_for = self.blocks.num_free, self.blocks.blocks_for
+
+        def growth(k: int) -> int:
+            return sum(max(0, blocks_for(c.num_computed + k) - len(c.block_table)) for c in calls)
+
+        if growth(steps) <= free:
+            return steps
+        low, high = 0, steps  # growth(low) fits, growth(high) does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if growth(mid) <= free else (low, mid)
+        return low
+
+    def repeat(
+        self,
+        elapsed: Sequence[float],
+        tokens: Callable[[Call, int], list[int]],
+        start: float,
+    ) -> list[Call]:
+        """What `len(elapsed)` schedule / update_from_output pairs would do, where
+        `repeatable_steps` allows that many, the steps taking `elapsed` seconds from
+        `start` and each call getting its next `tokens(call, k)`. Block ids may differ from
+        the step-by-step run's; nothing else does. Returns the last step's batch."""
+        calls = list(self.policy.running.values())
+        k, n = len(elapsed), len(calls)
+        # the steps that are scheduling rounds (schedule_every), as schedule() picks them
+        since, has_last, last_round = self._steps_since_round, self._last is not None, -1
+        for i in range(k):
+            if has_last and since < self.config.schedule_every:
+                since += 1
+            else:
+                since, has_last, last_round = 1, True, i
+        for call in calls:
+            grow = self.blocks.blocks_for(call.num_computed + k) - len(call.block_table)
+            if grow > 0:
+                call.block_table += self.blocks.allocate(grow)
+        share = self.config.service_accounting == "share"
+        order = self._last.calls if self._last is not None else calls
+        now = start
+        for i, seconds in enumerate(elapsed):
+            if i == last_round:  # the batch's order, as that round ranked it
+                order = list(self.policy.order(now))
+                self._last_round_at = now
+            charge = seconds / n if share else seconds
+            for call in calls:
+                self.policy.add_service(call, charge)
+            now += seconds
+        for call in calls:
+            call.token_ids += tokens(call, k)
+            call.num_computed += k
+            self.blocks.cache_full_blocks(call)
+        self.computed_tokens += k * n
+        self._steps_since_round = since
+        self._last = ScheduledBatch(order, [1] * n)
+        for call in order:
+            if call.num_output_tokens >= call.params.max_tokens:
+                self.finish(call, "length", now)
+        return order
 
     # --- update -----------------------------------------------------------------------
 

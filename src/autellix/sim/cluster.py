@@ -10,6 +10,7 @@ sleeps, nothing runs in threads, and a run is deterministic for its specs.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import itertools
@@ -19,12 +20,12 @@ from dataclasses import dataclass, field
 
 from autellix.balancing import PrefixIndex, Route, make_balancer
 from autellix.bench.runner import CallRecord, ProgramRecord
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import CallOutput, LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProcessTable, kind_of
-from autellix.sim.latency import StepShape
 from autellix.sim.prompts import output_ids, prompt_ids
 from autellix.workloads.spec import ProgramSpec
 
@@ -46,6 +47,28 @@ class ClusterConfig:
     # fan-out, search, react, ...), as a client that knows its agents would; otherwise its
     # class is the hash of its system prompt
     named_kinds: bool = False
+    # run a replica's stretches of decode steps that nothing in it can change at once
+    # (LLMEngine.repeat_steps); the results are the step-by-step run's
+    fast_forward: bool = True
+
+
+@dataclass
+class DecodeRun:
+    """Decode steps planned on a replica (fast-forward). They are applied when they end,
+    or, if the replica is touched first (a call routed to it, a program's end), those
+    begun by then are, and the rest are dropped: the replica steps on from there."""
+
+    elapsed: list[float]
+    starts: list[float]
+    end: float
+
+    @classmethod
+    def plan(cls, now: float, elapsed: list[float]) -> DecodeRun:
+        starts = []
+        for seconds in elapsed:  # summed one by one, as the executor's clock is
+            starts.append(now)
+            now += seconds
+        return cls(elapsed, starts, now)
 
 
 class SimReplica:
@@ -54,7 +77,7 @@ class SimReplica:
     def __init__(self, engine_id: int, config: ClusterConfig, step_time) -> None:
         self.engine_id = engine_id
         self.executor = SimulatedExecutor(
-            lambda batch: step_time(StepShape.of(batch)),
+            step_time,
             config.engine.block_size,
             config.num_kv_blocks,
             config.num_swap_blocks,
@@ -65,6 +88,7 @@ class SimReplica:
         self.in_flight = 0
         self.busy = False
         self.steps = 0
+        self.run: DecodeRun | None = None
 
     @property
     def active_calls(self) -> int:
@@ -96,12 +120,16 @@ class Simulation:
         self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
         # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
-        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        # (time, when pushed, order pushed, action): events at one time in push order
+        self._events: list[tuple[float, float, int, Callable[[], None]]] = []
         self._order = itertools.count()
+        self._pushed_at = 0.0  # when the event being processed was pushed
         self._calls: dict[str, tuple[ProgramRun, CallRecord]] = {}
 
-    def at(self, time: float, action: Callable[[], None]) -> None:
-        heapq.heappush(self._events, (time, next(self._order), action))
+    def at(self, time: float, action: Callable[[], None], pushed_at: float | None = None) -> None:
+        """Do `action` at `time`; `pushed_at`: when a step-by-step run would have pushed it."""
+        pushed_at = self.now if pushed_at is None else pushed_at
+        heapq.heappush(self._events, (time, pushed_at, next(self._order), action))
 
     def run(self, specs: list[ProgramSpec]) -> list[ProgramRecord]:
         """Every program to completion; their records, in the bench's format."""
@@ -113,7 +141,7 @@ class Simulation:
             programs.append(program)
             self.at(spec.arrival, functools.partial(self._start_stage, program))
         while self._events:
-            self.now, _, action = heapq.heappop(self._events)
+            self.now, self._pushed_at, _, action = heapq.heappop(self._events)
             action()
         for p in programs:
             if p.record.end is None:
@@ -127,6 +155,7 @@ class Simulation:
             ended = self.table.end(spec.program_id)
             for replica in self.replicas:  # as the SDK's exit does through the server
                 if replica.engine_id in ended.engines:
+                    self._interrupt(replica)
                     replica.engine.end_program(spec.program_id)
             return
         calls = spec.stages[s].calls
@@ -145,6 +174,7 @@ class Simulation:
                 self.balancer.pick(Route(ids, self.table.get(spec.program_id)), self.replicas)
             ]
             meta.engine = replica.engine_id
+            self._interrupt(replica)
             record = CallRecord(s, i, self.now, prompt_tokens=len(ids))
             program.record.calls.append(record)
             self._calls[meta.call_id] = (program, record)
@@ -167,8 +197,13 @@ class Simulation:
                 self.at(self.now, functools.partial(self._step, replica))
 
     def _step(self, replica: SimReplica) -> None:
-        """Run one engine step now; its outputs land when it ends."""
+        """Run one engine step now, or plan a run of them; outputs land when they end."""
         replica.executor.now = self.now
+        if self.config.fast_forward and (elapsed := replica.engine.repeatable_step_times()):
+            run = replica.run = DecodeRun.plan(self.now, elapsed)
+            last = functools.partial(self._run_done, replica, run)
+            self.at(run.end, last, pushed_at=run.starts[-1])  # as the last step's would be
+            return
         outputs = replica.engine.step()
         end = replica.executor.now
         if end == self.now and not outputs:  # nothing could be scheduled
@@ -176,6 +211,33 @@ class Simulation:
             return
         replica.steps += 1
         self.at(end, lambda: self._step_done(replica, outputs))
+
+    def _run_done(self, replica: SimReplica, run: DecodeRun) -> None:
+        if replica.run is run:  # else it was cut short and applied already
+            self._step_done(replica, self._apply_run(replica, len(run.elapsed)))
+
+    def _interrupt(self, replica: SimReplica) -> None:
+        """The replica is touched now: apply the steps of its run begun by now, as the
+        step-by-step run would have (one that begins at this very time, if its step's event
+        came first); the replica steps on when the last of them ends."""
+        run = replica.run
+        if run is None:
+            return
+        begun = bisect.bisect_left(run.starts, self.now)
+        starts_now = begun < len(run.starts) and run.starts[begun] == self.now
+        if starts_now and (begun == 0 or self._pushed_at > run.starts[begun - 1]):
+            begun += 1
+        outputs = self._apply_run(replica, begun)
+        done = functools.partial(self._step_done, replica, outputs)
+        self.at(replica.executor.now, done, pushed_at=run.starts[begun - 1])
+
+    def _apply_run(self, replica: SimReplica, steps: int) -> list[CallOutput]:
+        run = replica.run
+        assert run is not None
+        replica.run = None
+        replica.executor.now = run.starts[0]
+        replica.steps += steps
+        return replica.engine.repeat_steps(run.elapsed[:steps])
 
     def _step_done(self, replica: SimReplica, outputs: list[CallOutput]) -> None:
         for out in outputs:

@@ -1,10 +1,9 @@
 """Latency models: how long one engine step takes, from a batch's shape.
 
-A step's shape is what the executor is asked to do: tokens to compute, sequences in
-the batch, and context tokens attended (every sequence reads its whole KV so far).
-Two models: a roofline from datasheet numbers, for accelerators we do not have, and a
-linear fit to steps timed on this machine by `autellix profile`, to check the
-simulator against the real engine.
+A step's shape (`engine.batch.StepShape`) is what the executor is asked to do. Two
+models: a roofline from datasheet numbers, for accelerators we do not have, and a linear
+fit to steps timed on this machine by `autellix profile`, to check the simulator against
+the real engine.
 """
 
 from __future__ import annotations
@@ -13,27 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from autellix.engine.batch import StepShape
 from autellix.sim.hardware import GPU, ModelShape
-
-
-@dataclass(frozen=True)
-class StepShape:
-    new_tokens: int  # tokens computed this step (prefill chunks + one per decode)
-    num_seqs: int
-    context_tokens: int  # KV tokens attended, summed over sequences (incl. new ones)
-    attention_pairs: float  # query-key pairs, summed over sequences
-
-    @classmethod
-    def of(cls, batch) -> StepShape:
-        """From an engine `ScheduledBatch` (before its tokens are marked computed)."""
-        new = ctx = 0
-        pairs = 0.0
-        for seq, n in zip(batch.calls, batch.num_new, strict=True):
-            end = seq.num_computed + n
-            new += n
-            ctx += end
-            pairs += n * (seq.num_computed + (n + 1) / 2)
-        return cls(new, len(batch.calls), ctx, pairs)
 
 
 @dataclass(frozen=True)

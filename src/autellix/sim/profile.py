@@ -14,12 +14,13 @@ import random
 import time
 from collections.abc import Callable
 
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.engine.executor import ModelExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.machine import this_machine
-from autellix.sim.latency import Profile, StepShape
+from autellix.sim.latency import Profile
 
 BATCHES = (1, 2, 4, 8, 16, 32)
 PROMPTS = (16, 128, 512)

@@ -11,11 +11,12 @@ from rich.progress import Progress
 
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import ProgramRecord
+from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
 from autellix.programs import SizeModel
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import DEFAULT_TP, GPUS, MODELS, lookup
-from autellix.sim.latency import Profile, Roofline, StepShape
+from autellix.sim.latency import Profile, Roofline
 from autellix.workloads.spec import ProgramSpec
 
 
@@ -77,10 +78,11 @@ def simulate(
     long_prompt_tokens: int = 2048,
     sizes: SizeModel | None = None,
     named_kinds: bool = False,
+    fast_forward: bool = True,
 ) -> tuple[list[ProgramRecord], Simulation]:
     """Run `specs`; `sizes`: the program sizes the process table starts with (as learned
     by a server that has run a while), instead of none; `named_kinds`: programs name
-    their kind (ClusterConfig.named_kinds)."""
+    their kind (ClusterConfig.named_kinds); `fast_forward`: ClusterConfig.fast_forward."""
     blocks = engine.num_kv_blocks or target.num_kv_blocks
     config = ClusterConfig(
         engine=engine,
@@ -92,6 +94,7 @@ def simulate(
         swap_time_per_block=target.swap_time_per_block,
         max_model_len=target.max_model_len,
         named_kinds=named_kinds,
+        fast_forward=fast_forward,
     )
     sim = Simulation(config, target.step_time)
     if sizes is not None:

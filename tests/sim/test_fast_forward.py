@@ -1,0 +1,247 @@
+"""Fast-forward: stretches of decode steps that nothing can change, run at once, give
+exactly what the step-by-step run gives, and the simulator takes them wherever it can."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from autellix.engine.batch import StepShape
+from autellix.engine.config import EngineConfig
+from autellix.engine.executor import SimulatedExecutor
+from autellix.engine.llm_engine import LLMEngine
+from autellix.engine.sampling_params import SamplingParams
+from autellix.scheduling import SchedulingConfig
+from autellix.sim.cluster import ClusterConfig, Simulation
+from autellix.sim.hardware import GPUS, MODELS
+from autellix.sim.latency import Roofline
+from autellix.sim.sweep import Target, simulate
+from autellix.workloads import build_workload
+from autellix.workloads.spec import CallSpec, ProgramSpec, Stage
+
+ROOFLINE = Roofline(GPUS["a100"], MODELS["llama-3.1-8b"])
+
+
+def target(num_kv_blocks: int) -> Target:
+    swap = ROOFLINE.swap_time_per_block(16)
+    return Target(ROOFLINE, num_kv_blocks, swap, 1 << 20, "A100 roofline")
+
+
+GPU_DEFAULTS = {"max_running": 256, "max_prefill_tokens": 2048}
+MIXED = ("mixed", 3)  # workload, seed
+CASES = {
+    "atlas, 2 replicas": (dict(policy="atlas", **GPU_DEFAULTS), 50_000, 2, MIXED),
+    "plas, share of the step": (
+        dict(policy="plas", service_accounting="share", **GPU_DEFAULTS),
+        50_000,
+        1,
+        MIXED,
+    ),
+    "fcfs, a round every 8 steps": (
+        dict(policy="fcfs", schedule_every=8, **GPU_DEFAULTS),
+        50_000,
+        1,
+        MIXED,
+    ),
+    "gittins": (dict(policy="gittins", **GPU_DEFAULTS), 50_000, 1, MIXED),
+    "srpt, no prefix caching": (
+        dict(policy="srpt", prefix_caching=False, **GPU_DEFAULTS),
+        50_000,
+        1,
+        MIXED,
+    ),
+    # programs end while other calls decode, and their blocks go first (end_program)
+    "plas, react, the prefix cache full": (
+        dict(policy="plas", **GPU_DEFAULTS),
+        800,
+        1,
+        ("react", 1),
+    ),
+    "plas, KV pressure (preemption, swap)": (dict(policy="plas", max_running=32), 700, 1, MIXED),
+    "mlfq, KV pressure, recompute": (
+        dict(policy="mlfq", max_running=32, preemption="recompute"),
+        500,
+        1,
+        MIXED,
+    ),
+}
+
+
+def outcome(fast_forward: bool, case: str, monkeypatch):
+    engine, blocks, replicas, (workload, seed) = CASES[case]
+    stepped = [0]
+    step = LLMEngine.step
+
+    def counted(self):
+        stepped[0] += 1
+        return step(self)
+
+    monkeypatch.setattr(LLMEngine, "step", counted)
+    specs = build_workload(workload, 30, rate=1.5, seed=seed)
+    records, sim = simulate(
+        specs, EngineConfig(**engine), target(blocks), replicas, fast_forward=fast_forward
+    )
+    timeline = [
+        (r.program_id, r.error, r.end, [(c.start, c.first_token, c.end) for c in r.calls])
+        for r in records
+    ]
+    stats = [
+        {k: v for k, v in r.engine.stats().items() if k != "queue_lengths"} for r in sim.replicas
+    ]
+    for replica in sim.replicas:
+        replica.engine.check_idle()  # nothing leaked
+    steps = sum(r.steps for r in sim.replicas)
+    return timeline, stats, steps, stepped[0]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fast_forward_gives_the_step_by_step_results(case: str, monkeypatch) -> None:
+    slow = outcome(False, case, monkeypatch)
+    fast = outcome(True, case, monkeypatch)
+    assert fast[0] == slow[0]  # every call's start, first token and end, to the bit
+    assert fast[1] == slow[1]  # preemptions, evictions, swaps, prefix hits, tokens computed
+    assert fast[2] == slow[2]  # the same engine steps
+    assert slow[3] == slow[2]
+    if "pressure" not in case:  # calls wait most of the time there
+        assert fast[3] < slow[3] / 2  # most steps ran in stretches
+
+
+def make_engine(num_blocks: int = 64, **config) -> LLMEngine:
+    # small quanta, so calls change queues inside a stretch
+    scheduling = SchedulingConfig(boundaries=(0.05, 0.1, 0.2), quanta=(0.05, 0.05, 0.1, 0.1))
+    executor = SimulatedExecutor(
+        lambda shape: 0.01 + 1e-6 * shape.context_tokens, 4, num_blocks, 64
+    )
+    return LLMEngine(
+        EngineConfig(policy="plas", scheduling=scheduling, block_size=4, **config), executor
+    )
+
+
+def state(engine: LLMEngine) -> list:
+    calls = sorted(engine.calls.values(), key=lambda c: c.call_id)
+    fields = ("token_ids", "num_computed", "service", "level", "quantum_used", "num_hashed_blocks")
+    return [
+        [c.call_id, c.status, len(c.block_table), *(getattr(c, f) for f in fields)] for c in calls
+    ] + [
+        engine.blocks.num_free,
+        engine.executor.clock(),
+        engine.policy.demotions,
+        engine.scheduler.computed_tokens,
+        len(engine.blocks.by_hash),
+    ]
+
+
+def started(lengths: list[int], **config) -> LLMEngine:
+    engine = make_engine(**config)
+    for i, n in enumerate(lengths):
+        engine.add_call([5 + i] * 9, SamplingParams(max_tokens=n, ignore_eos=True), f"c{i}")
+    engine.step()  # the prefills
+    return engine
+
+
+def test_repeat_steps_equals_that_many_steps() -> None:
+    slow, fast = started([30, 12, 40]), started([30, 12, 40])
+    elapsed = fast.repeatable_step_times()
+    assert len(elapsed) == 11  # the shortest call has 11 tokens to go: it ends the stretch
+    outputs = [slow.step() for _ in elapsed][-1]
+    assert fast.repeat_steps(elapsed) == outputs  # the last step's outputs, finished c1 too
+    assert [o.call_id for o in outputs if o.finished] == ["c1"]
+    assert state(fast) == state(slow)
+    assert slow.policy.demotions > 0  # the stretch crossed quanta
+
+
+def test_a_stretch_cut_short_equals_its_steps() -> None:
+    slow, fast = started([30, 12, 40]), started([30, 12, 40])
+    elapsed = fast.repeatable_step_times()[:4]
+    for _ in elapsed:
+        slow.step()
+    fast.repeat_steps(elapsed)
+    assert state(fast) == state(slow)
+    assert fast.repeatable_step_times() == fast.repeatable_step_times()[:7] != []
+
+
+def test_a_stretch_stops_where_the_free_blocks_end() -> None:
+    engine = started([30, 30], num_blocks=12)  # 3 blocks each for the prompts, 6 free
+    elapsed = engine.repeatable_step_times()
+    # 3 more blocks each hold 24 tokens: 15 steps past the 9 computed
+    assert len(elapsed) == 15
+    engine.repeat_steps(elapsed)
+    assert engine.blocks.num_free == 0
+    assert engine.repeatable_step_times() == []  # the next step needs a round
+
+
+def test_no_stretch_while_anything_could_change() -> None:
+    engine = started([30, 30])
+    assert engine.repeatable_step_times()
+    engine.add_call([1] * 9, SamplingParams(max_tokens=5, ignore_eos=True), "waiting")
+    assert engine.repeatable_step_times() == []  # a call waits: rounds must run
+    stops = make_engine()
+    stops.add_call([3] * 9, SamplingParams(max_tokens=30, stop_token_ids=[0]), "stops")
+    stops.step()
+    assert stops.repeatable_step_times() == []  # a token could end it
+    first = make_engine(max_prefill_tokens=8)
+    first.add_call([3] * 9, SamplingParams(max_tokens=30, ignore_eos=True), "chunked")
+    first.step()  # 8 of 9 prompt tokens: the next step gives its first token
+    assert first.calls["chunked"].is_decode and first.repeatable_step_times() == []
+
+
+def test_shape_after_decode_steps() -> None:
+    shape = StepShape(3, 3, 100, 100.0)
+    assert shape.decoded(2) == dataclasses.replace(shape, context_tokens=106, attention_pairs=106.0)
+
+
+def chain(name: str, arrival: float, stages: list[tuple[str, int, int, float]]) -> ProgramSpec:
+    """A program of one call a stage; each stage's prompt carries the previous answer."""
+    built = []
+    for s, (text, prompt, out, delay) in enumerate(stages):
+        messages: list[dict] = [{"role": "user", "content": text}]
+        if s:
+            messages += [
+                {"role": "assistant", "ref": [s - 1, 0]},
+                {"role": "user", "content": "next"},
+            ]
+        built.append(Stage([CallSpec(messages, out, prompt, tool_delay=delay)]))
+    return ProgramSpec(name, "react", arrival, built)
+
+
+def test_a_program_ending_during_a_stretch_frees_its_blocks_after_the_steps_begun() -> None:
+    # Found by a search of random small runs (times off any grid, so no two events tie):
+    # programs end on one replica while the other is in a stretch whose allocations come
+    # from the prefix cache; the ended program's blocks must go to the front of eviction
+    # only after the steps begun by then have taken theirs.
+    specs = [
+        chain("x0", 0.07548999724204766, [("p0 s0 " * 4, 8, 29, 0.0), ("p0 s1 ", 70, 4, 0.0)]),
+        chain(
+            "x1",
+            0.06487610869577441,
+            [
+                ("p1 s0 ", 33, 3, 0.050947565439163345),
+                ("p1 s1 " * 3, 76, 27, 0.16298414354683508),
+                ("p1 s2 " * 5, 107, 5, 0.06298493682708482),
+            ],
+        ),
+        chain("x2", 0.029035419620975313, [("p2 s0 " * 4, 32, 27, 0.0)]),
+        chain(
+            "x3",
+            0.06915942823031866,
+            [("p3 s0 " * 2, 9, 4, 0.0), ("p3 s1 " * 3, 69, 1, 0.026949240350647698)],
+        ),
+        chain("x4", 0.0655093724023372, [("p4 s0 " * 5, 21, 10, 0.0)]),
+    ]
+
+    def run(fast_forward: bool) -> tuple[list, list[int]]:
+        engine = EngineConfig(policy="plas", max_running=8, block_size=4)
+        config = ClusterConfig(
+            engine=engine,
+            num_kv_blocks=33,
+            fast_forward=fast_forward,
+            replicas=2,
+            balancer="round-robin",
+        )
+        sim = Simulation(config, lambda s: 0.01 + 1e-6 * s.context_tokens + 1e-5 * s.new_tokens)
+        records = sim.run(specs)
+        calls = [(c.start, c.first_token, c.end) for r in records for c in r.calls]
+        return calls, [r.engine.blocks.hit_tokens for r in sim.replicas]
+
+    assert run(True) == run(False)
