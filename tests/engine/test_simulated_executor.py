@@ -33,10 +33,13 @@ def test_virtual_time_and_service() -> None:
     a = engine.add_call(list(range(3, 40)), params)
     b = engine.add_call(list(range(3, 20)), params)
     steps = 0
+    outputs = {}
     while engine.has_unfinished():
-        engine.step()
+        outputs |= {out.call_id: out for out in engine.step() if out.finished}
         steps += 1
     assert a.output_ids == [7] * 5 and b.output_ids == [7] * 5
+    # what the process table folds into the program: neither call ever waited
+    assert outputs[a.call_id].waiting == outputs[b.call_id].waiting == 0.0
     # first step: both prefills (37 + 17 tokens), then four decode steps of 2 tokens
     assert steps == 5
     assert engine.executor.clock() == pytest.approx(0.010 + 0.054 + 4 * 0.012)

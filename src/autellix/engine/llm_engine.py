@@ -244,7 +244,8 @@ class LLMEngine:
 
     def repeat_steps(self, elapsed: list[float]) -> list[CallOutput]:
         """Run the first `len(elapsed)` steps `repeatable_step_times` gave at once, as that
-        many `step()`s would; the outputs of the last."""
+        many `step()`s would; the outputs of the calls that finished (the others' outputs
+        are their tokens, which a simulator does not read)."""
         executor = self.executor
         assert isinstance(executor, SimulatedExecutor)
         start = executor.now

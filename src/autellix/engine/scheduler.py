@@ -223,7 +223,8 @@ class Scheduler:
         """What `len(elapsed)` schedule / update_from_output pairs would do, where
         `repeatable_steps` allows that many, the steps taking `elapsed` seconds from
         `start` and each call getting its next `tokens(call, k)`. Block ids may differ from
-        the step-by-step run's; nothing else does. Returns the last step's batch."""
+        the step-by-step run's; nothing else does. Returns the calls that finished, in the
+        last step's order."""
         calls = list(self.policy.running.values())
         k, n = len(elapsed), len(calls)
         # the steps that are scheduling rounds (schedule_every), as schedule() picks them
@@ -238,15 +239,20 @@ class Scheduler:
             if grow > 0:
                 call.block_table += self.blocks.allocate(grow)
         share = self.config.service_accounting == "share"
+        charges = [seconds / n for seconds in elapsed] if share else elapsed
         order = self._last.calls if self._last is not None else calls
+        split = max(last_round, 0)  # the steps before the last round
         now = start
-        for i, seconds in enumerate(elapsed):
-            if i == last_round:  # the batch's order, as that round ranked it
-                order = list(self.policy.order(now))
-                self._last_round_at = now
-            charge = seconds / n if share else seconds
-            for call in calls:
-                self.policy.add_service(call, charge)
+        for seconds in elapsed[:split]:
+            now += seconds
+        for call in calls:
+            self.policy.add_services(call, charges[:split])
+        if last_round >= 0:  # the batch's order, as that round ranked it
+            order = list(self.policy.order(now))
+            self._last_round_at = now
+        for call in calls:
+            self.policy.add_services(call, charges[split:])
+        for seconds in elapsed[split:]:
             now += seconds
         for call in calls:
             call.token_ids += tokens(call, k)
@@ -255,10 +261,10 @@ class Scheduler:
         self.computed_tokens += k * n
         self._steps_since_round = since
         self._last = ScheduledBatch(order, [1] * n)
-        for call in order:
-            if call.num_output_tokens >= call.params.max_tokens:
-                self.finish(call, "length", now)
-        return order
+        finished = [c for c in order if c.num_output_tokens >= c.params.max_tokens]
+        for call in finished:
+            self.finish(call, "length", now)
+        return finished
 
     # --- update -----------------------------------------------------------------------
 

@@ -62,6 +62,9 @@ class Gittins(MultiLevelPolicy):
     def priority_now(self, call: CallState) -> float:
         return self.rank(call)  # the rank already counts the call's service
 
+    def add_services(self, call: CallState, steps: Sequence[float]) -> None:
+        Policy.add_services(self, call, steps)  # this class's add_service, step by step
+
     def add_service(self, call: CallState, seconds: float) -> None:
         Policy.add_service(self, call, seconds)
         call.quantum_used += seconds

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
 from autellix.scheduling.call import CallState
@@ -63,6 +63,7 @@ class Policy(ABC, Generic[C]):
         else:
             self._close_wait(call, now)
         call.running = False
+        call.wait_since = now  # it waits no more: `waited` is its total from here on
         del self.calls[call.call_id]
         self.tenants[call.tenant] -= 1
         if not self.tenants[call.tenant]:
@@ -89,6 +90,11 @@ class Policy(ABC, Generic[C]):
     def add_service(self, call: CallState, seconds: float) -> None:
         call.service += seconds
         call.starve_service += seconds
+
+    def add_services(self, call: CallState, steps: Sequence[float]) -> None:
+        """`add_service` for several steps in turn (a simulator's fast-forward)."""
+        for seconds in steps:
+            self.add_service(call, seconds)
 
     @abstractmethod
     def rank_key(self, call: CallState) -> tuple:

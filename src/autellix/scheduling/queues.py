@@ -12,7 +12,7 @@ sits in a heap.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from sortedcontainers import SortedKeyList
 
@@ -83,6 +83,20 @@ class MultiLevelPolicy(Policy):
             call.quantum_used -= quanta[call.level]
             self._move(call, call.level + 1)
             self.demotions += 1
+
+    def add_services(self, call: CallState, steps: Sequence[float]) -> None:
+        # add_service's arithmetic, step by step, without a call per step
+        service, starve, used = call.service, call.starve_service, call.quantum_used
+        quanta, last = self.config.quanta, len(self.levels) - 1
+        for seconds in steps:
+            service += seconds
+            starve += seconds
+            used += seconds
+            while call.level < last and used >= quanta[call.level]:
+                used -= quanta[call.level]
+                self._move(call, call.level + 1)
+                self.demotions += 1
+        call.service, call.starve_service, call.quantum_used = service, starve, used
 
     def entry_level(self, call: CallState) -> int:
         """The queue a call enters: the one it asks for, else its entry priority's."""
