@@ -100,6 +100,10 @@ class BatchFitter:
         if call.call_id in self.evicted:
             return False
         self.scanned.add(call.call_id)
+        room = len(call.block_table) * self.blocks.block_size > call.num_computed
+        if room and call.status is Status.RUNNING and call.is_decode:
+            self.planned[call.call_id] = 1  # the common case: a decode its last block has room for
+            return True
         lookup = call.status is Status.WAITING and call.params.prompt_logprobs is None
         matched = self.blocks.match_prefix(call.token_ids) if lookup else []
         computed = len(matched) * self.blocks.block_size if matched else call.num_computed

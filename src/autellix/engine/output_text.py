@@ -73,6 +73,10 @@ class OutputText:
         the stop string it reached, if any (the call's text is then cut there)."""
         if text.endswith(HALF_CHARACTER) and not final:
             return "", None
+        if not self.stops:  # nothing to find or hold back
+            self.text = text
+            new, self.sent = text[self.sent :], max(self.sent, len(text))
+            return new, None
         start, self.text = len(self.text), text
         stop = None
         if check_stops and (hit := find_stop(text, self.stops, start)) is not None:
