@@ -150,12 +150,15 @@ class BlockManager:
         return out
 
     def free(self, block_ids: Seq[int], program_id: str | None = None) -> None:
+        held = None if program_id is None else self.program_blocks.get(program_id)
         # tail blocks first, so eviction takes the ends of prefixes before their heads
         for block_id in reversed(block_ids):
             block = self.blocks[block_id]
             if program_id is not None and block.hash is not None:
+                if held is None:
+                    held = self.program_blocks[program_id] = set()
                 block.users.add(program_id)
-                self.program_blocks.setdefault(program_id, set()).add(block_id)
+                held.add(block_id)
             block.ref_count -= 1
             if block.ref_count == 0:
                 block.freed_at = next(self._frees)
@@ -174,6 +177,8 @@ class BlockManager:
             return
         size = self.block_size
         full = call.num_computed // size
+        if full <= call.num_hashed_blocks:  # no block filled since
+            return
         hashes = call.block_hashes
         while len(hashes) < full:
             i = len(hashes)

@@ -192,16 +192,19 @@ class Scheduler:
         steps = None
         for call in calls:
             params = call.params
+            outputs = len(call.token_ids) - call.num_prompt_tokens
             stops_by_length = not params.stop_token_ids and (
                 params.ignore_eos or not self.eos_token_ids
             )
-            first = call.num_output_tokens == 0  # its first token is news: step it alone
-            if first or not (call.is_decode and stops_by_length and call.matcher is None):
+            # a call yet to give its first token steps alone: that token is news
+            if not (outputs and call.is_decode and stops_by_length and call.matcher is None):
                 return 0
-            left = params.max_tokens - call.num_output_tokens
+            left = params.max_tokens - outputs
             steps = left if steps is None else min(steps, left)
         assert steps is not None
         free, blocks_for = self.blocks.num_free, self.blocks.blocks_for
+        if len(calls) * blocks_for(steps) <= free:  # each call grows by at most that many
+            return steps
 
         def growth(k: int) -> int:
             return sum(max(0, blocks_for(c.num_computed + k) - len(c.block_table)) for c in calls)
