@@ -13,6 +13,7 @@ from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.scheduling import SchedulingConfig
+from autellix.scheduling.retention import RetentionConfig
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import GPUS, MODELS
 from autellix.sim.latency import Roofline
@@ -54,6 +55,12 @@ CASES = {
     # programs end while other calls decode, and their blocks go first (end_program)
     "plas, react, the prefix cache full": (
         dict(policy="plas", **GPU_DEFAULTS),
+        800,
+        1,
+        ("react", 1),
+    ),
+    "plas, KV retention, the prefix cache full": (
+        dict(policy="plas", retention=RetentionConfig(enabled=True), **GPU_DEFAULTS),
         800,
         1,
         ("react", 1),

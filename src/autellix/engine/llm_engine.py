@@ -240,7 +240,15 @@ class LLMEngine:
         steps = self.scheduler.repeatable_steps()
         if not steps:
             return []
-        return executor.decode_times(list(self.policy.running.values()), steps)
+        times = executor.decode_times(list(self.policy.running.values()), steps)
+        if self.blocks.pins:  # a round would end a pin once its time is up: stop before it
+            expires = min(pin.expires for pin in self.blocks.pins.values())
+            start, kept = executor.now, 0
+            while kept < len(times) and start < expires:
+                start += times[kept]
+                kept += 1
+            times = times[:kept]
+        return times
 
     def repeat_steps(self, elapsed: list[float]) -> list[CallOutput]:
         """Run the first `len(elapsed)` steps `repeatable_step_times` gave at once, as that

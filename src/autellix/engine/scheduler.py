@@ -175,10 +175,10 @@ class Scheduler:
     def repeatable_steps(self) -> int:
         """How many steps from now would each be one decode of every call the engine holds
         and change nothing else: none waits (so every round takes them all), no batch cut,
-        no KV retention (pins end by time), each call stops only at its length (stop
-        strings are the engine's to check), none is yet to give its first token, and the
-        free blocks cover their growth. The last step counted is the first that finishes a
-        call. 0: schedule the next step."""
+        each call stops only at its length (stop strings are the engine's to check), none
+        is yet to give its first token, and the free blocks cover their growth. The last
+        step counted is the first that finishes a call; retention pins end by time, which
+        the caller checks. 0: schedule the next step."""
         calls = self.policy.running.values()
         last = self._last
         if (
@@ -186,7 +186,6 @@ class Scheduler:
             or len(calls) != len(self.policy)
             or (last is not None and len(last.calls) != len(calls))
             or self.cuts
-            or self.config.retention.enabled
         ):
             return 0
         steps = None
