@@ -6,7 +6,9 @@ falls, i.e. heavy tails, and falls when sizes are alike); then the load where FC
 program token latency is `--load` times its light-load value, found by bisection on the
 rate; there every policy runs on the same seeds, and each ratio to FCFS (mean and p95
 program token latency) is given as a geometric mean over seeds with its 95% confidence
-interval (Student t on the per-seed log ratios).
+interval (Student t on the per-seed log ratios). With --equal-latency, also each
+policy's throughput at equal latency: per seed, the arrival rate at which its latency
+reaches what FCFS's is at that load.
 
     .venv/bin/python benchmarks/scheduling_study.py --profile PROFILE.json \\
         --workloads agents agents:searches=0.25 mixed:scale=0.1 --seeds 0 1 2 3 4 \\
@@ -116,6 +118,72 @@ def find_rate(args, workload, params, target, flags) -> tuple[float, float, floa
     return light, rate, mean_latency(args, workload, params, rate, flags, target)
 
 
+def crossing(args, workload, params, seed, flags, target, bound, start) -> tuple[float, bool]:
+    """The arrival rate at which this seed's mean program token latency under `flags`
+    reaches `bound` (bisection in log rate, from `start`); capped: it is still under at
+    64 x `start`, where the search stops."""
+
+    def latency(rate: float) -> float:
+        found = run(
+            workload,
+            params,
+            args.programs,
+            rate,
+            seed,
+            flags,
+            target,
+            args.warm,
+            args.named_kinds,
+            args.engine_args,
+        )
+        return statistics.mean(found[0])
+
+    lo = hi = start
+    if latency(start) < bound:
+        while latency(hi) < bound:
+            if hi >= 64 * start:
+                return hi, True
+            lo, hi = hi, 2 * hi
+    else:
+        while lo > start / 64 and latency(lo) >= bound:
+            lo, hi = lo / 2, lo
+    for _ in range(args.bisections):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if latency(mid) < bound else (lo, mid)
+    return math.sqrt(lo * hi), False
+
+
+def equal_latency(args, workload, params, target, variants, start) -> list[str]:
+    """Each variant's throughput at FCFS's latency at the load: per seed, the rate where its
+    mean program token latency reaches `--load` x FCFS's light-load latency on that seed."""
+    fcfs = f"{args.engine_args} {VARIANTS['fcfs']}"
+    bounds = [
+        args.load * statistics.mean(run(workload, params, args.programs, 1e-4, s, fcfs, target)[0])
+        for s in args.seeds
+    ]
+    found = {
+        name: [
+            crossing(args, workload, params, s, f"{args.engine_args} {flags}", target, b, start)
+            for s, b in zip(args.seeds, bounds, strict=True)
+        ]
+        for name, flags in variants.items()
+    }
+    base = [rate for rate, _ in found["fcfs"]]
+    lines = [
+        f"Throughput at equal latency: per seed, the arrival rate where the mean program token"
+        f" latency reaches {args.load:g}x FCFS's at light load on that seed (capped: still under"
+        f" at 64x the rate above, where the search stops, so the ratio is a lower bound).",
+        "",
+        "| variant | programs/s, mean over seeds | it / FCFS [95% CI] | seeds capped |",
+        "|---|---|---|---|",
+    ]
+    for name, rates in found.items():
+        mine = [rate for rate, _ in rates]
+        capped = sum(c for _, c in rates)
+        lines.append(f"| {name} | {statistics.mean(mine):.3g} | {ratio(mine, base)} | {capped} |")
+    return [*lines, ""]
+
+
 def size_law(sizes: list[float]) -> str:
     sizes = sorted(sizes)
     mean = statistics.mean(sizes)
@@ -162,6 +230,11 @@ def main() -> None:
         "--named-kinds",
         action="store_true",
         help="programs name their kind (chat, search, react, ...) as SDK users would",
+    )
+    p.add_argument(
+        "--equal-latency",
+        action="store_true",
+        help="also each variant's throughput at equal latency (a rate search per seed)",
     )
     p.add_argument("--out", type=Path)
     args = p.parse_args()
@@ -232,6 +305,8 @@ def main() -> None:
                 f"| {ratio(base_p95s, p95s)} | {pre:.0f} |"
             )
         lines.append("")
+        if args.equal_latency:
+            lines += equal_latency(args, workload, params, target, variants, rate)
         print("\n".join(lines), flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
