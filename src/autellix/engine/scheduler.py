@@ -244,16 +244,17 @@ class Scheduler:
         charges = [seconds / n for seconds in elapsed] if share else elapsed
         order = self._last.calls if self._last is not None else calls
         split = max(last_round, 0)  # the steps before the last round
+        before, after = charges[:split], charges[split:]
         now = start
         for seconds in elapsed[:split]:
             now += seconds
         for call in calls:
-            self.policy.add_services(call, charges[:split])
+            self.policy.add_services(call, before)
         if last_round >= 0:  # the batch's order, as that round ranked it
             order = list(self.policy.order(now))
             self._last_round_at = now
         for call in calls:
-            self.policy.add_services(call, charges[split:])
+            self.policy.add_services(call, after)
         for seconds in elapsed[split:]:
             now += seconds
         for call in calls:
