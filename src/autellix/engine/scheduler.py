@@ -229,13 +229,7 @@ class Scheduler:
         last step's order."""
         calls = list(self.policy.running.values())
         k, n = len(elapsed), len(calls)
-        # the steps that are scheduling rounds (schedule_every), as schedule() picks them
-        since, has_last, last_round = self._steps_since_round, self._last is not None, -1
-        for i in range(k):
-            if has_last and since < self.config.schedule_every:
-                since += 1
-            else:
-                since, has_last, last_round = 1, True, i
+        last_round, since = self._last_round_in(k)
         for call in calls:
             grow = self.blocks.blocks_for(call.num_computed + k) - len(call.block_table)
             if grow > 0:
@@ -268,6 +262,17 @@ class Scheduler:
         for call in finished:
             self.finish(call, "length", now)
         return finished
+
+    def _last_round_in(self, steps: int) -> tuple[int, int]:
+        """Of the next `steps` steps, the last that `schedule()` makes a round (-1: none,
+        with schedule_every > 1), and the steps since a round after them."""
+        since, has_last, last_round = self._steps_since_round, self._last is not None, -1
+        for i in range(steps):
+            if has_last and since < self.config.schedule_every:
+                since += 1
+            else:
+                since, has_last, last_round = 1, True, i
+        return last_round, since
 
     # --- update -----------------------------------------------------------------------
 
