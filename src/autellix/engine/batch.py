@@ -102,7 +102,7 @@ class BatchFitter:
         self.scanned.add(call.call_id)
         room = len(call.block_table) * self.blocks.block_size > call.num_computed
         if room and call.status is Status.RUNNING and call.is_decode:
-            self.planned[call.call_id] = 1  # the common case: a decode its last block has room for
+            self.planned[call.call_id] = 1  # the common case: a decode that fits its last block
             return True
         lookup = call.status is Status.WAITING and call.params.prompt_logprobs is None
         matched = self.blocks.match_prefix(call.token_ids) if lookup else []
