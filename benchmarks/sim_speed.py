@@ -159,7 +159,8 @@ def main() -> None:
         profile = cProfile.Profile()
         profile.runcall(run, args.replicas[0], args.load, min(args.horizon, 300.0), True)
         text = io.StringIO()
-        pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(25)
+        # file names only: the machine's paths stay out of the results
+        pstats.Stats(profile, stream=text).strip_dirs().sort_stats("tottime").print_stats(25)
         (out / "profile.txt").write_text(text.getvalue())
     if args.compare:
         same = "the same, to the bit" if fast_timeline == slow_timeline else "NOT the same"
