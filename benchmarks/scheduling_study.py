@@ -94,17 +94,39 @@ def run(
     return latencies, sim, preemptions
 
 
-def mean_latency(args, workload, params, rate, flags, target) -> float:
-    return statistics.mean(
+def seed_latencies(args, workload, params, rate, flags, target) -> list[float]:
+    """Each seed's mean program token latency, sizes learned within the run."""
+    return [
         statistics.mean(run(workload, params, args.programs, rate, s, flags, target)[0])
         for s in args.seeds
+    ]
+
+
+def mean_latency(args, workload, params, rate, flags, target) -> float:
+    return statistics.mean(seed_latencies(args, workload, params, rate, flags, target))
+
+
+def study_run(args, workload, params, rate, seed, flags, target):
+    """`run` with the study's --warm, --named-kinds and --engine-args."""
+    return run(
+        workload,
+        params,
+        args.programs,
+        rate,
+        seed,
+        flags,
+        target,
+        args.warm,
+        args.named_kinds,
+        args.engine_args,
     )
 
 
-def find_rate(args, workload, params, target, flags) -> tuple[float, float, float]:
-    """(light-load latency, the rate where FCFS reaches load x that, its latency)."""
-    light = mean_latency(args, workload, params, 1e-4, flags, target)
-    goal = args.load * light
+def find_rate(args, workload, params, target, flags) -> tuple[list[float], float, float]:
+    """(each seed's light-load latency, the rate where FCFS's mean reaches load x their
+    mean, its latency there)."""
+    lights = seed_latencies(args, workload, params, 1e-4, flags, target)
+    goal = args.load * statistics.mean(lights)
     lo, hi = 1e-3, 1e-3
     while mean_latency(args, workload, params, hi, flags, target) < goal and hi < 1e3:
         lo, hi = hi, hi * 4
@@ -115,7 +137,7 @@ def find_rate(args, workload, params, target, flags) -> tuple[float, float, floa
         else:
             hi = mid
     rate = math.sqrt(lo * hi)
-    return light, rate, mean_latency(args, workload, params, rate, flags, target)
+    return lights, rate, mean_latency(args, workload, params, rate, flags, target)
 
 
 def crossing(args, workload, params, seed, flags, target, bound, start) -> tuple[float, bool]:
@@ -124,19 +146,7 @@ def crossing(args, workload, params, seed, flags, target, bound, start) -> tuple
     64 x `start`, where the search stops."""
 
     def latency(rate: float) -> float:
-        found = run(
-            workload,
-            params,
-            args.programs,
-            rate,
-            seed,
-            flags,
-            target,
-            args.warm,
-            args.named_kinds,
-            args.engine_args,
-        )
-        return statistics.mean(found[0])
+        return statistics.mean(study_run(args, workload, params, rate, seed, flags, target)[0])
 
     lo = hi = start
     if latency(start) < bound:
@@ -153,14 +163,11 @@ def crossing(args, workload, params, seed, flags, target, bound, start) -> tuple
     return math.sqrt(lo * hi), False
 
 
-def equal_latency(args, workload, params, target, variants, start) -> list[str]:
+def equal_latency(args, workload, params, target, variants, start, lights) -> list[str]:
     """Each variant's throughput at FCFS's latency at the load: per seed, the rate where its
-    mean program token latency reaches `--load` x FCFS's light-load latency on that seed."""
-    fcfs = f"{args.engine_args} {VARIANTS['fcfs']}"
-    bounds = [
-        args.load * statistics.mean(run(workload, params, args.programs, 1e-4, s, fcfs, target)[0])
-        for s in args.seeds
-    ]
+    mean program token latency reaches `--load` x FCFS's light-load latency on that seed
+    (`lights`)."""
+    bounds = [args.load * light for light in lights]
     found = {
         name: [
             crossing(args, workload, params, s, f"{args.engine_args} {flags}", target, b, start)
@@ -262,7 +269,8 @@ def main() -> None:
     for text in args.workloads:
         workload, params = parse_workload(text)
         fcfs = f"{args.engine_args} {VARIANTS['fcfs']}"
-        light, rate, loaded = find_rate(args, workload, params, target, fcfs)
+        lights, rate, loaded = find_rate(args, workload, params, target, fcfs)
+        light = statistics.mean(lights)
         _, sim, _ = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)
         sizes = list(sim.table.sizes.sizes(None))
         lines += [
@@ -279,21 +287,7 @@ def main() -> None:
         results = {}
         for name, variant_flags in variants.items():
             flags = f"{args.engine_args} {variant_flags}"
-            runs = [
-                run(
-                    workload,
-                    params,
-                    args.programs,
-                    rate,
-                    s,
-                    flags,
-                    target,
-                    args.warm,
-                    args.named_kinds,
-                    args.engine_args,
-                )
-                for s in args.seeds
-            ]
+            runs = [study_run(args, workload, params, rate, s, flags, target) for s in args.seeds]
             means = [statistics.mean(lat) for lat, _, _ in runs]
             p95s = [statistics.quantiles(lat, n=20)[-1] for lat, _, _ in runs]
             results[name] = (means, p95s, statistics.mean(pre for _, _, pre in runs))
@@ -306,7 +300,7 @@ def main() -> None:
             )
         lines.append("")
         if args.equal_latency:
-            lines += equal_latency(args, workload, params, target, variants, rate)
+            lines += equal_latency(args, workload, params, target, variants, rate, lights)
         print("\n".join(lines), flush=True)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)

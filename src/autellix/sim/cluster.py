@@ -75,7 +75,6 @@ class DecodeRun:
 
     elapsed: list[float]
     starts: list[float]
-    end: float
 
     @classmethod
     def plan(cls, now: float, elapsed: list[float]) -> DecodeRun:
@@ -83,7 +82,11 @@ class DecodeRun:
         for seconds in elapsed:  # summed one by one, as the executor's clock is
             starts.append(now)
             now += seconds
-        return cls(elapsed, starts, now)
+        return cls(elapsed, starts)
+
+    @property
+    def end(self) -> float:
+        return self.starts[-1] + self.elapsed[-1]
 
 
 class SimReplica:
