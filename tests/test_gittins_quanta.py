@@ -52,3 +52,25 @@ def test_a_used_quantum_that_keeps_the_rank_s_queue_does_not_move_the_call() -> 
     policy.add_service(c, 0.25)
     policy.add_service(c, 0.75)  # 2 s: Q3
     assert c.level == 2 and policy.demotions == 2
+
+
+def test_a_fresh_program_of_a_long_class_waits_beta_times_its_rank_to_be_promoted() -> None:
+    # Against its service alone (none yet: the first boundary, 1 s) it would be promoted
+    # after 5 s; ranked at 10 s (queue [8, 16)) it waits 50 s.
+    policy = Gittins(CONFIG)  # beta 5
+    runner = started(policy, sizes=())  # holds the engine so that `fresh` waits
+    fresh = CallState("f", "q", 0.0, ProgramSnapshot(0.0, 0.0, 0.0, ALIKE))
+    policy.add(fresh, 0.0)
+    assert fresh.level == 4 and runner.running
+    list(policy.ranked(49.9))
+    assert fresh.level == 4 and policy.promotions == 0
+    list(policy.ranked(50.0))
+    assert fresh.level == 0 and policy.promotions == 1
+
+
+def test_a_program_that_waited_against_its_rank_is_promoted_when_it_arrives() -> None:
+    policy = Gittins(CONFIG)
+    waited = CallState("w", "p", 0.0, ProgramSnapshot(0.0, 0.0, 49.0, ALIKE))
+    assert policy.static_priority(waited) == 4  # 49 s < 5 x rank 10
+    waited.program = ProgramSnapshot(0.0, 0.0, 50.0, ALIKE)
+    assert policy.static_priority(waited) == 0

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from autellix.programs import ProcessTable
 from autellix.scheduling import (
     CallState,
+    Gittins,
     MultiLevelPolicy,
     SchedulingConfig,
     make_policy,
@@ -44,15 +45,19 @@ def check_queues(policy: MultiLevelPolicy) -> None:
 
 def check_starvation(policy: MultiLevelPolicy, now: float) -> None:
     """After a round's promotions, no waiting call outside Q1 is past its threshold: a
-    call waits at most beta x its program's and its own service (floored) plus one round.
-    (A call preempted this very round is checked at the next one.)"""
+    call waits at most beta x its program's and its own service (floored; Gittins: or its
+    rank, if larger) plus one round. (A call preempted this very round is checked at the
+    next one.)"""
     beta, floor = policy.config.beta, policy.config.min_starvation_service
     for c in policy.calls.values():
         if c.running or c.level == 0 or c.wait_since == now:
             continue
         program_wait, program_service = policy.program_context(c)
         waited = program_wait + c.starve_wait + (now - c.wait_since)
-        assert waited < beta * max(program_service + c.starve_service, floor) + EPS
+        service = max(program_service + c.starve_service, floor)
+        if isinstance(policy, Gittins):
+            service = max(service, policy.rank(c))
+        assert waited < beta * service + EPS
 
 
 @pytest.mark.parametrize("policy_name", ["fcfs", "mlfq", "plas", "atlas", "gittins", "srpt"])

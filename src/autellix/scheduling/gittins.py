@@ -16,7 +16,11 @@ The process table learns the sizes (``programs.SizeModel``) and sends them with 
 program snapshot; with no sizes yet a call is ranked by its program's attained service,
 as PLAS ranks it. Ranks are placed in the same discretized queues as PLAS (FCFS inside
 a queue, anti-starvation), and a call is re-ranked each time it uses up its queue's
-quantum: it may move up as well as down.
+quantum: it may move up as well as down. Anti-starvation weighs a call's waiting against
+its rank as well as its service: against service alone, a fresh program of a class known
+to be long (ranked in a low queue with no service yet) is promoted after a few seconds of
+waiting, and at loads past the engine's capacity those promotions undo the order
+(docs/scheduling.md).
 """
 
 from __future__ import annotations
@@ -61,6 +65,12 @@ class Gittins(MultiLevelPolicy):
 
     def priority_now(self, call: CallState) -> float:
         return self.rank(call)  # the rank already counts the call's service
+
+    def starvation_service(self, call: CallState, program_service: float) -> float:
+        # Weighed against its rank too: a program expected to need much waits longer
+        # before it is promoted over the ones expected to finish soon (under PLAS the rank
+        # is the attained service, so the rule is the same).
+        return max(super().starvation_service(call, program_service), self.rank(call))
 
     def add_services(self, call: CallState, steps: Sequence[float]) -> None:
         Policy.add_services(self, call, steps)  # this class's add_service, step by step

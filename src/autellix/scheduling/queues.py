@@ -53,6 +53,10 @@ class MultiLevelPolicy(Policy):
         program = call.program
         return not outlives_fresh(program.sizes, program.service + call.service)
 
+    def starvation_service(self, call: CallState, program_service: float) -> float:
+        """The service a call's waiting is weighed against (T_program + T_call)."""
+        return max(program_service + call.starve_service, self.config.min_starvation_service)
+
     def program_context(self, call: CallState) -> tuple[float, float]:
         """(W_program, T_program) for anti-starvation."""
         return call.program.waiting, call.program.service
@@ -109,7 +113,7 @@ class MultiLevelPolicy(Policy):
         queue this call would enter here, or the first if its program has waited long
         enough for anti-starvation to promote it."""
         program_wait, program_service = self.program_context(call)
-        service = max(program_service, self.config.min_starvation_service)
+        service = self.starvation_service(call, program_service)
         if self.anti_starvation and program_wait >= self.config.beta * service:
             return 0
         return self.entry_level(call)
@@ -136,7 +140,7 @@ class MultiLevelPolicy(Policy):
         if not self.anti_starvation or call.level == 0 or call.running:
             return
         program_wait, program_service = self.program_context(call)
-        service = max(program_service + call.starve_service, self.config.min_starvation_service)
+        service = self.starvation_service(call, program_service)
         deadline = now + self.config.beta * service - program_wait - call.starve_wait
         heapq.heappush(self._deadlines, (deadline, call.seq, call.wait_since, call))
 
