@@ -248,6 +248,9 @@ def main() -> None:
     p.add_argument("--programs", type=int, default=40)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--load", type=float, default=2.0)
+    p.add_argument(
+        "--rate", type=float, help="compare the variants at this rate instead of at --load"
+    )
     p.add_argument("--bisections", type=int, default=6)
     p.add_argument(
         "--warm",
@@ -290,7 +293,12 @@ def main() -> None:
     for text in args.workloads:
         workload, params = parse_workload(text)
         fcfs = f"{args.engine_args} {VARIANTS['fcfs']}"
-        lights, rate, loaded = find_rate(args, workload, params, target, fcfs)
+        if args.rate:
+            lights = seed_latencies(args, workload, params, 1e-4, fcfs, target)
+            rate = args.rate
+            loaded = mean_latency(args, workload, params, rate, fcfs, target)
+        else:
+            lights, rate, loaded = find_rate(args, workload, params, target, fcfs)
         light = statistics.mean(lights)
         _, sim, _ = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)
         sizes = list(sim.table.sizes.sizes(None))
@@ -299,7 +307,8 @@ def main() -> None:
             "",
             f"- sizes (FCFS, light load, seed {args.seeds[0]}): {size_law(sizes)}",
             f"- FCFS mean program token latency: {light:.3f} s/token at light load, "
-            f"{loaded:.3f} at {rate:.3g} programs/s (the load where it is {args.load:g}x)",
+            f"{loaded:.3f} at {rate:.3g} programs/s "
+            + ("(--rate)" if args.rate else f"(the load where it is {args.load:g}x)"),
             "",
             "| variant | mean s/token | p95 | FCFS / it, mean [95% CI] | p95 [95% CI] "
             "| preemptions / run |",
