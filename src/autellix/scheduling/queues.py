@@ -3,10 +3,10 @@
 A call enters the queue its entry priority falls in, waits FCFS (by arrival)
 inside it, and moves down one queue each time it uses up that queue's quantum.
 Anti-starvation moves a waiting call to Q1 once
-(W_program + W_call) / (T_program + T_call) >= beta, then resets the call's own
-W and T. That test needs no per-round work: while a call waits nothing on the
-right changes, so the moment it becomes true is known when the wait begins and
-sits in a heap.
+(W_program + W_call) / (T_program + T_call) >= beta (Gittins: the denominator is at
+least the call's rank; `starvation_service`), then resets the call's own W and T.
+That test needs no per-round work: while a call waits nothing on the right changes,
+so the moment it becomes true is known when the wait begins and sits in a heap.
 """
 
 from __future__ import annotations
