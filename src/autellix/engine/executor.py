@@ -253,7 +253,7 @@ class SimulatedExecutor(Executor):
 
     def tokens(self, call: Call, count: int) -> list[int]:
         """The call's next `count` output tokens."""
-        n = len(call.token_ids) - call.num_prompt_tokens
+        n = call.num_output_tokens
         found = list(self.planned.get(call.call_id, ())[n : n + count])
         return found + [self.token_id] * (count - len(found))
 

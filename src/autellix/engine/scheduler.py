@@ -191,7 +191,7 @@ class Scheduler:
         steps = None
         for call in calls:
             params = call.params
-            outputs = len(call.token_ids) - call.num_prompt_tokens
+            outputs = call.num_output_tokens
             stops_by_length = not params.stop_token_ids and (
                 params.ignore_eos or not self.eos_token_ids
             )
