@@ -148,10 +148,21 @@ def test_waiting_time_is_counted_while_queued_and_not_running() -> None:
     assert c.waiting == 4.0 and len(policy) == 0
 
 
-def test_anti_starvation_promotes_to_q1_and_resets_call_counters() -> None:
-    # beta 2: a call waiting in Q4 with T = T_p + T_c = 5 + 1 and W_p = 4 starves at
-    # W_p + W_c >= 12, i.e. after 8 s of waiting.
-    policy = PLAS(CONFIG)
+@pytest.mark.parametrize(
+    ("program_waiting", "due"),
+    [(False, 13.0), (True, 9.0)],
+    ids=["the call's own waiting", "the program's too"],
+)
+def test_anti_starvation_promotes_to_q1_and_resets_call_counters(
+    program_waiting: bool, due: float
+) -> None:
+    # beta 2: a call waiting in Q4 with T = T_p + T_c = 5 + 1 starves once it has waited
+    # 12 s (from t=1, due at 13); counting its program's past waiting W_p = 4 too (the
+    # paper's rule), after 8 s (due at 9).
+    config = SchedulingConfig(
+        boundaries=(1.0, 2.0, 4.0), beta=2.0, starvation_program_waiting=program_waiting
+    )
+    policy = PLAS(config)
     c = call("c", 0.0, service=5.0, waiting=4.0)
     policy.add(c, 0.0)
     assert c.level == 3
@@ -161,11 +172,11 @@ def test_anti_starvation_promotes_to_q1_and_resets_call_counters() -> None:
     policy.add(blocker, 1.0)
     select_batch(policy, 1.0, max_running=1)  # c preempted, waits from t=1
     assert not c.running
-    assert ids(policy.ranked(8.9)) == ["blocker", "c"] and c.level == 3
-    assert ids(policy.ranked(9.0)) == ["c", "blocker"]  # Q1, FCFS by arrival
+    assert ids(policy.ranked(due - 0.1)) == ["blocker", "c"] and c.level == 3
+    assert ids(policy.ranked(due)) == ["c", "blocker"]  # Q1, FCFS by arrival
     assert c.level == 0 and c.promotions == 1 and policy.promotions == 1
     assert c.starve_wait == 0.0 and c.starve_service == 0.0
-    assert c.waiting == 8.0 and c.service == 1.0  # the reported totals are kept
+    assert c.waiting == due - 1 and c.service == 1.0  # the reported totals are kept
 
 
 def test_fresh_call_uses_the_starvation_floor() -> None:

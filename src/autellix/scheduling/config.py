@@ -11,9 +11,14 @@ The paper gives no values for these; the defaults and their reasons:
 - Quanta default to each queue's width (hi - lo), as in the paper: a call demotes
   once it has received as much service as its queue spans. The last queue has no
   quantum.
-- beta = 5: a call is promoted to Q1 once its program has waited five times the
-  service it received, i.e. a slowdown of 6. Below that the least-attained-service
+- beta = 5: a call is promoted to Q1 once it has waited five times its program's
+  service (its own included), i.e. a slowdown of 6. Below that the least-attained-service
   order is kept; above it starvation is the bigger harm.
+- The waiting weighed is the call's own, not its program's past calls' too (the paper's
+  rule, `starvation_program_waiting`). Under a sustained overload every program waits,
+  and a program that has waited beta times its service has every later call promoted the
+  moment it arrives: the first queue fills with the oldest programs and the order becomes
+  FCFS with preemption (docs/scheduling.md, "Anti-starvation under sustained overload").
 - min_starvation_service: the service a call is assumed to have when it has none,
   so a fresh call in a low queue (skip-join MLFQ) is not promoted the instant it
   waits. Defaults to the first boundary.
@@ -68,6 +73,14 @@ class SchedulingConfig:
         metadata={
             "help": "anti-starvation ratio: a call is promoted to Q1 once its program's and its"
             " own waiting reach this many times their service"
+        },
+    )
+    starvation_program_waiting: bool = field(
+        default=False,
+        metadata={
+            "help": "anti-starvation weighs the waiting of the program's past calls too (the"
+            " paper's rule; under sustained overload it promotes every call of a program that"
+            " once waited, and the order falls to FCFS)"
         },
     )
     min_starvation_service: float = field(

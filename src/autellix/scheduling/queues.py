@@ -2,9 +2,10 @@
 
 A call enters the queue its entry priority falls in, waits FCFS (by arrival)
 inside it, and moves down one queue each time it uses up that queue's quantum.
-Anti-starvation moves a waiting call to Q1 once
-(W_program + W_call) / (T_program + T_call) >= beta (Gittins: the denominator is at
-least the call's rank; `starvation_service`), then resets the call's own W and T.
+Anti-starvation moves a waiting call to Q1 once W_call / (T_program + T_call) >= beta
+(with `starvation_program_waiting`, the paper's (W_program + W_call) / (T_program +
+T_call); Gittins: the denominator is at least the call's rank, `starvation_service`),
+then resets the call's own W and T.
 That test needs no per-round work: while a call waits nothing on the right changes,
 so the moment it becomes true is known when the wait begins and sits in a heap.
 """
@@ -59,7 +60,8 @@ class MultiLevelPolicy(Policy):
 
     def program_context(self, call: CallState) -> tuple[float, float]:
         """(W_program, T_program) for anti-starvation."""
-        return call.program.waiting, call.program.service
+        program = call.program
+        return program.waiting if self.config.starvation_program_waiting else 0.0, program.service
 
     def rank_key(self, call: CallState) -> tuple:
         return (call.level, call.arrival, call.seq)
@@ -111,10 +113,11 @@ class MultiLevelPolicy(Policy):
     def static_priority(self, call: CallState) -> int:
         """What an engine that knows only fixed priorities (vLLM's) should be told: the
         queue this call would enter here, or the first if its program has waited long
-        enough for anti-starvation to promote it."""
-        program_wait, program_service = self.program_context(call)
-        service = self.starvation_service(call, program_service)
-        if self.anti_starvation and program_wait >= self.config.beta * service:
+        enough for anti-starvation to promote it. A fixed priority is set before the call
+        waits, so its program's past waiting is all there is to weigh."""
+        program = call.program
+        service = self.starvation_service(call, self.program_context(call)[1])
+        if self.anti_starvation and program.waiting >= self.config.beta * service:
             return 0
         return self.entry_level(call)
 
