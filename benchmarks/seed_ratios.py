@@ -1,6 +1,7 @@
 """Ratios to a baseline over several `autellix bench` runs (one results folder a seed):
-mean and p95 program token latency, each a geometric mean over the seeds with its 95%
-confidence interval (Student t on the per-seed log ratios).
+mean and p95 program token latency (with `--metric latency`, program latency in seconds),
+each a geometric mean over the seeds with its 95% confidence interval (Student t on the
+per-seed log ratios).
 
     .venv/bin/python benchmarks/seed_ratios.py benchmarks/results/cpu-agents-heavy/seed* \\
         --baseline fcfs
@@ -23,19 +24,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", type=Path)
     p.add_argument("--baseline", default="fcfs")
+    p.add_argument(
+        "--metric",
+        choices=["token_latency", "latency"],
+        default="token_latency",
+        help="program token latency (s/token) or program latency (s)",
+    )
     args = p.parse_args()
+    unit = "s/token" if args.metric == "token_latency" else "s"
     runs: dict[str, dict[str, list[float]]] = {}  # endpoint -> metric -> one value a seed
     for folder in args.folders:
         with (folder / "summary.csv").open() as f:
             for row in csv.DictReader(f):
                 metrics = runs.setdefault(row["endpoint"], {"mean": [], "p95": []})
-                metrics["mean"].append(float(row["token_latency_mean"]))
-                metrics["p95"].append(float(row["token_latency_p95"]))
+                metrics["mean"].append(float(row[f"{args.metric}_mean"]))
+                metrics["p95"].append(float(row[f"{args.metric}_p95"]))
     base = runs[args.baseline]
     print(f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`")
     print(f"- ratios computed at commit {this_commit()} on {this_machine()}")
     print(f"- {len(args.folders)} runs (each folder's summary.md names the machine it ran on)\n")
-    print(f"| endpoint | mean s/token | p95 | {args.baseline} / it, mean [95% CI] | p95 |")
+    print(f"| endpoint | mean {unit} | p95 | {args.baseline} / it, mean [95% CI] | p95 |")
     print("|---|---|---|---|---|")
     for name, metrics in runs.items():
         print(
