@@ -68,7 +68,7 @@ def test_defaults() -> None:
     assert (args.host, args.port, args.policy, args.balancer, args.replicas) == (
         "127.0.0.1",
         8000,
-        "plas",
+        "gittins",
         "locality",
         1,
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from autellix.engine.config import EngineConfig
 from autellix.flags import variant
 
 
@@ -127,9 +128,10 @@ def run_servers(
 
 
 def policies(args: argparse.Namespace, given: list) -> list[str]:
-    """--policies, the baseline first; without it and without endpoints, fcfs and plas."""
+    """--policies, the baseline first; without it and without endpoints, fcfs and the
+    default policy."""
     if args.policies is None:
-        return [] if given else ["fcfs", "plas"]
+        return [] if given else ["fcfs", EngineConfig().policy]
     return sorted(args.policies, key=lambda item: variant(item)[0] != args.baseline)
 
 
@@ -204,7 +206,7 @@ def demo_argv(args: argparse.Namespace) -> list[str]:
         "--policies",
         "vllm=fcfs:--no-prefix-caching",
         "vllm-opt=fcfs",
-        "plas",
+        EngineConfig().policy,
         *(["--serve-args", f"--max-running {args.max_running}"] if args.max_running else []),
         "--baseline",
         "vllm",

@@ -33,13 +33,15 @@ class EngineConfig:
         },
     )
     policy: str = field(
-        default="plas",  # fcfs | mlfq | plas | atlas | gittins | srpt
+        default="gittins",  # fcfs | mlfq | plas | atlas | gittins | srpt
         metadata={
             "group": "scheduling",
-            "help": "plas: program-level least attained service, a program's rank the sum of its"
-            " calls' service; atlas ranks by the longest critical path instead (it favours"
-            " fan-outs over chats); gittins ranks by the Gittins index of the sizes learned per"
-            " program kind",
+            "help": "gittins: a call's rank is its program's Gittins index given the service it"
+            " has had, under the sizes learned per program kind (least attained service where"
+            " sizes are heavy-tailed, nearly-done-first where they are alike); plas:"
+            " program-level least attained service, a program's rank the sum of its calls'"
+            " service; atlas ranks by the longest critical path instead (it favours fan-outs"
+            " over chats)",
         },
     )
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
