@@ -250,6 +250,34 @@ def test_full_queue_answers_429_with_retry_after(serve) -> None:
     assert asyncio.run(main()) == [429, 200, 200]
 
 
+def test_a_full_queue_refuses_new_programs_before_programs_under_way(serve) -> None:
+    """One running and one waiting fill the queue for new programs (max_running 1, one
+    queued); a program that has called before may queue one more, and no further."""
+    server = serve(engine={"max_running": 1}, max_queued_per_replica=1)
+    slow_down(server)
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+
+            def post(program: str):
+                body = {"model": MODEL, "prompt": "w1 w2", "max_tokens": 30, **FIXED}
+                headers = {"X-Autellix-Program": program}
+                return http.post("/completions", json=body, headers=headers)
+
+            first = [asyncio.create_task(post("old")) for _ in range(2)]
+            await asyncio.sleep(0.3)  # both are in: one running, one waiting
+            new = await post("new")
+            assert new.json()["error"]["type"] == "rate_limit_error"
+            third = asyncio.create_task(post("old"))
+            await asyncio.sleep(0.3)
+            fourth = await post("old")
+            return [new.status_code, fourth.status_code] + [
+                (await t).status_code for t in (*first, third)
+            ]
+
+    assert asyncio.run(main()) == [429, 429, 200, 200, 200]
+
+
 def eventually(condition, what: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while not condition():

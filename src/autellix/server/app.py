@@ -189,8 +189,14 @@ def sampling_params(
         raise APIError(400, str(exc)) from None
 
 
-def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingParams]) -> None:
-    """Refuse calls that can never be served (400) or that find no room now (429/503)."""
+def admit(
+    frontend: Frontend,
+    inputs: list[list[int]],
+    params: list[SamplingParams],
+    under_way: bool = False,
+) -> None:
+    """Refuse calls that can never be served (400) or that find no room now (429/503);
+    `under_way`: their program has called before (Frontend.check_capacity)."""
     for p, sp in zip(inputs, params, strict=True):
         try:
             frontend.validate(len(p), sp)
@@ -201,7 +207,7 @@ def admit(frontend: Frontend, inputs: list[list[int]], params: list[SamplingPara
     except GrammarError as exc:
         raise APIError(400, str(exc), code="invalid_schema") from None
     try:
-        frontend.check_capacity(len(inputs))
+        frontend.check_capacity(len(inputs), under_way)
     except Exception as exc:
         raise translate(exc) from None
 
@@ -289,9 +295,11 @@ async def run(
         for i in range(req.n)
     ]
     inputs = [p for p in prompts for _ in range(req.n)]
-    admit(frontend, inputs, params)
     tenant = get_tenant(request)
     program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
+    program = frontend.table.programs.get(program_id)
+    under_way = program is not None and bool(program.calls or program.completed_calls)
+    admit(frontend, inputs, params, under_way)
     expect_return = None if anonymous else expected_return(request)
     ticket = start_calls(frontend, tenant, program_id, len(inputs))
     kind = request.headers.get(KIND_HEADER) or kind

@@ -83,7 +83,7 @@ class ServeConfig:
         metadata={
             "flag": "--max-waiting",
             "help": "calls in flight per replica beyond --max-running before the server "
-            "answers 429",
+            "answers 429 to a new program (twice as many for a program under way)",
         },
     )
     backend: tuple[str, ...] = field(
@@ -299,12 +299,16 @@ class Frontend:
         assert info is not None
         return max(1, min(info.max_model_len - num_prompt_tokens, 4096))
 
-    def check_capacity(self, calls: int = 1) -> None:
+    def check_capacity(self, calls: int = 1, under_way: bool = False) -> None:
+        """Refuse calls when every replica is full. A program already under way may queue
+        twice as many: refusing its next call would waste the service it has had, so under
+        an overload new programs are refused first."""
         self.refuse_if_draining()
         live = self.live_replicas
         if not live:
             raise Unavailable("no engine replica is alive")
-        bound = self.config.engine.max_running + self.config.max_queued_per_replica
+        queued = self.config.max_queued_per_replica * (2 if under_way else 1)
+        bound = self.config.engine.max_running + queued
         if all(r.in_flight + calls > bound for r in live):
             raise Overloaded(f"every replica has {bound} calls in flight; retry later")
 
