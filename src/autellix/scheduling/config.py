@@ -71,8 +71,8 @@ class SchedulingConfig:
     beta: float = field(
         default=5.0,
         metadata={
-            "help": "anti-starvation ratio: a call is promoted to Q1 once its program's and its"
-            " own waiting reach this many times their service"
+            "help": "anti-starvation ratio: a call is promoted to Q1 once its waiting reaches"
+            " this many times its program's service (its own included)"
         },
     )
     starvation_program_waiting: bool = field(
