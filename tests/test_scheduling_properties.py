@@ -52,9 +52,9 @@ def check_starvation(policy: MultiLevelPolicy, now: float) -> None:
     for c in policy.calls.values():
         if c.running or c.level == 0 or c.wait_since == now:
             continue
-        program_wait, program_service = policy.program_context(
-            c, policy.config.starvation_program_waiting
-        )
+        program_wait, program_service = policy.program_context(c)
+        if not policy.config.starvation_program_waiting:
+            program_wait = 0.0
         waited = program_wait + c.starve_wait + (now - c.wait_since)
         service = max(program_service + c.starve_service, floor)
         if isinstance(policy, Gittins):

@@ -19,5 +19,5 @@ class MLFQ(MultiLevelPolicy):
             return call.prompt_tokens * self.config.prefill_seconds_per_token
         return 0.0
 
-    def program_context(self, call: CallState, past_waiting: bool) -> tuple[float, float]:
+    def program_context(self, call: CallState) -> tuple[float, float]:
         return 0.0, 0.0

@@ -58,10 +58,10 @@ class MultiLevelPolicy(Policy):
         """The service a call's waiting is weighed against (T_program + T_call)."""
         return max(program_service + call.starve_service, self.config.min_starvation_service)
 
-    def program_context(self, call: CallState, past_waiting: bool) -> tuple[float, float]:
-        """(W_program, T_program) for anti-starvation; W_program only if `past_waiting`."""
-        program = call.program
-        return program.waiting if past_waiting else 0.0, program.service
+    def program_context(self, call: CallState) -> tuple[float, float]:
+        """(W_program, T_program) for anti-starvation; W_program counts only under
+        `starvation_program_waiting` (and in `static_priority`)."""
+        return call.program.waiting, call.program.service
 
     def rank_key(self, call: CallState) -> tuple:
         return (call.level, call.arrival, call.seq)
@@ -115,7 +115,7 @@ class MultiLevelPolicy(Policy):
         queue this call would enter here, or the first if its program has waited long
         enough for anti-starvation to promote it. A fixed priority is set before the call
         waits, so its program's past waiting is all there is to weigh."""
-        program_wait, program_service = self.program_context(call, past_waiting=True)
+        program_wait, program_service = self.program_context(call)
         service = self.starvation_service(call, program_service)
         if self.anti_starvation and program_wait >= self.config.beta * service:
             return 0
@@ -142,8 +142,9 @@ class MultiLevelPolicy(Policy):
         """Schedule the anti-starvation check of a call that starts waiting now."""
         if not self.anti_starvation or call.level == 0 or call.running:
             return
-        past_waiting = self.config.starvation_program_waiting
-        program_wait, program_service = self.program_context(call, past_waiting)
+        program_wait, program_service = self.program_context(call)
+        if not self.config.starvation_program_waiting:
+            program_wait = 0.0
         service = self.starvation_service(call, program_service)
         deadline = now + self.config.beta * service - program_wait - call.starve_wait
         heapq.heappush(self._deadlines, (deadline, call.seq, call.wait_since, call))

@@ -298,8 +298,7 @@ async def run(
     tenant = get_tenant(request)
     program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
     program = frontend.table.programs.get(program_id)
-    under_way = program is not None and bool(program.calls or program.completed_calls)
-    admit(frontend, inputs, params, under_way)
+    admit(frontend, inputs, params, program is not None and program.first_arrival is not None)
     expect_return = None if anonymous else expected_return(request)
     ticket = start_calls(frontend, tenant, program_id, len(inputs))
     kind = request.headers.get(KIND_HEADER) or kind
