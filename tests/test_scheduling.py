@@ -231,6 +231,26 @@ def test_running_call_that_does_not_fit_is_preempted_but_scan_goes_on() -> None:
     assert ids(batch) == ["b"] and ids(preempted) == ["a"]
 
 
+def test_resident_programs_go_first_each_part_in_the_policys_order() -> None:
+    policy = PLAS(CONFIG)
+    calls = [
+        call("fresh", 0.0, service=0.0),
+        call("agent-2", 1.0, service=3.0, program_id="agent"),
+        call("other", 2.0, service=0.5),
+        call("agent-1", 0.5, service=3.0, program_id="agent"),
+        call("old", 0.2, service=9.0),
+    ]
+    for c in calls:
+        policy.add(c, c.arrival)
+    assert ids(policy.ranked(3.0)) == ["fresh", "other", "agent-1", "agent-2", "old"]
+    assert ids(policy.order(3.0, first={"agent", "old"})) == [
+        *("agent-1", "agent-2", "old"),
+        *("fresh", "other"),
+    ]
+    batch, _ = select_batch(policy, 3.0, max_running=2, first={"old"})
+    assert ids(batch) == ["old", "fresh"]
+
+
 def test_srpt_ranks_by_remaining_work() -> None:
     policy = SRPT()
     a, b = call("a", remaining_work=5.0), call("b", remaining_work=3.0)

@@ -288,15 +288,38 @@ def test_a_pin_ends_when_its_ttl_passes() -> None:
     assert manager.match_prefix([*range(8), 99]) == table  # still cached, now in LRU
 
 
-def test_the_programs_return_ends_its_pin_and_keeps_its_blocks_most_recent() -> None:
+def test_the_programs_return_holds_its_pin_until_its_call_claims_the_blocks() -> None:
     manager = BlockManager(3, SIZE, 0)
     old = finished_call(manager, [50, 51, 52, 53], "other")
-    mine = pinned_program(manager, list(range(8)), "agent")
+    mine = pinned_program(manager, list(range(8)), "agent", expires=5.0)
     manager.returned("agent")
-    assert manager.num_pinned == 0 and manager.pin_stats.hit == 1
-    assert manager.pin_stats.hit_blocks == 2
+    assert manager.pin_stats.hit == 1 and manager.pin_stats.hit_blocks == 2
+    manager.expire(100.0)  # the returned call may queue past the TTL: the pin holds
+    assert manager.num_pinned == 2 and manager.pin_stats.expired == 0
+    manager.claim("other")  # no pin: nothing happens
+    manager.claim("agent")
+    assert manager.num_pinned == 0 and not manager.pins
     assert manager.allocate(1) == old  # LRU takes the other program's block first
     assert manager.match_prefix([*range(8), 99]) == mine
+    manager.check_states()
+
+
+def test_a_pin_not_yet_returned_to_is_not_claimed() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    pinned_program(manager, list(range(8)), "agent")
+    manager.claim("agent")  # a call of the program that was not waiting on the pin
+    assert manager.num_pinned == 2
+
+
+def test_a_returned_programs_pin_is_evicted_last() -> None:
+    manager = BlockManager(2, SIZE, 0)
+    back = pinned_program(manager, [1, 2, 3, 4], "back", back_at=9.0, rank=(9,))
+    soon = pinned_program(manager, [5, 6, 7, 8], "soon", back_at=1.0, rank=(0,))
+    manager.returned("back")
+    assert manager.evict_pin(lambda pin: True)
+    assert manager.allocate(1) == soon
+    assert manager.evict_pin(lambda pin: True)
+    assert manager.allocate(1) == back
 
 
 def test_an_ended_programs_pin_goes_to_the_front_of_eviction() -> None:
@@ -355,7 +378,9 @@ def operations(draw):
     return draw(
         st.lists(
             st.tuples(
-                st.sampled_from(["call", "finish", "pin", "return", "expire", "evict", "end"]),
+                st.sampled_from(
+                    ["call", "finish", "pin", "return", "claim", "expire", "evict", "end"]
+                ),
                 st.integers(0, 3),  # a program
                 st.integers(1, 12),  # tokens, or a time
             ),
@@ -391,6 +416,8 @@ def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> Non
             manager.pin(name, blocks[:n], expires=float(n), back_at=0.0, rank=(program,))
         elif op == "return":
             manager.returned(name)
+        elif op == "claim":
+            manager.claim(name)
         elif op == "expire":
             manager.expire(float(n))
         elif op == "evict":

@@ -169,3 +169,51 @@ def test_prefix_hits_are_counted_per_program_class() -> None:
     run_until_done(engine, back)
     queried, hit = engine.stats()["prefix_by_kind"]["react"]
     assert (queried, hit) == (12 + 14, 12)
+
+
+def memory_short_beside_a_pin(engine: LLMEngine, agent_service: float) -> Call:
+    """The agent's first call finishes and pins 3 blocks; a heavy call ranked below the
+    pin finds no room (it may not end the pin), so the round leaves a call out for want
+    of memory: the next round serves resident programs first."""
+    snapshot = ProgramSnapshot(service=agent_service, expect_return=0.05)
+    first = agent_finished_a_call(engine, snapshot)
+    heavy = heavy_wants_four_blocks(engine)
+    engine.step()
+    assert heavy.status is Status.WAITING and engine.blocks.num_pinned == 3
+    return first
+
+
+def test_under_memory_pressure_a_returning_program_runs_before_a_fresh_one() -> None:
+    """Least attained service ranks a fresh program above the returning agent, and that
+    rank may end the agent's pin. Short of memory, the agent's context is resident, so its
+    call is served first and finds it: the fresh program waits for memory instead."""
+    engine = make()
+    first = memory_short_beside_a_pin(engine, agent_service=1.5)  # queue 1; fresh: queue 0
+    fresh = engine.add_call(list(range(300, 316)), ONE, call_id="fresh", program_id="fresh")
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    engine.step()
+    assert back.status is not Status.WAITING and fresh.status is Status.WAITING
+    assert back.num_cached_prompt_tokens == 12
+    assert engine.stats()["pins_evicted"] == 0
+    run_until_done(engine, fresh)
+    engine.blocks.check_states()
+
+
+def test_a_returned_call_that_queues_past_the_ttl_still_finds_its_pin() -> None:
+    engine = make()
+    first = memory_short_beside_a_pin(engine, agent_service=0.0)
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    engine.blocks.expire(engine.executor.clock() + 100.0)  # long past the 0.11 s TTL
+    assert engine.blocks.num_pinned == 3
+    run_until_done(engine, back)
+    assert back.num_cached_prompt_tokens == 12
+    assert engine.stats()["pins_expired"] == 0
+
+
+def test_a_returned_call_aborted_before_it_runs_releases_the_pin() -> None:
+    engine = make()
+    first = agent_finished_a_call(engine)
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    engine.abort(back.call_id)
+    assert not engine.blocks.pins and engine.blocks.num_pinned == 0
+    engine.blocks.check_states()

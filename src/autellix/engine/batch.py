@@ -10,7 +10,8 @@ before the step) or dropped for recompute.
 
 Retention pins (see kv_cache) give way before any call's blocks do: a call may end the
 pin of a program that ranks below it, and the first call a round takes may end any pin,
-so pins never leave the engine idle while calls wait.
+so pins never leave the engine idle while calls wait. A waiting call that takes its
+blocks claims its program's pin (`BlockManager.claim`).
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class BatchFitter:
             self.swap_freed.extend(call.swap_table)
             call.swap_table = []
         elif call.status is Status.WAITING:
+            self.blocks.claim(call.program_id)
             call.num_computed = computed
             call.num_hashed_blocks = len(matched)
             self.blocks.count_lookup(call.num_tokens, computed, call.program.kind)

@@ -7,7 +7,8 @@ allocator needs them, least recently freed first.
 
 KV retention pins a live program's blocks after its call finishes: a pinned block with
 no user is in neither free list, so the allocator cannot take it, until the pin ends:
-its TTL passes (`expire`), its program's next call is scheduled (`claim`), the program
+its TTL passes (`expire`), its program's next call is scheduled (`returned` marks the pin
+back when that call arrives, `claim` ends it when the call takes its blocks), the program
 ends (`end_program`), or a higher-ranked call needs the memory (`evict_pin`, which the
 batch fitter calls once the free lists are empty). Every block is in exactly one state:
 free, cached and free (LRU), pinned and idle, or held by calls (`check_states`).
@@ -16,6 +17,7 @@ free, cached and free (LRU), pinned and idle, or held by calls (`check_states`).
 from __future__ import annotations
 
 import itertools
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Sequence as Seq
@@ -50,8 +52,9 @@ class Pin:
     program_id: str
     block_ids: set[int]
     expires: float
-    back_at: float  # when the program is expected back
+    back_at: float  # when the program is expected back (-inf: it is, and waits to run)
     rank: tuple  # the policy's rank of the call that left them (larger: lower priority)
+    back: bool = False  # its program's next call arrived; the pin holds until it runs
 
 
 @dataclass
@@ -60,7 +63,7 @@ class PinStats:
     expired: int = 0
     evicted: int = 0  # ended early for a higher-ranked call's memory
     ended: int = 0  # their program ended
-    hit: int = 0  # claimed by the program's next call with at least one block used
+    hit: int = 0  # its program's next call arrived while the pin held
     hit_blocks: int = 0  # blocks that call found pinned
 
 
@@ -276,16 +279,23 @@ class BlockManager:
         return True
 
     def returned(self, program_id: str) -> None:
-        """The program's next call arrived: the pin has done its work. Its blocks become
-        the most recently used of the cache, where the call finds them when it is
-        scheduled; holding them through its wait in the queue would keep them idle longer
-        than the gap the decision weighed."""
+        """The program's next call arrived: the pin holds, with no time limit and last in
+        line for `evict_pin`, until that call takes its blocks (`claim`). Released at
+        arrival instead, the blocks were LRU's while the call queued, and under memory
+        pressure they were gone before it ran (docs/benchmarks.md, "KV retention")."""
         pin = self.pins.get(program_id)
-        if pin is None:
+        if pin is None or pin.back:
             return
         self.pin_stats.hit += 1
         self.pin_stats.hit_blocks += len(pin.block_ids)
-        self.unpin(program_id)
+        pin.back, pin.expires, pin.back_at = True, math.inf, -math.inf
+
+    def claim(self, program_id: str) -> None:
+        """The program's returned call took its blocks (or left without running): the pin
+        has done its work; its blocks no call holds become the most recently used."""
+        pin = self.pins.get(program_id)
+        if pin is not None and pin.back:
+            self.unpin(program_id)
 
     def expire(self, now: float) -> None:
         for pin in [p for p in self.pins.values() if p.expires <= now]:

@@ -11,11 +11,15 @@ into is evicted (see `BatchFitter`).
 With KV retention on, a finished call of a live program may leave its cached blocks
 pinned for its program's return: the pure policy in `scheduling.retention` decides,
 from the gaps its program (or class) paused before and the prefill time this engine
-measures.
+measures. The pin holds until the program's next call runs, and while a round leaves a
+call out for want of blocks the next one serves the programs whose KV is on the device
+first (`programs_first`): pins are worth their memory only if the order lets the
+program that holds one come back to it.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 
 from autellix.engine.batch import BatchFitter, ScheduledBatch
@@ -55,6 +59,7 @@ class Scheduler:
         self.pin_blocked_seconds = 0.0  # calls' time refused blocks that pins held
         self._blocked_by_pins = 0
         self._last_round_at: float | None = None
+        self._memory_short = False  # the last round left a call out for want of KV blocks
 
     def add(self, call: Call, now: float) -> None:
         self.calls[call.call_id] = call
@@ -64,6 +69,8 @@ class Scheduler:
     def finish(self, call: Call, reason: str, now: float) -> None:
         """A call ended (stop, length or abort): release everything it holds."""
         call.finish_reason = reason
+        if call.status is Status.WAITING:  # left before it ran: its program's pin is done
+            self.blocks.claim(call.program_id)
         call.status = Status.FINISHED
         del self.calls[call.call_id]
         self.policy.remove(call, now)
@@ -133,9 +140,11 @@ class Scheduler:
         fitter = BatchFitter(
             self.config, self.blocks, holders, self.policy.rank_key, self.policy.preemptive
         )
+        first = self._resident_programs() if self._memory_short else frozenset()
         chosen, preempted = select_batch(
-            self.policy, now, self.config.max_running, fitter.fits, self._cut()
+            self.policy, now, self.config.max_running, fitter.fits, self._cut(), first
         )
+        self._memory_short = self.config.retention.enabled and bool(fitter.short)
         self.num_preemptions += len(preempted)
         for call in preempted:
             if call.call_id in fitter.evicted:  # already evicted to make room
@@ -153,6 +162,11 @@ class Scheduler:
         self._blocked_by_pins = len(fitter.blocked_by_pins)
         self._last_round_at = now
         return batch
+
+    def _resident_programs(self) -> frozenset[str]:
+        """Programs with KV on the device: a call running or preempted in place, or a pin."""
+        running = itertools.chain(self.policy.running.values(), self.resident.values())
+        return frozenset(self.blocks.pins).union(c.program_id for c in running)
 
     def _cut(self) -> BatchCut[Call] | None:
         """The batch cut, once the step cost is learned: only decoding calls are ever
@@ -245,8 +259,9 @@ class Scheduler:
         for call in calls:
             self.policy.add_services(call, before)
         if last_round >= 0:  # the batch's order, as that round ranked it
-            order = list(self.policy.order(now))
+            order = list(self.policy.order(now))  # every call runs: resident first is moot
             self._last_round_at = now
+            self._memory_short = False  # every call fit
         for call in calls:
             self.policy.add_services(call, after)
         for seconds in elapsed[split:]:

@@ -18,6 +18,7 @@ import itertools
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Generic, TypeVar
 
 from autellix.scheduling.call import CallState
@@ -115,12 +116,14 @@ class Policy(ABC, Generic[C]):
         """Whether the batch cut must take the call (when it fits)."""
         return False
 
-    def order(self, now: float) -> Iterator[C]:
-        """The order a round serves calls in: `ranked`, its slots shared fairly between
+    def order(self, now: float, first: AbstractSet[str] = frozenset()) -> Iterator[C]:
+        """The order a round serves calls in: `ranked`, the calls of the programs in
+        `first` ahead of the rest (`programs_first`), its slots shared fairly between
         tenants when calls of more than one are here (autellix.scheduling.shares)."""
+        ranked = programs_first(self.ranked(now), first) if first else self.ranked(now)
         if self.tenant_shares and len(self.tenants) > 1:
-            return by_share(self.ranked(now), self.tenants, self.weights, not self.preemptive)
-        return self.ranked(now)
+            return by_share(ranked, self.tenants, self.weights, not self.preemptive)
+        return ranked
 
     def queue_lengths(self) -> list[int]:
         return [len(self.calls)]
@@ -139,15 +142,36 @@ class Policy(ABC, Generic[C]):
     def _on_stop(self, call: CallState, now: float) -> None: ...
 
 
+def programs_first(ranked: Iterator[C], programs: AbstractSet[str]) -> Iterator[C]:
+    """`ranked` with the calls of `programs` ahead of the others, each part in its order.
+
+    The engine passes the programs whose KV is on the device when memory is short (a KV
+    retention round): the working-set rule of paged memory. Admitting a program whose
+    context is not resident costs its whole prefill and evicts another's context; served
+    in pure rank order (a new program ranks first under least attained service), the
+    programs take the memory from each other in turn and each comes back to a cold
+    cache. So resident programs go first, in the policy's order, and the others enter,
+    in the policy's order, as memory frees."""
+    later: list[C] = []
+    for call in ranked:
+        if call.program_id in programs:
+            yield call
+        else:
+            later.append(call)
+    yield from later
+
+
 def select_batch(
     policy: Policy[C],
     now: float,
     max_running: int,
     fits: Callable[[C], bool] = lambda call: True,
     cut: Callable[[C, list[C]], bool] | None = None,
+    first: AbstractSet[str] = frozenset(),
 ) -> tuple[list[C], list[C]]:
-    """One scheduling round: scan the calls in priority order (shared between tenants)
-    and take those that fit.
+    """One scheduling round: scan the calls in priority order (shared between tenants;
+    the calls of the programs in `first` ahead, see `programs_first`) and take those
+    that fit.
 
     `cut(call, batch)` says whether the call is worth taking into the batch so far
     (scheduling.cut); a call it leaves out is skipped (a running one is preempted).
@@ -162,7 +186,7 @@ def select_batch(
     batch: list[C] = []
     blocked = False
     running_left = len(policy.running)
-    for call in policy.order(now):
+    for call in policy.order(now, first):
         if len(batch) == max_running or (blocked and not running_left):
             break
         taken = cut is None or cut(call, batch)
