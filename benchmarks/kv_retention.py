@@ -12,6 +12,13 @@ better).
 
     .venv/bin/python benchmarks/kv_retention.py --seeds 5 --kv-blocks 600 1000 2000
 
+--warm starts each run's process table with the program sizes a prior run learned (seed
++ 1000, FCFS, same pool), as a server that has run a while knows them (Gittins, the
+default policy, ranks by them). --equal-latency adds throughput at equal latency: per
+seed, the arrival rate of a --stream-programs stream at which the mean program latency
+reaches --load x its light-load value, with retention off and on (bisection in log
+rate), and the ratio of those rates.
+
 --real prints (or with --run, runs) the real-engine comparison on this CPU instead:
 `autellix bench` against two `autellix serve` (SmolLM2) that differ only in
 --kv-retention, with a small pool, over seeds, with a throughput search at equal latency.
@@ -20,6 +27,7 @@ better).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import shlex
@@ -31,8 +39,10 @@ from pathlib import Path
 
 from autellix.bench.metrics import Summary
 from autellix.bench.stats import ratio
+from autellix.engine.config import EngineConfig
 from autellix.flags import engine_config
 from autellix.machine import this_commit, this_machine
+from autellix.programs import SizeModel
 from autellix.sim.sweep import roofline_target, simulate
 from autellix.workloads import build_workload
 
@@ -40,13 +50,20 @@ ENGINE = "--max-running 256 --max-prefill-tokens 2048 --policy {policy} --num-kv
 METRICS = ("latency_mean", "latency_p95", "token_latency_mean")
 
 
-def run_one(workload: str, args, blocks: int, seed: int, retention: bool) -> dict:
-    specs = build_workload(workload, args.programs, rate=args.rate, seed=seed, scale=args.scale)
+PRIORS: dict[tuple, SizeModel] = {}  # sizes learned by a prior run, per setting
+
+
+def run_one(
+    workload: str, args, blocks: int, seed: int, retention: bool, programs: int, rate: float
+) -> dict:
+    specs = build_workload(workload, programs, rate=rate, seed=seed, scale=args.scale)
     flags = ENGINE.format(policy=args.policy, blocks=blocks)
     engine = engine_config(f"{flags} {'--kv-retention' if retention else '--no-kv-retention'}")
     target = roofline_target(args.gpu, args.model, None, engine.block_size)
-    records, sim = simulate(specs, engine, target)
-    summary = Summary.of("on" if retention else "off", args.rate, records)
+    records, sim = simulate(
+        specs, engine, target, sizes=prior_sizes(workload, args, blocks, seed, programs)
+    )
+    summary = Summary.of("on" if retention else "off", rate, records)
     stats = sim.replicas[0].engine.stats()
     queried = stats["prefix_queried_tokens"]
     return {
@@ -60,6 +77,67 @@ def run_one(workload: str, args, blocks: int, seed: int, retention: bool) -> dic
         "pin_blocked_seconds": stats["pin_blocked_seconds"],
         "evictions": stats["evictions"],
     }
+
+
+def prior_sizes(workload: str, args, blocks: int, seed: int, programs: int) -> SizeModel | None:
+    """With --warm, the sizes a run at seed + 1000 (FCFS, retention off, --rate) learned;
+    a copy, since the measured run goes on learning into it."""
+    if not args.warm:
+        return None
+    key = (workload, blocks, seed, programs)
+    if key not in PRIORS:
+        specs = build_workload(workload, programs, args.rate, seed + 1000, args.scale)
+        engine = engine_config(ENGINE.format(policy="fcfs", blocks=blocks))
+        target = roofline_target(args.gpu, args.model, None, engine.block_size)
+        PRIORS[key] = simulate(specs, engine, target)[1].table.sizes
+    return copy.deepcopy(PRIORS[key])
+
+
+def crossing(workload: str, args, blocks: int, seed: int, retention: bool, bound: float) -> float:
+    """The rate at which the mean program latency of a --stream-programs stream reaches
+    `bound`: doubling from 0.25/s until it is over, then --bisections in log rate."""
+
+    def latency(rate: float) -> float:
+        run = run_one(workload, args, blocks, seed, retention, args.stream_programs, rate)
+        return run["latency_mean"]
+
+    lo, hi = 0.0, 0.25
+    while latency(hi) < bound:
+        lo, hi = hi, 2 * hi
+    lo = lo or hi / 64
+    for _ in range(args.bisections):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if latency(mid) < bound else (lo, mid)
+    return math.sqrt(lo * hi)
+
+
+def equal_latency(args, seeds: list[int]) -> str:
+    lines = [
+        f"\n## Throughput at equal latency: {args.stream_programs} programs a run, the rate "
+        f"where the mean program latency reaches {args.load:g}x its light-load value\n",
+        "| workload | KV blocks | light-load latency (s) | rate off (programs/s) "
+        "| rate on | on/off [95% CI] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for workload in args.workloads:
+        for blocks in args.kv_blocks:
+            lights, offs, ons = [], [], []
+            for seed in seeds:
+                light = run_one(workload, args, blocks, seed, False, args.stream_programs, 1e-3)
+                bound = args.load * light["latency_mean"]
+                lights.append(light["latency_mean"])
+                offs.append(crossing(workload, args, blocks, seed, False, bound))
+                ons.append(crossing(workload, args, blocks, seed, True, bound))
+                print(
+                    f"{workload} {blocks} blocks seed {seed}: {offs[-1]:.3f} {ons[-1]:.3f}/s",
+                    file=sys.stderr,
+                )
+            lines.append(
+                f"| {workload} | {blocks} | {statistics.fmean(lights):.2f} "
+                f"| {' '.join(f'{r:.3f}' for r in offs)} | {' '.join(f'{r:.3f}' for r in ons)} "
+                f"| {ratio(ons, offs)} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 def table(results: dict, seeds: list[int]) -> str:
@@ -99,19 +177,24 @@ def simulate_all(args) -> None:
             runs = results.setdefault((workload, blocks), {"off": {}, "on": {}})
             for seed in seeds:
                 for side in ("off", "on"):
-                    runs[side][seed] = run_one(workload, args, blocks, seed, side == "on")
+                    on = side == "on"
+                    runs[side][seed] = run_one(
+                        workload, args, blocks, seed, on, args.programs, args.rate
+                    )
                 print(f"{workload} {blocks} blocks seed {seed} done", file=sys.stderr)
+    searches = equal_latency(args, seeds) if args.equal_latency else ""
     header = (
         f"# KV retention on vs off (simulator)\n\n"
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
         f"- commit {this_commit()} on {this_machine()}\n"
         f"- {args.programs} programs at {args.rate:g}/s, scale {args.scale:g}, policy "
-        f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}; "
+        f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}, sizes "
+        f"{'learned by a prior run (--warm)' if args.warm else 'learned within each run'}; "
         f"{time.monotonic() - started:.0f} s of CPU\n"
         "- ratios: off/on as geometric means over seeds [95% CI]; > 1 means retention is "
         "better\n\n"
     )
-    text = header + table(results, seeds)
+    text = header + table(results, seeds) + searches
     (out / "summary.md").write_text(text)
     raw = {f"{w}/{b}": runs for (w, b), runs in results.items()}
     (out / "results.json").write_text(json.dumps(raw, indent=1, default=str))
@@ -154,7 +237,12 @@ def main() -> None:
     p.add_argument("--programs", type=int, default=60)
     p.add_argument("--rate", type=float, default=4.0, help="programs/s (simulator)")
     p.add_argument("--scale", type=float, default=1.0)
-    p.add_argument("--policy", default="plas")
+    p.add_argument("--policy", default=EngineConfig().policy)
+    p.add_argument("--warm", action="store_true", help="sizes learned by a prior run")
+    p.add_argument("--equal-latency", action="store_true")
+    p.add_argument("--stream-programs", type=int, default=200)
+    p.add_argument("--load", type=float, default=2.0, help="the bound, x light-load latency")
+    p.add_argument("--bisections", type=int, default=5)
     p.add_argument("--gpu", default="a100")
     p.add_argument("--model", default="llama-3.1-8b")
     p.add_argument("--out", default="benchmarks/results/kv-retention")

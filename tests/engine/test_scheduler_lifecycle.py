@@ -139,6 +139,57 @@ def test_a_waiting_call_evicts_only_under_a_preemptive_policy() -> None:
         assert (holder.status is Status.SWAPPED) is preemptive
 
 
+def test_an_idle_pin_goes_before_a_calls_kv_even_a_higher_ranked_programs() -> None:
+    """A running call needs a block to grow, and a round has already taken a call: it may
+    not end the pin of a program ranked above it, but the alternative is evicting a
+    lower-ranked call's KV, which is certain to be needed, where the pin's only may be."""
+    config = EngineConfig(block_size=SIZE, max_prefill_tokens=64)
+    blocks = BlockManager(4, SIZE, 0)
+    pinned = blocks.allocate(1)
+    blocks.register(pinned[0], 1234)
+    blocks.free(pinned, "agent")
+    blocks.pin("agent", pinned, expires=99.0, back_at=1.0, rank=(1,))
+    ranks = {"first": (0,), "grower": (5,), "victim": (9,)}
+
+    def running(call_id: str, num_tokens: int) -> Call:
+        """Decoding, its computed tokens in one block: num_tokens 5 needs a second one."""
+        c = call(call_id, list(range(num_tokens)))
+        c.block_table, c.num_computed = blocks.allocate(1), num_tokens - 1
+        c.status, c.running = Status.RUNNING, True
+        return c
+
+    first, grower, victim = running("first", 4), running("grower", 5), running("victim", 4)
+    holders = {c.call_id: c for c in (first, grower, victim)}
+    fitter = BatchFitter(config, blocks, [holders], lambda c: ranks[c.call_id], True)
+    assert blocks.num_free == 0
+    assert fitter.fits(first) and fitter.fits(grower)
+    assert fitter.batch.evicted == [] and victim.block_table
+    assert not blocks.pins and blocks.pin_stats.evicted == 1
+
+
+def test_short_of_memory_a_program_with_kv_on_the_device_goes_first() -> None:
+    """A round left a call out for want of blocks, so the next serves the programs whose KV
+    is resident first (retention off): the running program's second call takes the room
+    before a fresh program that least attained service ranks above it."""
+    s = make(num_blocks=6)
+    p1 = call("p1", list(range(10, 18)), max_tokens=20)
+    s.add(p1, 0.0)
+    step(s)
+    big = call("big", list(range(100, 120)))
+    big.program = ProgramSnapshot(service=100.0)
+    s.add(big, 1.0)
+    step(s)
+    assert big.status is Status.WAITING  # may not evict p1, which ranks above it
+    p2 = Call("p2", "p1", 2.0, token_ids=list(range(30, 37)), num_prompt_tokens=7)
+    p2.program = ProgramSnapshot(service=1.0)
+    fresh = call("fresh", list(range(40, 47)))
+    s.add(fresh, 2.0)
+    s.add(p2, 2.0)
+    assert [c.call_id for c in s.policy.order(2.0)][:2] == ["p1", "fresh"]
+    step(s, now=2.0)
+    assert p2.status is Status.RUNNING and fresh.status is Status.WAITING
+
+
 def test_a_lone_decode_is_charged_the_whole_step_under_share_accounting() -> None:
     s = make(service_accounting="share")
     c = call("a", [10, 11, 12])

@@ -9,9 +9,9 @@ blocks are swapped to host memory (one batched copy per round, done by the execu
 before the step) or dropped for recompute.
 
 Retention pins (see kv_cache) give way before any call's blocks do: a call may end the
-pin of a program that ranks below it, and the first call a round takes may end any pin,
-so pins never leave the engine idle while calls wait. A waiting call that takes its
-blocks claims its program's pin (`BlockManager.claim`).
+pin of a program that ranks below it, and any pin rather than evict a call; the first
+call a round takes may end any pin, so pins never leave the engine idle while calls
+wait. A waiting call that takes its blocks claims its program's pin (`BlockManager.claim`).
 """
 
 from __future__ import annotations
@@ -154,9 +154,9 @@ class BatchFitter:
 
     def _make_room(self, call: Call, need: int) -> bool:
         while self.blocks.num_free < need:
-            if self._end_a_pin(call):
-                continue
             victim = self._victim(call)
+            if self._end_a_pin(call, victim is not None):
+                continue
             if victim is None:
                 if self.blocks.num_free + self.blocks.num_pinned >= need:
                     self.blocked_by_pins.add(call.call_id)
@@ -165,15 +165,17 @@ class BatchFitter:
             self.evict(victim)
         return True
 
-    def _end_a_pin(self, call: Call) -> bool:
-        """End a pin to make room for `call`: one of a lower-ranked program or its own, or
-        any if the round has taken no call yet (else pins could leave the engine idle)."""
+    def _end_a_pin(self, call: Call, or_evict: bool) -> bool:
+        """End a pin to make room for `call`: one of a lower-ranked program or its own; any
+        if the round has taken no call yet (else pins could leave the engine idle), or if
+        the room would otherwise come from evicting a call (`or_evict`): a call's KV is
+        certain to be needed, a pin's only likely."""
         if not self.blocks.pins:
             return False
-        first = not self.planned
+        anyone = or_evict or not self.planned
         rank = self.rank_key(call)
         return self.blocks.evict_pin(
-            lambda pin: first or pin.program_id == call.program_id or pin.rank > rank
+            lambda pin: anyone or pin.program_id == call.program_id or pin.rank > rank
         )
 
     def _victim(self, call: Call) -> Call | None:

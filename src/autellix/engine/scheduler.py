@@ -6,15 +6,16 @@ block manager.
 Running calls that fall out of the batch by priority are preempted but keep their KV
 blocks on the device ("resident"): resuming them costs nothing, and most priority
 preemptions never need the memory back. A running call that finds no memory to grow
-into is evicted (see `BatchFitter`).
+into is evicted (see `BatchFitter`). While a round leaves a call out for want of
+blocks, the next one serves the programs whose KV is on the device first
+(`programs_first`, the working-set rule): in pure rank order the programs take the
+memory from each other in turn and each comes back to a cold cache.
 
 With KV retention on, a finished call of a live program may leave its cached blocks
 pinned for its program's return: the pure policy in `scheduling.retention` decides,
 from the gaps its program (or class) paused before and the prefill time this engine
-measures. The pin holds until the program's next call runs, and while a round leaves a
-call out for want of blocks the next one serves the programs whose KV is on the device
-first (`programs_first`): pins are worth their memory only if the order lets the
-program that holds one come back to it.
+measures. The pin holds until the program's next call runs; a pinned program counts as
+resident, so under memory pressure it is served before programs that would start cold.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class Scheduler:
         chosen, preempted = select_batch(
             self.policy, now, self.config.max_running, fitter.fits, self._cut(), first
         )
-        self._memory_short = self.config.retention.enabled and bool(fitter.short)
+        self._memory_short = bool(fitter.short)
         self.num_preemptions += len(preempted)
         for call in preempted:
             if call.call_id in fitter.evicted:  # already evicted to make room
