@@ -120,7 +120,7 @@ def equal_latency(args, seeds: list[int]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for workload in args.workloads:
-        for blocks in args.kv_blocks:
+        for blocks in args.equal_latency or args.kv_blocks:
             lights, offs, ons = [], [], []
             for seed in seeds:
                 light = run_one(workload, args, blocks, seed, False, args.stream_programs, 1e-3)
@@ -182,7 +182,7 @@ def simulate_all(args) -> None:
                         workload, args, blocks, seed, on, args.programs, args.rate
                     )
                 print(f"{workload} {blocks} blocks seed {seed} done", file=sys.stderr)
-    searches = equal_latency(args, seeds) if args.equal_latency else ""
+    searches = equal_latency(args, seeds) if args.equal_latency is not None else ""
     header = (
         f"# KV retention on vs off (simulator)\n\n"
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
@@ -239,7 +239,13 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--policy", default=EngineConfig().policy)
     p.add_argument("--warm", action="store_true", help="sizes learned by a prior run")
-    p.add_argument("--equal-latency", action="store_true")
+    p.add_argument(
+        "--equal-latency",
+        nargs="*",
+        type=int,
+        metavar="BLOCKS",
+        help="add throughput at equal latency, for these pools (none named: every --kv-blocks)",
+    )
     p.add_argument("--stream-programs", type=int, default=200)
     p.add_argument("--load", type=float, default=2.0, help="the bound, x light-load latency")
     p.add_argument("--bisections", type=int, default=5)
