@@ -48,6 +48,10 @@ from autellix.workloads import build_workload
 
 ENGINE = "--max-running 256 --max-prefill-tokens 2048 --policy {policy} --num-kv-blocks {blocks}"
 METRICS = ("latency_mean", "latency_p95", "token_latency_mean")
+STATS = (
+    *("pins_made", "pins_hit", "pins_expired", "pins_evicted", "pin_blocked_seconds"),
+    *("retention_swap_out_bytes", "retention_swap_in_bytes", "preemptions", "evictions"),
+)
 
 
 PRIORS: dict[tuple, SizeModel] = {}  # sizes learned by a prior run, per setting
@@ -58,7 +62,8 @@ def run_one(
 ) -> dict:
     specs = build_workload(workload, programs, rate=rate, seed=seed, scale=args.scale)
     flags = ENGINE.format(policy=args.policy, blocks=blocks)
-    engine = engine_config(f"{flags} {'--kv-retention' if retention else '--no-kv-retention'}")
+    side = f"--kv-retention {args.on_flags}" if retention else "--no-kv-retention"
+    engine = engine_config(f"{flags} {side}")
     target = roofline_target(args.gpu, args.model, None, engine.block_size)
     records, sim = simulate(
         specs, engine, target, sizes=prior_sizes(workload, args, blocks, seed, programs)
@@ -73,9 +78,7 @@ def run_one(
         "hit_rate_by_kind": {
             kind: hit / q if q else math.nan for kind, (q, hit) in stats["prefix_by_kind"].items()
         },
-        **{k: stats[k] for k in ("pins_made", "pins_hit", "pins_expired", "pins_evicted")},
-        "pin_blocked_seconds": stats["pin_blocked_seconds"],
-        "evictions": stats["evictions"],
+        **{k: stats[k] for k in STATS},
     }
 
 
@@ -188,7 +191,8 @@ def simulate_all(args) -> None:
         f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`\n"
         f"- commit {this_commit()} on {this_machine()}\n"
         f"- {args.programs} programs at {args.rate:g}/s, scale {args.scale:g}, policy "
-        f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}, sizes "
+        f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}, "
+        f"retention side: `--kv-retention {args.on_flags}`, sizes "
         f"{'learned by a prior run (--warm)' if args.warm else 'learned within each run'}; "
         f"{time.monotonic() - started:.0f} s of CPU\n"
         "- ratios: off/on as geometric means over seeds [95% CI]; > 1 means retention is "
@@ -210,7 +214,7 @@ def real_command(args) -> list[str]:
         args.workloads[0],
         "--policies",
         f"off={args.policy}:--no-kv-retention --num-kv-blocks {blocks}",
-        f"on={args.policy}:--kv-retention --num-kv-blocks {blocks}",
+        f"on={args.policy}:--kv-retention {args.on_flags} --num-kv-blocks {blocks}",
         "--baseline",
         "off",
         "--seeds",
@@ -239,6 +243,12 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0)
     p.add_argument("--policy", default=EngineConfig().policy)
     p.add_argument("--warm", action="store_true", help="sizes learned by a prior run")
+    p.add_argument(
+        "--on-flags",
+        default="",
+        help="more engine flags for the retention side, e.g. "
+        "'--no-kv-retention-host' (pins are dropped, not copied to host, when they give way)",
+    )
     p.add_argument(
         "--equal-latency",
         nargs="*",

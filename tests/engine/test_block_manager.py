@@ -316,10 +316,52 @@ def test_a_returned_programs_pin_is_evicted_last() -> None:
     back = pinned_program(manager, [1, 2, 3, 4], "back", back_at=9.0, rank=(9,))
     soon = pinned_program(manager, [5, 6, 7, 8], "soon", back_at=1.0, rank=(0,))
     manager.returned("back")
-    assert manager.evict_pin(lambda pin: True)
+    assert manager.evict_pin(lambda pin: True) is not None
     assert manager.allocate(1) == soon
-    assert manager.evict_pin(lambda pin: True)
+    assert manager.evict_pin(lambda pin: True) is not None
     assert manager.allocate(1) == back
+
+
+def test_an_evicted_pin_goes_to_host_heads_first_within_half_the_swap_pool() -> None:
+    """3 blocks pinned, a swap pool of 4: retention may fill 2 of it, and copies the
+    prefix's head, which a returning call can use without its tail (not the reverse)."""
+    manager = BlockManager(3, SIZE, 4, host_retention=True)
+    tokens = list(range(12))
+    table = pinned_program(manager, tokens, "agent", expires=7.0)
+    copies = manager.evict_pin(lambda pin: True)
+    assert copies is not None and [block for block, _ in copies] == table[:2]
+    assert manager.pin_stats.to_host == 2 and manager.num_free_swap == 2
+    manager.allocate(3)  # the device reuses every block
+    found = manager.match_host([*tokens, 99], skip=0)
+    assert [swap for _, swap in found] == [swap for _, swap in copies]
+    assert manager.match_host([*tokens, 99], skip=1) == found[1:]
+    assert manager.take_host(found) == [swap for _, swap in copies]
+    assert not manager.host and manager.num_free_swap == 2  # the caller frees them later
+    manager.check_states()
+
+
+def test_host_copies_go_when_the_program_returns_ends_or_expires() -> None:
+    for end in ("claim", "end", "expire"):
+        manager = BlockManager(2, SIZE, 8, host_retention=True)
+        pinned_program(manager, list(range(8)), "agent", expires=7.0)
+        manager.evict_pin(lambda pin: True)
+        assert len(manager.host) == 2
+        if end == "claim":  # its next call took its blocks: the ids come back to free
+            assert len(manager.claim("agent")) == 2 and manager.num_free_swap == 6
+        elif end == "end":
+            manager.end_program("agent")
+        else:
+            manager.expire(6.9)
+            assert len(manager.host) == 2
+            manager.expire(7.0)
+        assert not manager.host and not manager.match_host(list(range(9)), 0)
+        manager.check_states()
+
+
+def test_without_host_retention_an_evicted_pin_is_dropped() -> None:
+    manager = BlockManager(2, SIZE, 8)
+    pinned_program(manager, list(range(8)), "agent")
+    assert manager.evict_pin(lambda pin: True) == [] and not manager.host
 
 
 def test_an_ended_programs_pin_goes_to_the_front_of_eviction() -> None:
@@ -337,7 +379,7 @@ def test_evicting_a_pin_takes_the_one_expected_back_last_then_the_lowest_ranked(
     late_high = pinned_program(manager, [5, 6, 7, 8], "late-high", back_at=5.0, rank=(1,))
     late_low = pinned_program(manager, [9, 10, 11, 12], "late-low", back_at=5.0, rank=(2,))
     order = []
-    while manager.evict_pin(lambda pin: True):
+    while manager.evict_pin(lambda pin: True) is not None:
         order.append(manager.allocate(1))
     assert order == [late_low, late_high, soon]
     assert manager.pin_stats.evicted == 3
@@ -346,7 +388,7 @@ def test_evicting_a_pin_takes_the_one_expected_back_last_then_the_lowest_ranked(
 def test_a_pin_may_be_spared_by_who_asks() -> None:
     manager = BlockManager(2, SIZE, 0)
     pinned_program(manager, list(range(8)), "agent", rank=(3,))
-    assert not manager.evict_pin(lambda pin: pin.rank > (5,))
+    assert manager.evict_pin(lambda pin: pin.rank > (5,)) is None
     assert manager.num_pinned == 2
 
 
@@ -392,19 +434,32 @@ def operations(draw):
 @settings(max_examples=300, deadline=None)
 @given(operations())
 def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> None:
-    manager = BlockManager(8, SIZE, 0)
+    """...and every host copy a call finds holds the block it was found for."""
+    manager = BlockManager(8, SIZE, 6, host_retention=True)
     running: dict[int, list[int]] = {}  # program -> the blocks its call holds
+    on_host: dict[int, int | None] = {}  # swap id -> the hash of the block copied there
+
+    def evict_a_pin() -> bool:
+        copies = manager.evict_pin(lambda pin: True)
+        for block_id, swap_id in copies or ():
+            on_host[swap_id] = manager.blocks[block_id].hash
+        return copies is not None
+
     for op, program, n in ops:
         name = f"p{program}"
         if op == "call" and program not in running:
             tokens = [program * 100 + i for i in range(n)]
             matched = manager.match_prefix(tokens)
+            host = manager.match_host(tokens, len(matched))
             need = manager.blocks_for(len(tokens)) - len(matched)
-            while manager.num_free < need and manager.evict_pin(lambda pin: True):
+            while manager.num_free < need and evict_a_pin():
                 pass
             if manager.num_free < need:
                 manager.free(matched)
                 continue
+            copied = manager.take_host(host)
+            assert [on_host[s] for s in copied] == [h for h, _ in host]
+            manager.free_swap(copied + manager.claim(name))  # once the round's copies ran
             table = matched + manager.allocate(need)
             for block_id, h in zip(table, chain(tokens), strict=False):
                 manager.register(block_id, h)
@@ -417,17 +472,20 @@ def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> Non
         elif op == "return":
             manager.returned(name)
         elif op == "claim":
-            manager.claim(name)
+            manager.free_swap(manager.claim(name))
         elif op == "expire":
             manager.expire(float(n))
         elif op == "evict":
-            manager.evict_pin(lambda pin: True)
+            evict_a_pin()
         elif op == "end" and program not in running:
             manager.end_program(name)
         manager.check_states()
     for table in running.values():
         manager.free(table)
     manager.check_idle()
-    while manager.evict_pin(lambda pin: True):
+    while evict_a_pin():
         pass
     assert manager.num_free == manager.num_blocks  # no block leaked
+    for program in range(4):
+        manager.end_program(f"p{program}")
+    assert manager.num_free_swap == manager.num_swap_blocks and not manager.host

@@ -14,7 +14,9 @@ from transformers import AutoModelForCausalLM
 from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, LLMEngine, QueueFull
 from autellix.engine.sampling_params import SamplingParams
+from autellix.programs import ProgramSnapshot
 from autellix.scheduling import SchedulingConfig
+from autellix.scheduling.retention import RetentionConfig
 
 MAX_NEW = 10
 GREEDY = SamplingParams(temperature=0, max_tokens=MAX_NEW, ignore_eos=True)
@@ -268,3 +270,37 @@ def test_batched_swap_path_gives_the_same_tokens(make_engine, reference) -> None
     engine.executor.batched_swap = True
     assert run(engine, PROMPTS, join_every=2) == reference
     assert engine.scheduler.swapped_out_blocks > 0
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_pin_copied_to_host_comes_back_with_the_same_tokens(
+    make_engine, tiny_llama, batched
+) -> None:
+    """The agent's pin must give way to a fresh call ranked above it: its blocks go to
+    host memory, and the agent's next call copies them back instead of recomputing them,
+    and generates exactly what transformers does for its whole prompt."""
+    retention = RetentionConfig(enabled=True, ttl_margin=60.0)  # no lapse on a slow machine
+    engine = make_engine(policy="plas", num_kv_blocks=14, swap_blocks=16, retention=retention)
+    engine.executor.batched_swap = batched
+    back_later = ProgramSnapshot(expect_return=1e-4)  # soon: holding is worth it
+    first = engine.add_call(PROMPTS[6], GREEDY, program_id="agent", program=back_later)
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.blocks.num_pinned == 8
+    fresh = engine.add_call(PROMPTS[3][:20], GREEDY, program_id="fresh")
+    while engine.has_unfinished():
+        engine.step()
+    assert engine.stats()["pins_evicted"] == 1 and len(engine.blocks.host) == 8
+    prompt = [*first.token_ids, 5, 6, 7]
+    second = engine.add_call(prompt, GREEDY, program_id="agent")
+    while engine.has_unfinished():
+        engine.step()
+    assert second.num_cached_prompt_tokens == 32 and fresh.output_ids
+    assert engine.blocks.pin_stats.from_host == 8 and not engine.blocks.host
+    hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        want = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=MAX_NEW, do_sample=False
+        )
+    assert second.output_ids == want[0, len(prompt) :].tolist()

@@ -139,12 +139,14 @@ def test_a_waiting_call_evicts_only_under_a_preemptive_policy() -> None:
         assert (holder.status is Status.SWAPPED) is preemptive
 
 
-def test_an_idle_pin_goes_before_a_calls_kv_even_a_higher_ranked_programs() -> None:
-    """A running call needs a block to grow, and a round has already taken a call: it may
-    not end the pin of a program ranked above it, but the alternative is evicting a
-    lower-ranked call's KV, which is certain to be needed, where the pin's only may be."""
+@pytest.mark.parametrize("grower", ["running", "waiting"])
+def test_an_idle_pin_goes_before_any_calls_kv_even_a_higher_ranked_programs(grower) -> None:
+    """A call ranked below the agent's pin needs a block after the round took a call: a
+    running one that finds none is evicted itself, a waiting one would evict a running
+    call ranked below it. Either loses KV that is certain to be needed, where the pin's
+    only may be: so the pin ends instead."""
     config = EngineConfig(block_size=SIZE, max_prefill_tokens=64)
-    blocks = BlockManager(4, SIZE, 0)
+    blocks = BlockManager(3, SIZE, 0)
     pinned = blocks.allocate(1)
     blocks.register(pinned[0], 1234)
     blocks.free(pinned, "agent")
@@ -158,12 +160,16 @@ def test_an_idle_pin_goes_before_a_calls_kv_even_a_higher_ranked_programs() -> N
         c.status, c.running = Status.RUNNING, True
         return c
 
-    first, grower, victim = running("first", 4), running("grower", 5), running("victim", 4)
-    holders = {c.call_id: c for c in (first, grower, victim)}
+    first = running("first", 4)
+    if grower == "running":
+        calls = [first, running("grower", 5)]
+    else:
+        calls = [first, running("victim", 4), call("grower", [1, 2, 3])]
+    holders = {c.call_id: c for c in calls}
     fitter = BatchFitter(config, blocks, [holders], lambda c: ranks[c.call_id], True)
     assert blocks.num_free == 0
-    assert fitter.fits(first) and fitter.fits(grower)
-    assert fitter.batch.evicted == [] and victim.block_table
+    assert fitter.fits(first) and fitter.fits(holders["grower"])
+    assert fitter.batch.evicted == [] and not fitter.short
     assert not blocks.pins and blocks.pin_stats.evicted == 1
 
 

@@ -9,9 +9,11 @@ blocks are swapped to host memory (one batched copy per round, done by the execu
 before the step) or dropped for recompute.
 
 Retention pins (see kv_cache) give way before any call's blocks do: a call may end the
-pin of a program that ranks below it, and any pin rather than evict a call; the first
-call a round takes may end any pin, so pins never leave the engine idle while calls
-wait. A waiting call that takes its blocks claims its program's pin (`BlockManager.claim`).
+pin of a program that ranks below it, and any pin rather than lose a call's KV (its own
+or another's); the first call a round takes may end any pin, so pins never leave the
+engine idle while calls wait. An ended pin's blocks may first be copied to host memory,
+where a later call finds them and copies them back (`fits` matches the device, then the
+host). A waiting call that takes its blocks claims its program's pin (`BlockManager.claim`).
 """
 
 from __future__ import annotations
@@ -107,14 +109,16 @@ class BatchFitter:
             return True
         lookup = call.status is Status.WAITING and call.params.prompt_logprobs is None
         matched = self.blocks.match_prefix(call.token_ids) if lookup else []
-        computed = len(matched) * self.blocks.block_size if matched else call.num_computed
+        host = self.blocks.match_host(call.token_ids, len(matched)) if lookup else []
+        found = len(matched) + len(host)
+        computed = found * self.blocks.block_size if found else call.num_computed
         n_new = self._tokens(call, call.num_tokens - computed)
-        # a swapped call's blocks come back into fresh device blocks, so count them
+        # swapped blocks (a call's, or host copies) come back into fresh device blocks
         need = self.blocks.blocks_for(computed + n_new) - len(call.block_table) - len(matched)
         if n_new == 0 or not self._make_room(call, need):
             self.blocks.free(matched)
             return False
-        self._take(call, matched, computed, n_new, self.blocks.allocate(need))
+        self._take(call, matched, host, computed, n_new, self.blocks.allocate(need))
         return True
 
     def evict(self, call: Call) -> None:
@@ -155,7 +159,9 @@ class BatchFitter:
     def _make_room(self, call: Call, need: int) -> bool:
         while self.blocks.num_free < need:
             victim = self._victim(call)
-            if self._end_a_pin(call, victim is not None):
+            copies = self._end_a_pin(call, victim is not None)
+            if copies is not None:
+                self.batch.swap_out += copies
                 continue
             if victim is None:
                 if self.blocks.num_free + self.blocks.num_pinned >= need:
@@ -165,14 +171,16 @@ class BatchFitter:
             self.evict(victim)
         return True
 
-    def _end_a_pin(self, call: Call, or_evict: bool) -> bool:
+    def _end_a_pin(self, call: Call, or_evict: bool) -> list[tuple[int, int]] | None:
         """End a pin to make room for `call`: one of a lower-ranked program or its own; any
         if the round has taken no call yet (else pins could leave the engine idle), or if
-        the room would otherwise come from evicting a call (`or_evict`): a call's KV is
-        certain to be needed, a pin's only likely."""
+        the alternative loses a call's KV, which is certain to be needed where a pin's only
+        may be: `call` holds device blocks (it would be evicted), or the room would come
+        from evicting another call (`or_evict`). Returns the pin's copies to host memory
+        (kv_cache.evict_pin); None: no pin ended."""
         if not self.blocks.pins:
-            return False
-        anyone = or_evict or not self.planned
+            return None
+        anyone = or_evict or bool(call.block_table) or not self.planned
         rank = self.rank_key(call)
         return self.blocks.evict_pin(
             lambda pin: anyone or pin.program_id == call.program_id or pin.rank > rank
@@ -192,7 +200,13 @@ class BatchFitter:
         return max(candidates, key=self.rank_key, default=None)
 
     def _take(
-        self, call: Call, matched: list[int], computed: int, n_new: int, new_blocks: list[int]
+        self,
+        call: Call,
+        matched: list[int],
+        host: list[tuple[int, int]],
+        computed: int,
+        n_new: int,
+        new_blocks: list[int],
     ) -> None:
         if not call.is_decode:
             self.prefill_left -= n_new
@@ -202,9 +216,14 @@ class BatchFitter:
             self.swap_freed.extend(call.swap_table)
             call.swap_table = []
         elif call.status is Status.WAITING:
-            self.blocks.claim(call.program_id)
+            copied = self.blocks.take_host(host)
+            self.batch.swap_in += zip(copied, new_blocks, strict=False)
+            for (h, _), block_id in zip(host, new_blocks, strict=False):
+                self.blocks.register(block_id, h)
+            # freed after the round: this round's copies may still read or write them
+            self.swap_freed += copied + self.blocks.claim(call.program_id)
             call.num_computed = computed
-            call.num_hashed_blocks = len(matched)
+            call.num_hashed_blocks = len(matched) + len(host)
             self.blocks.count_lookup(call.num_tokens, computed, call.program.kind)
             if call.service == 0:
                 call.num_cached_prompt_tokens = computed

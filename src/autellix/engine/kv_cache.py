@@ -10,8 +10,10 @@ no user is in neither free list, so the allocator cannot take it, until the pin 
 its TTL passes (`expire`), its program's next call is scheduled (`returned` marks the pin
 back when that call arrives, `claim` ends it when the call takes its blocks), the program
 ends (`end_program`), or a higher-ranked call needs the memory (`evict_pin`, which the
-batch fitter calls once the free lists are empty). Every block is in exactly one state:
-free, cached and free (LRU), pinned and idle, or held by calls (`check_states`).
+batch fitter calls once the free lists are empty). With host retention an evicted pin's
+idle blocks are first copied to the swap pool, where a later call finds them by hash
+(engine/host_copies.py). Every block is in exactly one state: free, cached and free
+(LRU), pinned and idle, or held by calls (`check_states`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Callable
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from autellix.engine.host_copies import HostCopies
 
 if TYPE_CHECKING:
     from autellix.engine.call import Call
@@ -65,11 +69,18 @@ class PinStats:
     ended: int = 0  # their program ended
     hit: int = 0  # its program's next call arrived while the pin held
     hit_blocks: int = 0  # blocks that call found pinned
+    to_host: int = 0  # blocks of evicted pins copied to host memory
+    from_host: int = 0  # of those, blocks a later call copied back instead of recomputing
 
 
 class BlockManager:
     def __init__(
-        self, num_blocks: int, block_size: int, num_swap_blocks: int, prefix_caching: bool = True
+        self,
+        num_blocks: int,
+        block_size: int,
+        num_swap_blocks: int,
+        prefix_caching: bool = True,
+        host_retention: bool = False,
     ) -> None:
         self.block_size = block_size
         self.prefix_caching = prefix_caching
@@ -87,6 +98,8 @@ class BlockManager:
         self.pin_of: dict[int, str] = {}  # block -> the program whose pin holds it
         self.pinned: set[int] = set()  # pinned blocks no call holds (neither free nor used)
         self.pin_stats = PinStats()
+        self.host_retention = host_retention  # evicted pins are copied to the swap pool
+        self.host = HostCopies()
         self.queried_by_kind: dict[str | None, list[int]] = {}  # kind -> [queried, hit]
         self._frees = itertools.count()
 
@@ -209,6 +222,7 @@ class BlockManager:
         the order they were freed (by content and time, never by block id)."""
         if self.unpin(program_id, front=True):
             self.pin_stats.ended += 1
+        self.free_swap(self.host.drop(program_id))
         held = self.program_blocks.pop(program_id, ())
         for block_id in sorted(held, key=lambda b: self.blocks[b].freed_at, reverse=True):
             block = self.blocks[block_id]
@@ -290,41 +304,93 @@ class BlockManager:
         self.pin_stats.hit_blocks += len(pin.block_ids)
         pin.back, pin.expires, pin.back_at = True, math.inf, -math.inf
 
-    def claim(self, program_id: str) -> None:
+    def claim(self, program_id: str) -> list[int]:
         """The program's returned call took its blocks (or left without running): the pin
-        has done its work; its blocks no call holds become the most recently used."""
+        has done its work; its blocks no call holds become the most recently used, and its
+        host copies go. Returns their swap ids, for the caller to free once no copy of this
+        round can still read or write them."""
         pin = self.pins.get(program_id)
         if pin is not None and pin.back:
             self.unpin(program_id)
+        return self.host.drop(program_id)
 
     def expire(self, now: float) -> None:
+        """End the pins and host copies whose time has passed (between rounds)."""
         for pin in [p for p in self.pins.values() if p.expires <= now]:
             self.unpin(pin.program_id)
             self.pin_stats.expired += 1
+        for program_id in self.host.expired(now):
+            self.free_swap(self.host.drop(program_id))
 
-    def evict_pin(self, may_evict: Callable[[Pin], bool]) -> bool:
+    def evict_pin(self, may_evict: Callable[[Pin], bool]) -> list[tuple[int, int]] | None:
         """End the pin that is first to evict among those `may_evict` allows and that
         hold idle blocks: the program expected back latest (Belady: the block needed
         furthest ahead goes first), then the lowest ranked. Its blocks go to the front of
-        eviction. False: no such pin."""
+        eviction; with host retention, copied first to the swap pool (`to_host`). Returns
+        the (device, host) copies to make before the blocks are reused; None: no such pin."""
         candidates = [
             p
             for p in self.pins.values()
             if may_evict(p) and not self.pinned.isdisjoint(p.block_ids)
         ]
         if not candidates:
-            return False
+            return None
         victim = max(candidates, key=lambda p: (p.back_at, p.rank))
+        copies = self.to_host(victim) if self.host_retention else []
         self.unpin(victim.program_id, front=True)
         self.pin_stats.evicted += 1
-        return True
+        return copies
+
+    def to_host(self, pin: Pin) -> list[tuple[int, int]]:
+        """Index the pin's idle blocks as host copies, prefix heads first (a block's tail
+        is freed before its head), while retention's half of the swap pool has room:
+        preempted calls keep the other half."""
+        room = min(len(self.free_swap_ids), self.num_swap_blocks // 2 - len(self.host))
+        idle = [
+            (self.blocks[b].freed_at, b, h)
+            for b in pin.block_ids
+            if b in self.pinned and (h := self.blocks[b].hash) is not None
+            if h not in self.host.by_hash
+        ]
+        copies, indexed = [], []
+        for _, block_id, h in sorted(idle, reverse=True)[: max(room, 0)]:
+            swap_id = self.free_swap_ids.pop()
+            copies.append((block_id, swap_id))
+            indexed.append((h, swap_id))
+        self.host.add(pin.program_id, indexed, pin.expires)
+        self.pin_stats.to_host += len(copies)
+        return copies
+
+    def match_host(self, tokens: Seq[int], skip: int) -> list[tuple[int, int]]:
+        """Host copies of the full blocks of `tokens` that follow its first `skip` (found
+        on the device), as (hash, swap id), up to the first block not there. Like
+        `match_prefix`, one token is always left to compute."""
+        found: list[tuple[int, int]] = []
+        if not self.host.by_hash:
+            return found
+        parent = None
+        for i in range((len(tokens) - 1) // self.block_size):
+            parent = block_hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+            if i < skip:
+                continue
+            swap_id = self.host.by_hash.get(parent)
+            if swap_id is None:
+                break
+            found.append((parent, swap_id))
+        return found
+
+    def take_host(self, found: Seq[tuple[int, int]]) -> list[int]:
+        """A call copies these host copies back: out of the index; their swap ids, to free
+        after this round's copies."""
+        self.pin_stats.from_host += len(found)
+        return self.host.take([h for h, _ in found])
 
     def check_idle(self) -> None:
         """Raise unless every block and swap block is free or pinned (no call holds any)."""
         held = [b.block_id for b in self.blocks if b.ref_count]
         if held or self.num_free + self.num_pinned != self.num_blocks:
             raise AssertionError(f"KV blocks still held: {held[:10]}")
-        if len(self.free_swap_ids) != self.num_swap_blocks:
+        if len(self.free_swap_ids) + len(self.host) != self.num_swap_blocks:
             raise AssertionError("swap blocks still held")
 
     def check_states(self) -> None:
@@ -351,6 +417,8 @@ class BlockManager:
             raise AssertionError("the hash index disagrees with the blocks")
         if any(self.blocks[b].hash is not None for b in self.free_ids):
             raise AssertionError("a free block keeps a hash")
+        if not set(self.free_swap_ids).isdisjoint(self.host.by_hash.values()):
+            raise AssertionError("a host copy's swap block is free")
 
 
 MAX_KINDS = 64  # program classes counted apart in prefix-cache statistics

@@ -99,6 +99,7 @@ class LLMEngine:
             executor.block_size,
             executor.num_swap_blocks,
             config.prefix_caching,
+            config.retention.enabled and config.retention.host,
         )
         self.policy = make_policy(config.policy, config.scheduling)
         self.scheduler = Scheduler(config, self.policy, self.blocks, eos_token_ids)
@@ -316,6 +317,9 @@ class LLMEngine:
             "pins_ended": pins.ended,
             "pins_hit": pins.hit,
             "pin_hit_blocks": pins.hit_blocks,
+            "retention_swap_out_bytes": pins.to_host * self.executor.bytes_per_block,
+            "retention_swap_in_bytes": pins.from_host * self.executor.bytes_per_block,
+            "host_copy_blocks": len(self.blocks.host),
             "pin_blocked_seconds": self.scheduler.pin_blocked_seconds,
             "prefix_by_kind": {
                 kind or "": tuple(counts) for kind, counts in self.blocks.queried_by_kind.items()

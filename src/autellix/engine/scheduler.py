@@ -71,7 +71,7 @@ class Scheduler:
         """A call ended (stop, length or abort): release everything it holds."""
         call.finish_reason = reason
         if call.status is Status.WAITING:  # left before it ran: its program's pin is done
-            self.blocks.claim(call.program_id)
+            self.blocks.free_swap(self.blocks.claim(call.program_id))
         call.status = Status.FINISHED
         del self.calls[call.call_id]
         self.policy.remove(call, now)

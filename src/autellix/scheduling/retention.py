@@ -15,8 +15,9 @@ in the same spirit); the blocks are held when that saving is positive. With no g
 known and no hint from the client the answer is drop: the blocks stay in the prefix
 cache, in LRU order, as without retention.
 
-Swap to host is not decided here: the engine's host pool holds preempted calls' KV, and
-the prefix cache does not index host blocks, so a retained block cannot be found there.
+Swap to host is not weighed here: when a pin must give way, the engine copies its blocks
+to the host swap pool if there is room (`host`), since copying a block back costs far
+less than recomputing it on any device it serves (engine/host_copies.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class RetentionConfig:
             "flag": "--kv-retention",
             "help": "keep a live program's KV after its call while it is likely to return"
             " (pinned for a time-to-live learned from its gaps between calls)",
+        },
+    )
+    host: bool = field(
+        default=True,
+        metadata={
+            "flag": "--kv-retention-host",
+            "help": "copy a pin that must give way to host memory (at most half the swap"
+            " pool) for its program's next call to copy back, instead of dropping it",
         },
     )
     max_ttl: float = field(

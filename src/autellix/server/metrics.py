@@ -26,6 +26,9 @@ RETENTION_GAUGES = (
     ("pins_hit", "Pins whose program's next call used them, so far"),
     ("pin_hit_blocks", "Pinned blocks used by their program's next call, so far"),
     ("pin_blocked_seconds", "Seconds calls waited for KV blocks that pins held, summed, so far"),
+    ("retention_swap_out_bytes", "KV bytes of ended pins copied to host memory, so far"),
+    ("retention_swap_in_bytes", "KV bytes of those copied back by a later call, so far"),
+    ("host_copy_blocks", "KV blocks of ended pins held in host memory for their program"),
 )
 
 # per replica, by stats key
@@ -35,8 +38,8 @@ REPLICA_GAUGES = (
     ("swapped", "Calls preempted to host memory"),
     ("preemptions", "Running calls that fell out of a batch, so far"),
     ("evictions", "Calls whose KV left the device (swap or recompute), so far"),
-    ("swap_out_bytes", "KV bytes swapped out so far"),
-    ("swap_in_bytes", "KV bytes swapped in so far"),
+    ("swap_out_bytes", "KV bytes swapped out so far (preempted calls and ended pins)"),
+    ("swap_in_bytes", "KV bytes swapped in so far (preempted calls and host copies)"),
     ("kv_usage", "Fraction of KV blocks in use"),
     ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
     ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
