@@ -214,7 +214,8 @@ def real_command(args) -> list[str]:
         args.workloads[0],
         "--policies",
         f"off={args.policy}:--no-kv-retention --num-kv-blocks {blocks}",
-        f"on={args.policy}:--kv-retention {args.on_flags} --num-kv-blocks {blocks}",
+        f"on={args.policy}:{' '.join(['--kv-retention', *args.on_flags.split()])} "
+        f"--num-kv-blocks {blocks}",
         "--baseline",
         "off",
         "--seeds",
@@ -225,8 +226,10 @@ def real_command(args) -> list[str]:
         str(args.programs),
         "--rates",
         *(f"{r:g}" for r in args.real_rates),
+        "--scale",
+        f"{args.scale:g}",
         "--search",
-        "3",
+        str(args.real_search),
         "--out",
         str(Path(args.out) / f"real-{args.workloads[0]}"),
     ]
@@ -265,6 +268,7 @@ def main() -> None:
     p.add_argument("--real", action="store_true", help="the real engine on this CPU instead")
     p.add_argument("--run", action="store_true", help="with --real: run it, not only print it")
     p.add_argument("--real-rates", nargs="+", type=float, default=[0.1, 0.2])
+    p.add_argument("--real-search", type=int, default=3, help="bisections of the rate search")
     args = p.parse_args()
     if not args.real:
         simulate_all(args)

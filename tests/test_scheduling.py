@@ -231,7 +231,7 @@ def test_running_call_that_does_not_fit_is_preempted_but_scan_goes_on() -> None:
     assert ids(batch) == ["b"] and ids(preempted) == ["a"]
 
 
-def test_resident_programs_go_first_each_part_in_the_policys_order() -> None:
+def test_resident_programs_go_first_tier_by_tier_each_in_the_policys_order() -> None:
     policy = PLAS(CONFIG)
     calls = [
         call("fresh", 0.0, service=0.0),
@@ -243,11 +243,15 @@ def test_resident_programs_go_first_each_part_in_the_policys_order() -> None:
     for c in calls:
         policy.add(c, c.arrival)
     assert ids(policy.ranked(3.0)) == ["fresh", "other", "agent-1", "agent-2", "old"]
-    assert ids(policy.order(3.0, first={"agent", "old"})) == [
+    assert ids(policy.order(3.0, first=[{"agent", "old"}])) == [
         *("agent-1", "agent-2", "old"),
         *("fresh", "other"),
     ]
-    batch, _ = select_batch(policy, 3.0, max_running=2, first={"old"})
+    assert ids(policy.order(3.0, first=[{"old"}, {"agent", "old"}])) == [
+        *("old", "agent-1", "agent-2"),
+        *("fresh", "other"),
+    ]
+    batch, _ = select_batch(policy, 3.0, max_running=2, first=[{"old"}])
     assert ids(batch) == ["old", "fresh"]
 
 

@@ -297,6 +297,8 @@ def test_a_pin_copied_to_host_comes_back_with_the_same_tokens(
         engine.step()
     assert second.num_cached_prompt_tokens == 32 and fresh.output_ids
     assert engine.blocks.pin_stats.from_host == 8 and not engine.blocks.host
+    stats, block_bytes = engine.stats(), engine.executor.bytes_per_block
+    assert stats["retention_swap_out_bytes"] == stats["retention_swap_in_bytes"] == 8 * block_bytes
     hf = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32).eval()
     ids = torch.tensor([prompt])
     with torch.inference_mode():

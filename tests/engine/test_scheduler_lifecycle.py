@@ -173,11 +173,18 @@ def test_an_idle_pin_goes_before_any_calls_kv_even_a_higher_ranked_programs(grow
     assert not blocks.pins and blocks.pin_stats.evicted == 1
 
 
-def test_short_of_memory_a_program_with_kv_on_the_device_goes_first() -> None:
-    """A round left a call out for want of blocks, so the next serves the programs whose KV
-    is resident first (retention off): the running program's second call takes the room
-    before a fresh program that least attained service ranks above it."""
+@pytest.mark.parametrize("pinned", [False, True])
+def test_short_of_memory_a_program_with_kv_on_the_device_goes_first(pinned) -> None:
+    """A round left a call out for want of blocks, so the next serves first the programs
+    with calls holding KV on the device: the running program's second call takes the room
+    before another program that least attained service ranks above it, be that program
+    fresh or back to a pin of its own (only a call in flight is sure to need its KV)."""
     s = make(num_blocks=6)
+    if pinned:
+        held = s.blocks.allocate(1)
+        s.blocks.register(held[0], 4321)
+        s.blocks.free(held, "other")
+        s.blocks.pin("other", held, expires=99.0, back_at=2.0, rank=(0,))
     p1 = call("p1", list(range(10, 18)), max_tokens=20)
     s.add(p1, 0.0)
     step(s)
@@ -188,12 +195,12 @@ def test_short_of_memory_a_program_with_kv_on_the_device_goes_first() -> None:
     assert big.status is Status.WAITING  # may not evict p1, which ranks above it
     p2 = Call("p2", "p1", 2.0, token_ids=list(range(30, 37)), num_prompt_tokens=7)
     p2.program = ProgramSnapshot(service=1.0)
-    fresh = call("fresh", list(range(40, 47)))
-    s.add(fresh, 2.0)
+    other = Call("o", "other", 2.0, token_ids=list(range(40, 47)), num_prompt_tokens=7)
+    s.add(other, 2.0)
     s.add(p2, 2.0)
-    assert [c.call_id for c in s.policy.order(2.0)][:2] == ["p1", "fresh"]
+    assert [c.call_id for c in s.policy.order(2.0)][:2] == ["p1", "o"]
     step(s, now=2.0)
-    assert p2.status is Status.RUNNING and fresh.status is Status.WAITING
+    assert p2.status is Status.RUNNING and other.status is Status.WAITING
 
 
 def test_a_lone_decode_is_charged_the_whole_step_under_share_accounting() -> None:

@@ -14,8 +14,9 @@ memory from each other in turn and each comes back to a cold cache.
 With KV retention on, a finished call of a live program may leave its cached blocks
 pinned for its program's return: the pure policy in `scheduling.retention` decides,
 from the gaps its program (or class) paused before and the prefill time this engine
-measures. The pin holds until the program's next call runs; a pinned program counts as
-resident, so under memory pressure it is served before programs that would start cold.
+measures. The pin holds until the program's next call runs; under memory pressure a
+pinned program is served after the programs with calls in flight and before those that
+would start cold.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class Scheduler:
         fitter = BatchFitter(
             self.config, self.blocks, holders, self.policy.rank_key, self.policy.preemptive
         )
-        first = self._resident_programs() if self._memory_short else frozenset()
+        first = self._resident_programs() if self._memory_short else ()
         chosen, preempted = select_batch(
             self.policy, now, self.config.max_running, fitter.fits, self._cut(), first
         )
@@ -164,10 +165,10 @@ class Scheduler:
         self._last_round_at = now
         return batch
 
-    def _resident_programs(self) -> frozenset[str]:
-        """Programs with KV on the device: a call running or preempted in place, or a pin."""
+    def _resident_programs(self) -> tuple[set[str], set[str]]:
+        """Programs with KV on the device: a call running or preempted in place; a pin."""
         running = itertools.chain(self.policy.running.values(), self.resident.values())
-        return frozenset(self.blocks.pins).union(c.program_id for c in running)
+        return {c.program_id for c in running}, set(self.blocks.pins)
 
     def _cut(self) -> BatchCut[Call] | None:
         """The batch cut, once the step cost is learned: only decoding calls are ever

@@ -116,10 +116,11 @@ class Policy(ABC, Generic[C]):
         """Whether the batch cut must take the call (when it fits)."""
         return False
 
-    def order(self, now: float, first: AbstractSet[str] = frozenset()) -> Iterator[C]:
+    def order(self, now: float, first: Sequence[AbstractSet[str]] = ()) -> Iterator[C]:
         """The order a round serves calls in: `ranked`, the calls of the programs in
-        `first` ahead of the rest (`programs_first`), its slots shared fairly between
-        tenants when calls of more than one are here (autellix.scheduling.shares)."""
+        each set of `first` ahead of the next and of the rest (`programs_first`), its slots
+        shared fairly between tenants when calls of more than one are here
+        (autellix.scheduling.shares)."""
         ranked = programs_first(self.ranked(now), first) if first else self.ranked(now)
         if self.tenant_shares and len(self.tenants) > 1:
             return by_share(ranked, self.tenants, self.weights, not self.preemptive)
@@ -142,23 +143,27 @@ class Policy(ABC, Generic[C]):
     def _on_stop(self, call: CallState, now: float) -> None: ...
 
 
-def programs_first(ranked: Iterator[C], programs: AbstractSet[str]) -> Iterator[C]:
-    """`ranked` with the calls of `programs` ahead of the others, each part in its order.
+def programs_first(ranked: Iterator[C], tiers: Sequence[AbstractSet[str]]) -> Iterator[C]:
+    """`ranked` with the calls of the programs in `tiers[0]` first, then those in
+    `tiers[1]`, ..., then the others, each part in its order.
 
-    The engine passes the programs whose KV is on the device when memory is short (a KV
-    retention round): the working-set rule of paged memory. Admitting a program whose
-    context is not resident costs its whole prefill and evicts another's context; served
-    in pure rank order (a new program ranks first under least attained service), the
-    programs take the memory from each other in turn and each comes back to a cold
-    cache. So resident programs go first, in the policy's order, and the others enter,
-    in the policy's order, as memory frees."""
-    later: list[C] = []
+    The engine passes, when memory is short, the programs with calls holding KV on the
+    device, then those with KV pinned for their return: the working-set rule of paged
+    memory. Admitting a program whose context is not resident costs its whole prefill
+    and evicts another's context; served in pure rank order (a new program ranks first
+    under least attained service), the programs take the memory from each other in turn
+    and each comes back to a cold cache. So resident programs go first, in the policy's
+    order, and the others enter, in the policy's order, as memory frees. A call in
+    flight goes before a pinned program's return: the pin only may be worth its memory."""
+    later: list[list[C]] = [[] for _ in tiers]
     for call in ranked:
-        if call.program_id in programs:
+        tier = next((i for i, t in enumerate(tiers) if call.program_id in t), len(tiers))
+        if tier == 0:
             yield call
         else:
-            later.append(call)
-    yield from later
+            later[tier - 1].append(call)
+    for part in later:
+        yield from part
 
 
 def select_batch(
@@ -167,7 +172,7 @@ def select_batch(
     max_running: int,
     fits: Callable[[C], bool] = lambda call: True,
     cut: Callable[[C, list[C]], bool] | None = None,
-    first: AbstractSet[str] = frozenset(),
+    first: Sequence[AbstractSet[str]] = (),
 ) -> tuple[list[C], list[C]]:
     """One scheduling round: scan the calls in priority order (shared between tenants;
     the calls of the programs in `first` ahead, see `programs_first`) and take those
