@@ -50,7 +50,7 @@ ENGINE = "--max-running 256 --max-prefill-tokens 2048 --policy {policy} --num-kv
 METRICS = ("latency_mean", "latency_p95", "token_latency_mean")
 STATS = (
     *("pins_made", "pins_hit", "pins_expired", "pins_evicted", "pin_blocked_seconds"),
-    *("retention_swap_out_bytes", "retention_swap_in_bytes", "preemptions", "evictions"),
+    *("preemptions", "evictions"),
 )
 
 
@@ -79,6 +79,9 @@ def run_one(
             kind: hit / q if q else math.nan for kind, (q, hit) in stats["prefix_by_kind"].items()
         },
         **{k: stats[k] for k in STATS},
+        # blocks, not bytes: simulated blocks hold no tensors
+        "to_host_blocks": sim.replicas[0].engine.blocks.pin_stats.to_host,
+        "from_host_blocks": sim.replicas[0].engine.blocks.pin_stats.from_host,
     }
 
 
@@ -147,8 +150,8 @@ def table(results: dict, seeds: list[int]) -> str:
     lines = [
         "| workload | KV blocks | hit rate off | hit rate on | mean latency off (s) "
         "| off/on mean [95% CI] | off/on p95 | off/on token latency | pins hit/made "
-        "| pin-blocked s (mean) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| blocks to host/back | pin-blocked s (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for (workload, blocks), runs in results.items():
         off, on = runs["off"], runs["on"]
@@ -164,6 +167,7 @@ def table(results: dict, seeds: list[int]) -> str:
             f"| {ratio(col(off, 'latency_p95'), col(on, 'latency_p95'))} "
             f"| {ratio(col(off, 'token_latency_mean'), col(on, 'token_latency_mean'))} "
             f"| {sum(col(on, 'pins_hit'))}/{sum(col(on, 'pins_made'))} "
+            f"| {sum(col(on, 'to_host_blocks'))}/{sum(col(on, 'from_host_blocks'))} "
             f"| {statistics.fmean(col(on, 'pin_blocked_seconds')):.1f} |"
         )
     return "\n".join(lines) + "\n"
