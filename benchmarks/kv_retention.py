@@ -101,16 +101,21 @@ def prior_sizes(workload: str, args, blocks: int, seed: int, programs: int) -> S
 
 def crossing(workload: str, args, blocks: int, seed: int, retention: bool, bound: float) -> float:
     """The rate at which the mean program latency of a --stream-programs stream reaches
-    `bound`: doubling from 0.25/s until it is over, then --bisections in log rate."""
+    `bound`: doubling or halving from 0.25/s until a factor of 2 brackets it, then
+    --bisections in log rate."""
 
     def latency(rate: float) -> float:
         run = run_one(workload, args, blocks, seed, retention, args.stream_programs, rate)
         return run["latency_mean"]
 
-    lo, hi = 0.0, 0.25
-    while latency(hi) < bound:
-        lo, hi = hi, 2 * hi
-    lo = lo or hi / 64
+    if latency(0.25) < bound:
+        lo, hi = 0.25, 0.5
+        while latency(hi) < bound:
+            lo, hi = hi, 2 * hi
+    else:
+        lo, hi = 0.125, 0.25
+        while latency(lo) >= bound:
+            lo, hi = lo / 2, lo
     for _ in range(args.bisections):
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if latency(mid) < bound else (lo, mid)
