@@ -218,7 +218,7 @@ def simulate_all(args) -> None:
 def real_command(args) -> list[str]:
     blocks = args.kv_blocks[0]
     return [
-        "autellix",
+        str(Path(sys.executable).with_name("autellix")),  # the CLI beside this Python
         "bench",
         args.workloads[0],
         "--policies",
