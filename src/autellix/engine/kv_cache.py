@@ -9,11 +9,12 @@ KV retention pins a live program's blocks after its call finishes: a pinned bloc
 no user is in neither free list, so the allocator cannot take it, until the pin ends:
 its TTL passes (`expire`), its program's next call is scheduled (`returned` marks the pin
 back when that call arrives, `claim` ends it when the call takes its blocks), the program
-ends (`end_program`), or a higher-ranked call needs the memory (`evict_pin`, which the
-batch fitter calls once the free lists are empty). With host retention an evicted pin's
-idle blocks are first copied to the swap pool, where a later call finds them by hash
-(engine/host_copies.py). Every block is in exactly one state: free, cached and free
-(LRU), pinned and idle, or held by calls (`check_states`).
+ends (`end_program`), or the memory is needed (`evict_pin`, which the batch fitter calls
+once the free lists are empty, for a higher-ranked call or one that would lose KV).
+With host retention an evicted pin's idle blocks are first copied to the swap pool,
+where a later call finds them by hash (engine/host_copies.py). Every block is in exactly
+one state: free, cached and free (LRU), pinned and idle, or held by calls
+(`check_states`).
 """
 
 from __future__ import annotations
