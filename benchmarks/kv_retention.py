@@ -48,10 +48,8 @@ from autellix.workloads import build_workload
 
 ENGINE = "--max-running 256 --max-prefill-tokens 2048 --policy {policy} --num-kv-blocks {blocks}"
 METRICS = ("latency_mean", "latency_p95", "token_latency_mean")
-STATS = (
-    *("pins_made", "pins_hit", "pins_expired", "pins_evicted", "pin_blocked_seconds"),
-    *("preemptions", "evictions"),
-)
+STATS = ("pins_made", "pins_hit", "pins_expired", "pins_evicted", "pin_blocked_seconds")
+STATS += ("preemptions", "evictions")
 
 
 PRIORS: dict[tuple, SizeModel] = {}  # sizes learned by a prior run, per setting
@@ -70,6 +68,7 @@ def run_one(
     )
     summary = Summary.of("on" if retention else "off", rate, records)
     stats = sim.replicas[0].engine.stats()
+    pins = sim.replicas[0].engine.blocks.pin_stats
     queried = stats["prefix_queried_tokens"]
     return {
         **{m: getattr(summary, m) for m in METRICS},
@@ -80,8 +79,8 @@ def run_one(
         },
         **{k: stats[k] for k in STATS},
         # blocks, not bytes: simulated blocks hold no tensors
-        "to_host_blocks": sim.replicas[0].engine.blocks.pin_stats.to_host,
-        "from_host_blocks": sim.replicas[0].engine.blocks.pin_stats.from_host,
+        "to_host_blocks": pins.to_host,
+        "from_host_blocks": pins.from_host,
     }
 
 
@@ -189,9 +188,8 @@ def simulate_all(args) -> None:
             runs = results.setdefault((workload, blocks), {"off": {}, "on": {}})
             for seed in seeds:
                 for side in ("off", "on"):
-                    on = side == "on"
                     runs[side][seed] = run_one(
-                        workload, args, blocks, seed, on, args.programs, args.rate
+                        workload, args, blocks, seed, side == "on", args.programs, args.rate
                     )
                 print(f"{workload} {blocks} blocks seed {seed} done", file=sys.stderr)
     searches = equal_latency(args, seeds) if args.equal_latency is not None else ""

@@ -158,11 +158,11 @@ class BatchFitter:
 
     def _make_room(self, call: Call, need: int) -> bool:
         while self.blocks.num_free < need:
-            victim = self._victim(call)
-            copies = self._end_a_pin(call, victim is not None)
+            copies = self._end_a_pin(call)
             if copies is not None:
                 self.batch.swap_out += copies
                 continue
+            victim = self._victim(call)
             if victim is None:
                 if self.blocks.num_free + self.blocks.num_pinned >= need:
                     self.blocked_by_pins.add(call.call_id)
@@ -171,16 +171,16 @@ class BatchFitter:
             self.evict(victim)
         return True
 
-    def _end_a_pin(self, call: Call, or_evict: bool) -> list[tuple[int, int]] | None:
+    def _end_a_pin(self, call: Call) -> list[tuple[int, int]] | None:
         """End a pin to make room for `call`: one of a lower-ranked program or its own; any
         if the round has taken no call yet (else pins could leave the engine idle), or if
         the alternative loses a call's KV, which is certain to be needed where a pin's only
         may be: `call` holds device blocks (it would be evicted), or the room would come
-        from evicting another call (`or_evict`). Returns the pin's copies to host memory
+        from evicting another call. Returns the pin's copies to host memory
         (kv_cache.evict_pin); None: no pin ended."""
         if not self.blocks.pins:
             return None
-        anyone = or_evict or bool(call.block_table) or not self.planned
+        anyone = bool(call.block_table) or not self.planned or self._victim(call) is not None
         rank = self.rank_key(call)
         return self.blocks.evict_pin(
             lambda pin: anyone or pin.program_id == call.program_id or pin.rank > rank

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -126,16 +126,21 @@ class BlockManager:
         matched: list[int] = []
         if not self.prefix_caching:
             return matched
-        parent = None
-        full = (len(tokens) - 1) // self.block_size
-        for i in range(full):
-            parent = block_hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
-            block_id = self.by_hash.get(parent)
+        for h in self._lookup_hashes(tokens):
+            block_id = self.by_hash.get(h)
             if block_id is None:
                 break
             self._take(block_id)
             matched.append(block_id)
         return matched
+
+    def _lookup_hashes(self, tokens: Seq[int]) -> Iterator[int]:
+        """The chained hashes of the full blocks of `tokens` a lookup may match (all but a
+        last token), lazily: lookups stop at the first miss."""
+        parent = None
+        for i in range((len(tokens) - 1) // self.block_size):
+            parent = block_hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
+            yield parent
 
     def count_lookup(self, num_tokens: int, num_hit: int, kind: str | None = None) -> None:
         self.queried_tokens += num_tokens
@@ -369,15 +374,11 @@ class BlockManager:
         found: list[tuple[int, int]] = []
         if not self.host.by_hash:
             return found
-        parent = None
-        for i in range((len(tokens) - 1) // self.block_size):
-            parent = block_hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
-            if i < skip:
-                continue
-            swap_id = self.host.by_hash.get(parent)
+        for h in itertools.islice(self._lookup_hashes(tokens), skip, None):
+            swap_id = self.host.by_hash.get(h)
             if swap_id is None:
                 break
-            found.append((parent, swap_id))
+            found.append((h, swap_id))
         return found
 
     def take_host(self, found: Seq[tuple[int, int]]) -> list[int]:
