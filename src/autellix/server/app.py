@@ -51,11 +51,12 @@ KIND_HEADER = "X-Autellix-Kind"
 EXPECT_RETURN_HEADER = "X-Autellix-Expect-Return"  # seconds until the program calls again
 
 
-def get_frontend(request: Request) -> Frontend:
+# async: FastAPI runs a plain function dependency in its thread pool, a hop per request
+async def get_frontend(request: Request) -> Frontend:
     return request.app.state.frontend
 
 
-def get_tenant(request: Request) -> Tenant:
+async def get_tenant(request: Request) -> Tenant:
     return request.state.tenant  # set by the Guard, from the request's key
 
 
@@ -295,7 +296,7 @@ async def run(
         for i in range(req.n)
     ]
     inputs = [p for p in prompts for _ in range(req.n)]
-    tenant = get_tenant(request)
+    tenant = request.state.tenant
     program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
     program = frontend.table.programs.get(program_id)
     admit(frontend, inputs, params, program is not None and program.first_arrival is not None)

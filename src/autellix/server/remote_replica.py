@@ -27,7 +27,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
+import aiohttp
 
 from autellix.engine.call import TokenLogprobs
 from autellix.engine.llm_engine import CallError, CallOutput, EngineInfo
@@ -58,15 +58,26 @@ class RemoteReplica(Replica):
         assert isinstance(policy_obj, MultiLevelPolicy)
         self.policy = policy_obj
         self.model = ""
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+        self._client: aiohttp.ClientSession | None = None
         self._probe: asyncio.Task | None = None
+
+    @property
+    def client(self) -> aiohttp.ClientSession:
+        """One session (a pool of kept-alive connections, unbounded: the frontend's
+        admission bounds the calls in flight), made on the serving loop."""
+        if self._client is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30.0)
+            self._client = aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(limit=0)
+            )
+        return self._client
 
     async def start(self) -> EngineInfo:
         try:
-            r = await self.client.get(f"{self.url}/v1/models")
-            r.raise_for_status()
-            model = r.json()["data"][0]
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as exc:
+            async with self.client.get(f"{self.url}/v1/models") as r:
+                r.raise_for_status()
+                model = (await r.json(content_type=None))["data"][0]
+        except (aiohttp.ClientError, TimeoutError, KeyError, IndexError, ValueError) as exc:
             raise RuntimeError(f"backend {self.url} does not serve /v1/models: {exc}") from None
         self.model = model["id"]
         max_len = model.get("max_model_len") or 1 << 20
@@ -76,7 +87,8 @@ class RemoteReplica(Replica):
     async def stop(self) -> None:
         if self._probe is not None:
             self._probe.cancel()
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.close()
 
     async def stats(self) -> dict[str, Any]:
         return {}  # the backend has its own /metrics
@@ -138,11 +150,11 @@ class RemoteReplica(Replica):
         first = last = None
         count, done = 0, False
         try:
-            async with self.client.stream("POST", f"{self.url}/v1/completions", json=body) as r:
-                if r.status_code >= 500:
-                    raise ReplicaDied(f"backend {self.url} answered {r.status_code}")
-                if r.status_code >= 400:
-                    raise CallError(_message(await r.aread()))
+            async with self.client.post(f"{self.url}/v1/completions", json=body) as r:
+                if r.status >= 500:
+                    raise ReplicaDied(f"backend {self.url} answered {r.status}")
+                if r.status >= 400:
+                    raise CallError(_message(await r.read()))
                 async for chunk in _events(r):
                     now = time.monotonic()
                     if chunk.get("usage"):
@@ -172,7 +184,7 @@ class RemoteReplica(Replica):
                         yield last
             if not done and last is not None:  # a backend that sends no usage
                 yield last
-        except httpx.TransportError as exc:
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError) as exc:
             self._died()
             raise ReplicaDied(f"backend {self.url}: {exc}") from None
 
@@ -210,13 +222,14 @@ class RemoteReplica(Replica):
     async def _come_back(self) -> None:
         while not self.alive:
             await asyncio.sleep(1.0)
-            with contextlib.suppress(httpx.HTTPError):
-                self.alive = (await self.client.get(f"{self.url}/health")).status_code == 200
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with self.client.get(f"{self.url}/health") as r:
+                    self.alive = r.status == 200
 
 
-async def _events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-    async for line in response.aiter_lines():
-        if line.startswith("data: ") and line != "data: [DONE]":
+async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    async for line in response.content:  # server-sent events, a line at a time
+        if line.startswith(b"data: ") and line.rstrip() != b"data: [DONE]":
             event = json.loads(line[6:])
             if "error" in event:
                 raise CallError(event["error"].get("message", "the backend failed the call"))
