@@ -91,6 +91,16 @@ def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFix
     assert "batch_cut needs one of the policies plas, atlas" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", [["--no-kv-retention-host"], ["--kv-retention-max-ttl", "5"]])
+def test_retention_settings_without_retention_are_refused(
+    flag: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("autellix.server.drain.run", lambda *a, **k: None)
+    assert cli.main(["serve", *flag]) == 2
+    assert "apply only with --kv-retention" in capsys.readouterr().err
+    assert cli.main(["serve", "--kv-retention", *flag]) == 0
+
+
 def test_engine_settings_backends_would_ignore_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("autellix.server.drain.run", lambda *a, **k: None)
     argv = ["serve", "--backend", "http://127.0.0.1:1"]

@@ -119,6 +119,11 @@ class EngineConfig:
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
         if self.linear_kernel not in ("auto", "onednn", "torch"):
             raise ValueError("linear_kernel must be 'auto', 'onednn' or 'torch'")
+        kept, default = self.retention, RetentionConfig()
+        if not kept.enabled and (kept.host, kept.max_ttl) != (default.host, default.max_ttl):
+            raise ValueError(
+                "--kv-retention-host and --kv-retention-max-ttl apply only with --kv-retention"
+            )
         policy = POLICIES.get(self.policy)
         if self.scheduling.batch_cut and policy is not None and not policy.cuts_batch:
             cutters = ", ".join(name for name, p in POLICIES.items() if p.cuts_batch)
