@@ -193,3 +193,37 @@ def test_backend_programs_name_the_program_in_vllm_xargs(name_programs: bool) ->
     body = replica.body([1, 2], SamplingParams(max_tokens=3), ProgramSnapshot(), "chat-7")
     assert body.get("vllm_xargs") == ({"autellix_program": "chat-7"} if name_programs else None)
     assert "priority" not in body
+
+
+def test_backend_events_longer_than_aiohttps_line_limit_arrive_whole() -> None:
+    """An event (a chunk with prompt logprobs, say) may be far longer than the 512 KiB line
+    aiohttp's reader allows; it arrives whole, however the backend's writes cut it."""
+    from aiohttp import ClientSession, web
+
+    from autellix.server.remote_replica import _events
+
+    events = [{"choices": [{"text": "x" * 1_500_000}]}, {"choices": [{"text": "é"}]}]
+    raw = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i in range(0, len(raw), 70_001):  # cuts mid-line and mid-character
+            await response.write(raw[i : i + 70_001])
+        return response
+
+    async def main() -> list:
+        app = web.Application()
+        app.router.add_get("/", stream)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            async with ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as r:
+                return [event async for event in _events(r)]
+        finally:
+            await runner.cleanup()
+
+    assert asyncio.run(main()) == events

@@ -228,12 +228,19 @@ class RemoteReplica(Replica):
 
 
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
-    async for line in response.content:  # server-sent events, a line at a time
-        if line.startswith(b"data: ") and line.rstrip() != b"data: [DONE]":
-            event = json.loads(line[6:])
-            if "error" in event:
-                raise CallError(event["error"].get("message", "the backend failed the call"))
-            yield event
+    """The server-sent events' data. Lines are split here: aiohttp's own line reader
+    refuses a line past twice its read buffer (512 KiB), and an event with prompt logprobs
+    can be longer."""
+    rest = b""
+    async for chunk in response.content.iter_any():
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            if line.startswith(b"data: ") and line.rstrip() != b"data: [DONE]":
+                event = json.loads(line[6:])
+                if "error" in event:
+                    message = event["error"].get("message", "the backend failed the call")
+                    raise CallError(message)
+                yield event
 
 
 def _message(raw: bytes) -> str:
