@@ -114,3 +114,28 @@ def test_without_a_crossing_no_throughput_ratio_is_claimed() -> None:
     text = seed_ratios(runs, [0.5], "fcfs", None, "t", "cmd", "abc123")
     assert "- at commit abc123 on " in text
     assert "| fast | n/a | 2 |" in text
+
+
+def test_a_single_run_records_its_command_and_the_commit_it_started_at(
+    monkeypatch, tmp_path
+) -> None:
+    import autellix.bench.sweep as sweep_module
+    from autellix.cli import main
+
+    def fake_sweep(build, endpoints, rates, timeout=None):
+        summaries = {
+            e.name: [dataclasses.replace(point(r), endpoint=e.name)]
+            for e in endpoints
+            for r in rates
+        }
+        monkeypatch.setattr("autellix.machine.this_commit", lambda: "later")
+        return summaries, {}, {}
+
+    monkeypatch.setattr(sweep_module, "sweep", fake_sweep)
+    monkeypatch.setattr("autellix.bench.command.workload_builder", lambda args: lambda rate: 0)
+    monkeypatch.setattr("autellix.machine.this_commit", lambda: "at-start")
+    argv = ["bench", "chatbot", "--endpoint", "fcfs=http://x/v1", "--rates", "0.5"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert f"Command: `autellix {' '.join(argv)} --out {tmp_path}`" in summary
+    assert "Commit: at-start" in summary

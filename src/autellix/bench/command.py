@@ -170,7 +170,9 @@ def run_seed(args: argparse.Namespace, out: Path) -> tuple[int, dict]:
     from rich.console import Console
 
     from autellix.bench.report import write_results
+    from autellix.machine import this_commit
 
+    commit = this_commit()  # what the runs ran, whatever is committed while they run
     build = workload_builder(args)
     given = endpoints(args)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +193,11 @@ def run_seed(args: argparse.Namespace, out: Path) -> tuple[int, dict]:
         raise ValueError("no endpoint produced results")
     baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
     title = workload_title(args)
-    console.print(write_results(out, title, summaries, results.records, baseline, args.bound))
+    footer = [f"Command: `{args.command_line}`", f"Commit: {commit}"]
+    markdown = write_results(
+        out, title, summaries, results.records, baseline, args.bound, footer=footer
+    )
+    console.print(markdown)
     console.print(f"results, plot (latency.png) and table under {out}")
     return (1 if results.failed else 0), summaries
 

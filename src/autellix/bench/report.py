@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from autellix.bench.metrics import Summary, equal_latency_table
@@ -19,10 +20,12 @@ def write_results(
     baseline: str,
     bound: float | None = None,
     calls: bool = True,
+    footer: Sequence[str] = (),
 ) -> str:
     """Write results.json, summary.csv, latency.png and summary.md under `out`; return
     the markdown. Without `calls`, each program record keeps its totals but not its
-    calls (simulations at GPU scale have hundreds of thousands)."""
+    calls (simulations at GPU scale have hundreds of thousands). `footer`: lines that
+    end summary.md (the command and commit that made it)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [dataclasses.asdict(s) for ss in summaries.values() for s in ss]
     (out / "results.json").write_text(
@@ -43,7 +46,7 @@ def write_results(
         writer.writeheader()
         writer.writerows(rows)
     plot(out / "latency.png", title, summaries)
-    markdown = table(title, summaries, baseline, bound)
+    markdown = table(title, summaries, baseline, bound) + "".join(f"\n{line}\n" for line in footer)
     (out / "summary.md").write_text(markdown)
     return markdown
 
