@@ -48,8 +48,7 @@ from autellix.workloads import build_workload
 
 ENGINE = "--max-running 256 --max-prefill-tokens 2048 --policy {policy} --num-kv-blocks {blocks}"
 METRICS = ("latency_mean", "latency_p95", "token_latency_mean")
-STATS = ("pins_made", "pins_hit", "pins_expired", "pins_evicted", "pin_blocked_seconds")
-STATS += ("preemptions", "evictions")
+STATS = "pins_made pins_hit pins_expired pins_evicted pin_blocked_seconds preemptions evictions"
 
 
 PRIORS: dict[tuple, SizeModel] = {}  # sizes learned by a prior run, per setting
@@ -77,7 +76,7 @@ def run_one(
         "hit_rate_by_kind": {
             kind: hit / q if q else math.nan for kind, (q, hit) in stats["prefix_by_kind"].items()
         },
-        **{k: stats[k] for k in STATS},
+        **{k: stats[k] for k in STATS.split()},
         # blocks, not bytes: simulated blocks hold no tensors
         "to_host_blocks": pins.to_host,
         "from_host_blocks": pins.from_host,
