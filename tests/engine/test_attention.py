@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache, paged_attention
+from autellix.engine.model import attention
+from autellix.engine.model.attention import (
+    MAX_DECODE_GROUPS,
+    SPLIT_SAVES_TOKENS,
+    AttentionMetadata,
+    allocate_kv_cache,
+    decode_groups,
+    paged_attention,
+    write_kv,
+)
 
 LAYERS, HEADS, KV_HEADS, DIM = 2, 6, 2, 8
 
@@ -88,4 +97,61 @@ def test_metadata_slots_and_last_tokens() -> None:
     meta = AttentionMetadata.build([[7, 2], [5]], [3, 0], [2, 2], block_size=4)
     assert meta.slot_mapping.tolist() == [7 * 4 + 3, 2 * 4 + 0, 5 * 4 + 0, 5 * 4 + 1]
     assert meta.last_token_idx.tolist() == [1, 3]
-    assert meta.decode is None and len(meta.prefills) == 2
+    assert meta.decodes == [] and len(meta.prefills) == 2
+
+
+def test_decode_groups_split_only_where_padding_costs() -> None:
+    # Alike lengths: one group, in step order (no reordering of the output).
+    assert decode_groups([500, 510, 505, 498], block_size=16) == [[0, 1, 2, 3]]
+    # Short and long sequences: split by length, each group sorted, every one once.
+    lens = [1200, 40, 1100, 60, 1150, 50, 30, 1190] * 4
+    groups = decode_groups(lens, block_size=16)
+    assert len(groups) > 1
+    assert sorted(i for g in groups for i in g) == list(range(len(lens)))
+    assert max(lens[i] for i in groups[0]) < min(lens[i] for i in groups[-1])
+    assert len(decode_groups(list(range(1, 4000, 13)), block_size=1)) == MAX_DECODE_GROUPS
+    # A split that saves fewer padded tokens than it costs is not made.
+    assert len(decode_groups([1000, 1000 - SPLIT_SAVES_TOKENS // 2], block_size=1)) == 1
+
+
+@pytest.mark.parametrize("prefill", [7, 1], ids=["around-a-prefill", "decodes-only"])
+def test_grouped_decodes_over_layers_match_dense(
+    monkeypatch: pytest.MonkeyPatch, prefill: int
+) -> None:
+    """Decodes of spread lengths in several groups, alone or around a prefill in the same
+    step, in two layers (the second reuses the first's gather buffers)."""
+    monkeypatch.setattr(attention, "SPLIT_SAVES_TOKENS", 8)
+    g = torch.Generator().manual_seed(1)
+    block_size = 4
+    context_lens = [3, 40, 5, 25, 2, 33]
+    query_lens = [1, 1, prefill, 1, 1, 1]
+    lens = [c + q for c, q in zip(context_lens, query_lens, strict=True)]
+    need = [-(-n // block_size) for n in lens]
+    perm = torch.randperm(sum(need), generator=g).tolist()
+    tables = [perm[sum(need[:i]) : sum(need[: i + 1])] for i in range(len(need))]
+    kv_cache = allocate_kv_cache(LAYERS, sum(need), block_size, KV_HEADS, DIM)
+    meta = AttentionMetadata.build(tables, context_lens, query_lens, block_size)
+    assert len(meta.decodes) > 1
+    for layer in range(LAYERS):
+        full_k = [torch.randn(n, KV_HEADS, DIM, generator=g) for n in lens]
+        full_v = [torch.randn(n, KV_HEADS, DIM, generator=g) for n in lens]
+        for i, c in enumerate(context_lens):  # the context, as earlier steps wrote it
+            if c:
+                slots = AttentionMetadata.build([tables[i]], [0], [c], block_size).slot_mapping
+                write_kv(kv_cache, layer, full_k[i][:c], full_v[i][:c], slots)
+        qs = [torch.randn(n, HEADS, DIM, generator=g) for n in query_lens]
+        out = paged_attention(
+            torch.cat(qs),
+            torch.cat([k[c:] for k, c in zip(full_k, context_lens, strict=True)]),
+            torch.cat([v[c:] for v, c in zip(full_v, context_lens, strict=True)]),
+            kv_cache,
+            layer,
+            meta,
+        )
+        expected = torch.cat(
+            [
+                dense_attention(q, k, v, c)
+                for q, k, v, c in zip(qs, full_k, full_v, context_lens, strict=True)
+            ]
+        )
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)

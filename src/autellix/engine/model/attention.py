@@ -8,10 +8,11 @@ before blocks so that gathering a batch's blocks gives each head's keys as one c
 ``[batch, tokens, head_dim]`` matrix, which the decode attention multiplies as it is.
 
 One step's tokens are flattened (varlen): sequence after sequence, the new tokens of each
-(a whole prompt, a prompt chunk, or one decode token). Pure-decode sequences go through one
-batched attention over gathered, length-masked blocks (two batched matrix products and a
-softmax: SDPA's CPU kernel was slower for one-token queries, docs/benchmarks.md); sequences
-with more than one new token go one by one through SDPA.
+(a whole prompt, a prompt chunk, or one decode token). Sequences with one new token (decodes)
+go through batched attention over gathered, length-masked blocks (two batched matrix
+products and a softmax: SDPA's CPU kernel was slower for one-token queries,
+docs/benchmarks.md), in a few groups of similar length so that short sequences are not
+padded to the longest; sequences with more than one new token go one by one through SDPA.
 """
 
 from __future__ import annotations
@@ -39,9 +40,38 @@ def allocate_kv_cache(
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
+# Splitting a group of decodes in two must save this many padded tokens to pay for the
+# second group's own ops (about 3 ms a step on SmolLM2; benchmarks/decode_attention.py).
+SPLIT_SAVES_TOKENS = 4096
+MAX_DECODE_GROUPS = 4
+
+
+def decode_groups(kv_lens: list[int], block_size: int) -> list[list[int]]:
+    """The decodes' indices in groups of similar length (each group is padded to its longest):
+    the group whose split saves the most padded blocks is split while that saves enough."""
+    order = sorted(range(len(kv_lens)), key=kv_lens.__getitem__)
+    blocks = [-(-kv_lens[i] // block_size) for i in order]
+    bounds = [(0, len(order))]
+    while len(bounds) < MAX_DECODE_GROUPS:
+        best = (0, 0, 0)  # blocks saved, group, cut
+        for g, (a, b) in enumerate(bounds):
+            for cut in range(a + 1, b):
+                saved = (cut - a) * (blocks[b - 1] - blocks[cut - 1])
+                if saved > best[0]:
+                    best = (saved, g, cut)
+        saved, g, cut = best
+        if saved * block_size < SPLIT_SAVES_TOKENS:
+            break
+        a, b = bounds[g]
+        bounds[g : g + 1] = [(a, cut), (cut, b)]
+    if len(bounds) == 1:
+        return [list(range(len(kv_lens)))]  # in step order: no reordering of the output
+    return [order[a:b] for a, b in bounds]
+
+
 @dataclass
 class DecodeBatch:
-    """The sequences of a step that have exactly one new token."""
+    """A group of the sequences of a step that have exactly one new token."""
 
     token_idx: torch.Tensor | None  # [Bd] rows in the flattened tokens; None when all are decodes
     block_tables: torch.Tensor  # [Bd, max_blocks], padded with block 0 (masked out)
@@ -49,6 +79,11 @@ class DecodeBatch:
     # The rows of a layer's cache that hold the batch's blocks (`cache_rows`): the same in
     # every layer, so found by the first.
     rows: torch.Tensor | None = None
+    # Where each layer gathers its K and V (`[rows, block_size * D]`): allocated by the first
+    # layer and reused by the others. A fresh tensor a layer is tens of MB at long contexts,
+    # which the allocator takes from and gives back to the OS each time (page faults).
+    keys: torch.Tensor | None = None
+    values: torch.Tensor | None = None
 
 
 @dataclass
@@ -71,7 +106,7 @@ class AttentionMetadata:
     query_lens: list[int]  # new tokens of each sequence this step
     slot_mapping: torch.Tensor  # [T] int64, cache slot of each new token
     block_size: int
-    decode: DecodeBatch | None = field(init=False, default=None)
+    decodes: list[DecodeBatch] = field(init=False, default_factory=list)
     prefills: list[PrefillSeq] = field(init=False, default_factory=list)
     last_token_idx: torch.Tensor = field(init=False)  # [B] row of each sequence's last token
 
@@ -92,8 +127,10 @@ class AttentionMetadata:
             [s + q - 1 for s, q in zip(starts, self.query_lens, strict=True)], device=device
         )
         decodes = [i for i in range(n) if self.query_lens[i] == 1]
-        if decodes:
-            self.decode = self._decode_batch(decodes, starts, n, device)
+        kv_lens = [self.context_lens[i] + 1 for i in decodes]
+        for group in decode_groups(kv_lens, self.block_size) if decodes else []:
+            seqs = [decodes[j] for j in group]
+            self.decodes.append(self._decode_batch(seqs, starts, n, device))
         for i in range(n):
             if self.query_lens[i] > 1:
                 self.prefills.append(self._prefill_seq(i, starts[i], device))
@@ -174,11 +211,15 @@ def cache_rows(cache: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
     return (offsets + blocks.flatten()).flatten()
 
 
-def gather(cache: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``[len(rows), block_size, D]``: one index_select over the leading axis of the
-    (head, block) flattened cache. On CPU advanced indexing is 4x slower, and an
+def gather(
+    cache: torch.Tensor, rows: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[len(rows), block_size * D]``: one index_select over the leading axis of the
+    (head, block) flattened cache, each block one row. On CPU selecting from the
+    ``[rows, block_size, D]`` view is up to 3x slower, advanced indexing 4x, and an
     index_select on the block axis 7x."""
-    return cache.view(-1, *cache.shape[2:]).index_select(0, rows)
+    _, _, block_size, head_dim = cache.shape
+    return torch.index_select(cache.view(-1, block_size * head_dim), 0, rows, out=out)
 
 
 def paged_attention(
@@ -200,8 +241,7 @@ def paged_attention(
     k_cache, v_cache = kv_cache[0, layer], kv_cache[1, layer]
     out = torch.empty(num_tokens, num_heads * head_dim, dtype=q.dtype, device=q.device)
 
-    if meta.decode is not None:
-        d = meta.decode
+    for d in meta.decodes:
         qd = q if d.token_idx is None else q[d.token_idx]
         bsz = qd.shape[0]
         # Each KV head's query group takes the place of the query-length axis, so GQA
@@ -209,8 +249,13 @@ def paged_attention(
         qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim).transpose(0, 1)
         if d.rows is None:
             d.rows = cache_rows(k_cache, d.block_tables)
-        kd = gather(k_cache, d.rows).view(num_kv_heads, bsz, -1, head_dim)
-        vd = gather(v_cache, d.rows).view(num_kv_heads, bsz, -1, head_dim)
+            d.keys, d.values = gather(k_cache, d.rows), gather(v_cache, d.rows)
+        else:
+            gather(k_cache, d.rows, out=d.keys)
+            gather(v_cache, d.rows, out=d.values)
+        assert d.keys is not None and d.values is not None
+        kd = d.keys.view(num_kv_heads, bsz, -1, head_dim)
+        vd = d.values.view(num_kv_heads, bsz, -1, head_dim)
         scores = (qd @ kd.transpose(-1, -2)).float() * head_dim**-0.5 + d.bias
         od = scores.softmax(dim=-1).to(vd.dtype) @ vd  # [Hkv, Bd, group, D]
         od = od.transpose(0, 1).reshape(bsz, num_heads * head_dim)
