@@ -61,7 +61,7 @@ def step(lens: list[int], variant: str) -> Callable[[], None]:
         for _ in range(LAYERS):
             if variant == VARIANTS[0]:
                 for d in meta.decodes:
-                    d.rows = None  # the first layer's path: new gather tensors
+                    d.keys = d.values = None  # each layer gathers into new tensors
             paged_attention(q, k, v, kv_cache, 0, meta)
 
     return run

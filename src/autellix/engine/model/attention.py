@@ -249,11 +249,8 @@ def paged_attention(
         qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim).transpose(0, 1)
         if d.rows is None:
             d.rows = cache_rows(k_cache, d.block_tables)
-            d.keys, d.values = gather(k_cache, d.rows), gather(v_cache, d.rows)
-        else:
-            gather(k_cache, d.rows, out=d.keys)
-            gather(v_cache, d.rows, out=d.values)
-        assert d.keys is not None and d.values is not None
+        d.keys = gather(k_cache, d.rows, out=d.keys)
+        d.values = gather(v_cache, d.rows, out=d.values)
         kd = d.keys.view(num_kv_heads, bsz, -1, head_dim)
         vd = d.values.view(num_kv_heads, bsz, -1, head_dim)
         scores = (qd @ kd.transpose(-1, -2)).float() * head_dim**-0.5 + d.bias
