@@ -5,9 +5,9 @@ before), the same with gathers reused across layers, and length groups with reus
 SmolLM2-135M's shapes (9 query heads, 3 KV heads, head size 64, 30 layers, 16-token
 blocks), blocks scattered at random over the pool, every sequence decoding one token.
 Each row's sequences have context lengths drawn uniformly from its range. Timed in a
-thread, as the server's engine runs, because the allocator treats threads' large
-allocations differently from the main thread's. The median of ``--repeat`` interleaved
-rounds.
+thread, as the server's engine runs, with glibc set as the engine sets it
+(`keep_freed_memory`): what a layer allocates above 32 MiB still comes from and goes
+back to the OS. The median of ``--repeat`` interleaved rounds.
 
     python benchmarks/decode_attention.py --out benchmarks/results/decode-attention.md
 """
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from autellix.engine.memory import keep_freed_memory
 from autellix.engine.model import attention
 from autellix.engine.model.attention import AttentionMetadata, allocate_kv_cache, paged_attention
 from autellix.machine import provenance
@@ -89,6 +90,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_memory()
     rows = []
     for batch, low, high in CASES:
         lens = [random.Random(i).randint(low, high) for i in range(batch)]

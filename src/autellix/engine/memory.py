@@ -1,11 +1,12 @@
 """The engine process's heap, on glibc (no-ops elsewhere).
 
 Two opposite needs: a running engine should keep the memory it frees (a decode step
-allocates its gathered K/V afresh in every layer, tens of MiB at 64 calls of 512 tokens;
-glibc returned each freed buffer to the OS and the next step faulted every page back in:
-380,000 faults and 3x the step at that size; vLLM's CPU backend preloads tcmalloc for the
-same reason), while a model whose weights were just replaced by packed copies should give
-the originals back at once.
+gathers its K/V into new buffers, tens of MiB at 64 calls of 512 tokens; glibc returned
+each freed buffer to the OS and the next step faulted every page back in: 380,000 faults
+and 3x the step at that size; vLLM's CPU backend preloads tcmalloc for the same reason;
+buffers above glibc's largest threshold, 32 MiB, still come from the OS, so a step's
+layers share theirs, engine/model/attention.py), while a model whose weights were just
+replaced by packed copies should give the originals back at once.
 """
 
 from __future__ import annotations
