@@ -123,8 +123,9 @@ def test_a_single_run_records_its_command_and_the_commit_it_started_at(
     from autellix.cli import main
 
     def fake_sweep(build, endpoints, rates, timeout=None):
+        hits = {"fcfs": 0.42, "frontend": None}  # a frontend over backends reads none
         summaries = {
-            e.name: [dataclasses.replace(point(r), endpoint=e.name)]
+            e.name: [dataclasses.replace(point(r), endpoint=e.name, prefix_hit_rate=hits[e.name])]
             for e in endpoints
             for r in rates
         }
@@ -134,8 +135,13 @@ def test_a_single_run_records_its_command_and_the_commit_it_started_at(
     monkeypatch.setattr(sweep_module, "sweep", fake_sweep)
     monkeypatch.setattr("autellix.bench.command.workload_builder", lambda args: lambda rate: 0)
     monkeypatch.setattr("autellix.machine.this_commit", lambda: "at-start")
-    argv = ["bench", "chatbot", "--endpoint", "fcfs=http://x/v1", "--rates", "0.5"]
+    argv = ["bench", "chatbot", "--endpoint", "fcfs=http://x/v1"]
+    argv += ["--endpoint", "frontend=http://y/v1", "--rates", "0.5"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     summary = (tmp_path / "summary.md").read_text()
+    assert "| prefix-cache hit rate |" in summary
+    assert "\n| fcfs | 0.5 | " in summary and "\n| frontend | 0.5 | " in summary
+    rows = {line.split(" | ")[0]: line for line in summary.splitlines() if " | 0.5 | " in line}
+    assert rows["| fcfs"].endswith("| 42% |") and rows["| frontend"].endswith("| n/a |")
     assert f"Command: `autellix {' '.join(argv)} --out {tmp_path}`" in summary
     assert "Commit: at-start" in summary

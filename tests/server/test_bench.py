@@ -84,6 +84,10 @@ def test_sweep_and_report(serve, tmp_path) -> None:
     assert ok.model == MODEL
     assert [s.rate for s in summaries["atlas"]] == [1.0, 2.0]
     assert all(s.completed == 2 for s in summaries["atlas"])
+    # each run's prefix-cache hit rate, from the server's counters: the second rate sends
+    # the first's prompts again, so their full blocks come from the cache
+    first, second = (s.prefix_hit_rate for s in summaries["atlas"])
+    assert first is not None and second is not None and 0 <= first < second < 1
     markdown = write_results(tmp_path, "t", {"atlas": summaries["atlas"]}, records, "atlas")
     assert "| atlas | 1 | 2/2 |" in markdown and "1.00x" in markdown
     saved = json.loads((tmp_path / "results.json").read_text())

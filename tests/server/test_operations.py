@@ -19,6 +19,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from autellix.bench.prefix_cache import prefix_cache_tokens
 from autellix.engine.config import EngineConfig
 from autellix.engine.sampling_params import SamplingParams
 from autellix.server.frontend import Frontend, ServeConfig
@@ -105,6 +106,10 @@ def test_metrics_values_after_a_known_load(serve) -> None:
     assert stats["prefix_hit_tokens"] == hits == 12
     rate = value(m, "autellix_prefix_cache_hit_rate", replica="0")
     assert rate == pytest.approx(hits / stats["prefix_queried_tokens"])
+    assert value(m, "autellix_prefix_hit_tokens", replica="0") == hits
+    queried = value(m, "autellix_prefix_queried_tokens", replica="0")
+    assert queried == stats["prefix_queried_tokens"]
+    assert prefix_cache_tokens(server.url) == (hits, queried)  # what `autellix bench` reads
 
     # ending a program observes its latency; a call cut short counts as an abort
     assert httpx.delete(f"{server.base_url}/programs/a").status_code == 200

@@ -87,3 +87,23 @@ def test_a_fresh_program_overtakes_a_running_call_and_nothing_is_left(server):
     assert metric(server, "num_requests_running") == 0
     assert metric(server, "num_requests_waiting") == 0
     assert metric(server, "kv_cache_usage_perc") == 0
+
+
+def test_the_bench_reads_vllms_prefix_cache_counters(server):
+    """`autellix bench` reports each endpoint's prefix-cache hit rate from its /metrics:
+    vLLM's counters are found, and a prompt sent twice is a hit the second time."""
+    from autellix.bench.prefix_cache import hit_rate, prefix_cache_tokens
+
+    before = prefix_cache_tokens(server)
+    assert before is not None
+    with openai.OpenAI(base_url=f"{server}/v1", api_key="none") as client:
+        for _ in range(2):
+            client.completions.create(
+                model="SmolLM2-135M-Instruct",
+                prompt="The same long prompt, word after word, " * 60,
+                max_tokens=1,
+            )
+    after = prefix_cache_tokens(server)
+    assert after is not None and after[1] > before[1]
+    rate = hit_rate(before, after)
+    assert rate is not None and 0.3 < rate < 0.6  # the second call's prompt, but its last block

@@ -33,6 +33,8 @@ class Summary:
     ttft_mean: float  # first token of each call: its waiting plus prefill
     decode_tokens: int
     machine: str = ""  # where it was measured ("" for simulations and older results)
+    # prompt tokens served from the endpoint's prefix cache over the run (None: unknown)
+    prefix_hit_rate: float | None = None
 
     @classmethod
     def of(

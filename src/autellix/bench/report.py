@@ -118,15 +118,17 @@ def table(
         f"### {title}",
         "",
         "| endpoint | rate (prog/s) | done/all | mean latency (s) | p95 | p99 "
-        "| mean token latency (s/tok) | p95 | p99 | mean TTFT (s) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mean token latency (s/tok) | p95 | p99 | mean TTFT (s) | prefix-cache hit rate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, ss in summaries.items():
         for s in sorted(ss, key=lambda s: s.rate):
+            hits = "n/a" if s.prefix_hit_rate is None else f"{s.prefix_hit_rate:.0%}"
             lines.append(
                 f"| {name} | {s.rate:g} | {s.completed}/{s.programs} | {s.latency_mean:.2f} "
                 f"| {s.latency_p95:.2f} | {s.latency_p99:.2f} | {s.token_latency_mean:.3f} "
-                f"| {s.token_latency_p95:.3f} | {s.token_latency_p99:.3f} | {s.ttft_mean:.2f} |"
+                f"| {s.token_latency_p95:.3f} | {s.token_latency_p99:.3f} | {s.ttft_mean:.2f} "
+                f"| {hits} |"
             )
     lines += machines(summaries)
     if baseline in summaries:

@@ -14,6 +14,7 @@ import httpx
 from rich.progress import Progress
 
 from autellix.bench.metrics import Summary
+from autellix.bench.prefix_cache import hit_rate, prefix_cache_tokens
 from autellix.bench.runner import Endpoint, ProgramRecord, run_specs
 from autellix.machine import this_machine
 from autellix.workloads.spec import ProgramSpec
@@ -95,6 +96,8 @@ def sweep(
                     break
                 specs = build(rate)
                 task = progress.add_task(f"{endpoint.name} @ {rate:g}/s", total=len(specs))
+                server = endpoint.base_url.rstrip("/").removesuffix("/v1")
+                cache_before = prefix_cache_tokens(server)
                 recs = asyncio.run(
                     run_specs(
                         specs,
@@ -104,7 +107,9 @@ def sweep(
                     )
                 )
                 records[(endpoint.name, rate)] = recs
-                summaries[endpoint.name].append(Summary.of(endpoint.name, rate, recs, machine))
+                summary = Summary.of(endpoint.name, rate, recs, machine)
+                summary.prefix_hit_rate = hit_rate(cache_before, prefix_cache_tokens(server))
+                summaries[endpoint.name].append(summary)
                 if all(r.error for r in recs) and reachable(endpoint) is not None:
                     failed[endpoint.name] = "crashed during the run"
     return summaries, records, failed

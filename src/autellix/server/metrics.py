@@ -43,6 +43,8 @@ REPLICA_GAUGES = (
     ("kv_usage", "Fraction of KV blocks in use"),
     ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
     ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
+    ("prefix_queried_tokens", "Prompt tokens looked up in the prefix cache, so far"),
+    ("prefix_hit_tokens", "Prompt tokens found in the prefix cache, so far"),
     ("in_flight", "Calls routed to the replica and not finished"),
     *RETENTION_GAUGES,
 )
