@@ -29,6 +29,35 @@ def dense_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ctx: int)
     return torch.einsum("hqk,khd->qhd", scores.softmax(-1), v).reshape(q.shape[0], -1)
 
 
+def check_step(
+    meta: AttentionMetadata,
+    kv_cache: torch.Tensor,
+    layer: int,
+    full_k: list[torch.Tensor],
+    full_v: list[torch.Tensor],
+    g: torch.Generator,
+) -> None:
+    """One step's paged attention of random queries over each sequence's new K/V (its
+    context already cached) equals dense attention over the whole sequence."""
+    context_lens, query_lens = meta.context_lens, meta.query_lens
+    qs = [torch.randn(n, HEADS, DIM, generator=g) for n in query_lens]
+    out = paged_attention(
+        torch.cat(qs),
+        torch.cat([k[c:] for k, c in zip(full_k, context_lens, strict=True)]),
+        torch.cat([v[c:] for v, c in zip(full_v, context_lens, strict=True)]),
+        kv_cache,
+        layer,
+        meta,
+    )
+    expected = torch.cat(
+        [
+            dense_attention(q, k, v, c)
+            for q, k, v, c in zip(qs, full_k, full_v, context_lens, strict=True)
+        ]
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("context_lens", "query_lens"),
     [
@@ -65,22 +94,7 @@ def test_paged_attention_matches_dense(
         paged_attention(q, ks, vs, kv_cache, layer, pre)
 
     meta = AttentionMetadata.build(tables, context_lens, query_lens, block_size)
-    qs = [torch.randn(n, HEADS, DIM, generator=g) for n in query_lens]
-    out = paged_attention(
-        torch.cat(qs),
-        torch.cat([k[c:] for k, c in zip(full_k, context_lens, strict=True)]),
-        torch.cat([v[c:] for v, c in zip(full_v, context_lens, strict=True)]),
-        kv_cache,
-        layer,
-        meta,
-    )
-    expected = torch.cat(
-        [
-            dense_attention(q, k, v, c)
-            for q, k, v, c in zip(qs, full_k, full_v, context_lens, strict=True)
-        ]
-    )
-    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    check_step(meta, kv_cache, layer, full_k, full_v, g)
     assert kv_cache[:, 0].abs().sum() == 0  # other layers untouched
 
 
@@ -139,19 +153,4 @@ def test_grouped_decodes_over_layers_match_dense(
             if c:
                 slots = AttentionMetadata.build([tables[i]], [0], [c], block_size).slot_mapping
                 write_kv(kv_cache, layer, full_k[i][:c], full_v[i][:c], slots)
-        qs = [torch.randn(n, HEADS, DIM, generator=g) for n in query_lens]
-        out = paged_attention(
-            torch.cat(qs),
-            torch.cat([k[c:] for k, c in zip(full_k, context_lens, strict=True)]),
-            torch.cat([v[c:] for v, c in zip(full_v, context_lens, strict=True)]),
-            kv_cache,
-            layer,
-            meta,
-        )
-        expected = torch.cat(
-            [
-                dense_attention(q, k, v, c)
-                for q, k, v, c in zip(qs, full_k, full_v, context_lens, strict=True)
-            ]
-        )
-        torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+        check_step(meta, kv_cache, layer, full_k, full_v, g)

@@ -41,7 +41,8 @@ def allocate_kv_cache(
 
 
 # Splitting a group of decodes in two must save this many padded tokens to pay for the
-# second group's own ops (about 3 ms a step on SmolLM2; benchmarks/decode_attention.py).
+# second group's own gathers and products in every layer (benchmarks/decode_attention.py
+# times one group against several).
 SPLIT_SAVES_TOKENS = 4096
 MAX_DECODE_GROUPS = 4
 
@@ -80,8 +81,8 @@ class DecodeBatch:
     # every layer, so found by the first.
     rows: torch.Tensor | None = None
     # Where each layer gathers its K and V (`[rows, block_size * D]`): allocated by the first
-    # layer and reused by the others. A fresh tensor a layer is tens of MB at long contexts,
-    # which the allocator takes from and gives back to the OS each time (page faults).
+    # layer and reused by the others. Above 32 MiB glibc takes a fresh tensor from the OS
+    # and gives it back when freed, so every layer would fault its pages in again.
     keys: torch.Tensor | None = None
     values: torch.Tensor | None = None
 
