@@ -38,8 +38,8 @@ $peer serve $priority --max-num-seqs "$max_running" --scheduling-policy priority
 $peer serve $plugin --max-num-seqs "$max_running" "${plugin_args[@]}"
 $peer serve $frontend_backend --max-num-seqs "$max_running" --scheduling-policy priority
 mkdir -p "$out"
-.venv/bin/autellix serve --port $frontend --log-level warning --backend http://127.0.0.1:$frontend_backend \
-  --backend-priority >"$out/frontend.log" 2>&1 &
+.venv/bin/autellix serve --port $frontend --log-level warning \
+  --backend http://127.0.0.1:$frontend_backend --backend-priority >"$out/frontend.log" 2>&1 &
 frontend_pid=$!
 until curl -sf http://127.0.0.1:$frontend/health >/dev/null; do
   kill -0 $frontend_pid || { tail "$out/frontend.log"; exit 1; }
