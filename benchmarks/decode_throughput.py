@@ -12,9 +12,10 @@ same for all; fp32 by default).
   for all), the median of `--repeat` batches.
 - Time to first token: one completion of 1 token for a prompt of P random token ids
   (fresh ones each time, so no prefix cache helps), the median of `--repeat`.
-- Decode at long context (`--long-context P`): B concurrent calls of P fresh random token
-  ids, once for 1 new token and once for N; tokens/s is B*(N-1) over the difference of the
-  two wall times (the prefills cancel out), the median of `--repeat`.
+- Decode at long context (`--long-context P`): B calls of P fresh random token ids are
+  prefilled (1 new token each, untimed), then the same B prompts run concurrently for N
+  new tokens: their prompts come from the prefix cache, so all B decode together at the
+  full context; tokens/s is B*N over that batch's wall time, the median of `--repeat`.
 - The floor: a decode step reads every weight once, so it takes at least weight bytes /
   memory bandwidth (measured with a large copy on the same machine).
 
@@ -93,10 +94,8 @@ def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
     return time.perf_counter() - start
 
 
-async def long_batch(url: str, batch: int, prompt_tokens: int, new_tokens: int, seed: int) -> float:
-    """Seconds for `batch` concurrent calls of fresh `prompt_tokens`-token prompts."""
-    rng = random.Random(seed)
-    prompts = [[rng.randrange(1000, 40000) for _ in range(prompt_tokens)] for _ in range(batch)]
+async def long_batch(url: str, prompts: list[list[int]], new_tokens: int) -> float:
+    """Seconds for concurrent calls of `prompts`, `new_tokens` each."""
     async with httpx.AsyncClient(timeout=1800) as http:
 
         async def one(prompt: list[int]) -> None:
@@ -111,10 +110,15 @@ async def long_batch(url: str, batch: int, prompt_tokens: int, new_tokens: int, 
 
 
 def long_decode_rate(url: str, args: argparse.Namespace, seed: int) -> float:
-    batch, context, n = args.long_batch, args.long_context, args.new_tokens
-    prefill = asyncio.run(long_batch(url, batch, context, 1, seed))
-    whole = asyncio.run(long_batch(url, batch, context, n, seed + 1))
-    return batch * (n - 1) / (whole - prefill)
+    rng = random.Random(seed)
+    prompts = [
+        [rng.randrange(1000, 40000) for _ in range(args.long_context)]
+        for _ in range(args.long_batch)
+    ]
+    asyncio.run(long_batch(url, prompts, 1))  # prefill: the prompts go to the prefix cache
+    return (
+        args.long_batch * args.new_tokens / asyncio.run(long_batch(url, prompts, args.new_tokens))
+    )
 
 
 def bandwidth_gbs() -> float:
@@ -156,7 +160,7 @@ def measure(servers: dict[str, str], args: argparse.Namespace) -> list[dict]:
             "what": f"decode tok/s, batch {args.long_batch} at {args.long_context}-token context"
         }
         for name, url in servers.items():
-            rates = [long_decode_rate(url, args, 2 * i) for i in range(args.repeat)]
+            rates = [long_decode_rate(url, args, i) for i in range(args.repeat)]
             row[name] = statistics.median(rates)
         rows.append(row)
         print(row, flush=True)
