@@ -59,15 +59,16 @@ PROMPTS = [
 MODEL = "SmolLM2-135M-Instruct"
 
 
-async def decode_batch(url: str, batch: int, new_tokens: int) -> float:
-    async with httpx.AsyncClient(timeout=900) as http:
+async def decode_batch(url: str, prompts: list[str] | list[list[int]], new_tokens: int) -> float:
+    """Seconds for concurrent calls of `prompts`, exactly `new_tokens` each."""
+    async with httpx.AsyncClient(timeout=1800) as http:
 
-        async def one(i: int) -> None:
+        async def one(prompt: str | list[int]) -> None:
             r = await http.post(
                 f"{url}/completions",
                 json={
                     "model": MODEL,
-                    "prompt": PROMPTS[i % len(PROMPTS)],
+                    "prompt": prompt,
                     "max_tokens": new_tokens,
                     "temperature": 0,
                     "ignore_eos": True,
@@ -78,8 +79,12 @@ async def decode_batch(url: str, batch: int, new_tokens: int) -> float:
             assert r.json()["usage"]["completion_tokens"] == new_tokens
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(batch)))
+        await asyncio.gather(*(one(p) for p in prompts))
         return time.perf_counter() - start
+
+
+def short_prompts(batch: int) -> list[str]:
+    return [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
 
 
 def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
@@ -94,31 +99,15 @@ def first_token(url: str, prompt_tokens: int, rng: random.Random) -> float:
     return time.perf_counter() - start
 
 
-async def long_batch(url: str, prompts: list[list[int]], new_tokens: int) -> float:
-    """Seconds for concurrent calls of `prompts`, `new_tokens` each."""
-    async with httpx.AsyncClient(timeout=1800) as http:
-
-        async def one(prompt: list[int]) -> None:
-            body = {"model": MODEL, "prompt": prompt, "max_tokens": new_tokens}
-            body |= {"temperature": 0, "ignore_eos": True, "min_tokens": new_tokens}
-            r = await http.post(f"{url}/completions", json=body)
-            r.raise_for_status()
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one(p) for p in prompts))
-        return time.perf_counter() - start
-
-
 def long_decode_rate(url: str, args: argparse.Namespace, seed: int) -> float:
     rng = random.Random(seed)
     prompts = [
         [rng.randrange(1000, 40000) for _ in range(args.long_context)]
         for _ in range(args.long_batch)
     ]
-    asyncio.run(long_batch(url, prompts, 1))  # prefill: the prompts go to the prefix cache
-    return (
-        args.long_batch * args.new_tokens / asyncio.run(long_batch(url, prompts, args.new_tokens))
-    )
+    asyncio.run(decode_batch(url, prompts, 1))  # prefill: the prompts go to the prefix cache
+    seconds = asyncio.run(decode_batch(url, prompts, args.new_tokens))
+    return args.long_batch * args.new_tokens / seconds
 
 
 def bandwidth_gbs() -> float:
@@ -148,9 +137,10 @@ def measure(servers: dict[str, str], args: argparse.Namespace) -> list[dict]:
     for batch in args.batches:
         row: dict = {"what": f"decode tok/s, batch {batch}"}
         for name, url in servers.items():
-            asyncio.run(decode_batch(url, batch, 4))  # warm up
+            asyncio.run(decode_batch(url, short_prompts(batch), 4))  # warm up
             times = [
-                asyncio.run(decode_batch(url, batch, args.new_tokens)) for _ in range(args.repeat)
+                asyncio.run(decode_batch(url, short_prompts(batch), args.new_tokens))
+                for _ in range(args.repeat)
             ]
             row[name] = batch * args.new_tokens / statistics.median(times)
         rows.append(row)

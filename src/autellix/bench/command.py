@@ -170,7 +170,7 @@ def run_seed(args: argparse.Namespace, out: Path) -> tuple[int, dict]:
     from rich.console import Console
 
     from autellix.bench.report import write_results
-    from autellix.machine import this_commit
+    from autellix.machine import provenance, this_commit
 
     commit = this_commit()  # what the runs ran, whatever is committed while they run
     build = workload_builder(args)
@@ -193,7 +193,7 @@ def run_seed(args: argparse.Namespace, out: Path) -> tuple[int, dict]:
         raise ValueError("no endpoint produced results")
     baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
     title = workload_title(args)
-    footer = [f"Command: `{args.command_line}`", f"Commit: {commit}"]
+    footer = provenance(args.command_line, commit)
     markdown = write_results(
         out, title, summaries, results.records, baseline, args.bound, footer=footer
     )
