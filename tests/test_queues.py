@@ -4,6 +4,8 @@ times, stale deadlines that must not fire)."""
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 
 from autellix.programs import ProgramSnapshot
@@ -307,3 +309,29 @@ def test_static_priority_is_the_programs_queue() -> None:
     # a call's own priority wins over its program's
     asked = CallState("c", "p", 0.0, ProgramSnapshot(service=100.0), priority=1)
     assert plas.static_priority(asked) == 1
+
+
+def test_a_call_that_left_is_not_kept_by_its_deadline() -> None:
+    # a stale deadline may lie far ahead (beta x its program's service); until then it
+    # must not keep the call (and in an engine, its tokens) alive, nor pile up
+    policy = PLAS(CONFIG)
+    left = call("left", service=1000.0)
+    policy.add(left, 0.0)  # due at 2000
+    gone = weakref.ref(left)
+    policy.remove(left, 1.0)
+    del left
+    assert gone() is None
+    for i in range(500):
+        c = call(f"c{i}", service=1000.0)
+        policy.add(c, float(i))
+        policy.remove(c, float(i))
+    assert len(policy._deadlines) <= 64
+    # the live ones stay armed through the clean-ups
+    waiting = call("waiting", service=1.5)
+    policy.add(waiting, 0.0)
+    for i in range(200):
+        c = call(f"d{i}", service=1000.0)
+        policy.add(c, 0.0)
+        policy.remove(c, 0.0)
+    list(policy.ranked(2 * 1.5 + 1e-9))
+    assert waiting.level == 0

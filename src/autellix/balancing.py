@@ -37,6 +37,7 @@ class Route:
 
 class Balancer(ABC):
     name: str = ""
+    reads_caches: bool = False  # whether `pick` asks engines for their cached prefixes
 
     @abstractmethod
     def pick(self, route: Route, engines: Sequence[EngineView]) -> int:
@@ -92,6 +93,7 @@ class CacheAware(Balancer):
     (max - min load > `balance_abs` and max > `balance_rel` x min): then least-used."""
 
     name = "cache-aware"
+    reads_caches = True
 
     def __init__(
         self, match_threshold: float = 0.3, balance_abs: int = 64, balance_rel: float = 1.5

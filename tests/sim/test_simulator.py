@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from autellix.engine.batch import StepShape
@@ -177,6 +179,29 @@ def test_retention_runs_every_program_to_the_end_deterministically() -> None:
     stats = sim.replicas[0].engine.stats()
     assert stats["pins_made"] > 0 and stats["pins_hit"] > 0
     assert stats["pinned_blocks"] == 0  # every program ended: no pin outlives it
+
+
+def test_a_simulation_makes_no_reference_cycles() -> None:
+    # the simulator runs with the cyclic collector off (sim.cluster.no_collections): what
+    # a run leaves unreachable would stay in memory until it ends. Retention, swaps and
+    # preemption under memory pressure, on the mixed workload:
+    specs = build_workload("mixed", 16, rate=4.0, seed=2, scale=0.3)
+    retention = RetentionConfig(enabled=True, host=True)
+    gc.collect()
+    gc.disable()
+    try:
+        _, sim = run(
+            specs,
+            step_time=Roofline(GPUS["a100"], MODELS["llama-3.1-8b"]),
+            engine={"policy": "atlas", "retention": retention, "max_running": 16},
+            num_kv_blocks=120,
+            num_swap_blocks=64,
+        )
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    engine = sim.replicas[0].engine
+    assert engine.scheduler.num_evictions > 0 and engine.retention_stats()["pins_made"] > 0
 
 
 def test_client_hints_reach_the_engine_in_the_simulator() -> None:

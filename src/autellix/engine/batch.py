@@ -108,8 +108,10 @@ class BatchFitter:
             self.planned[call.call_id] = 1  # the common case: a decode that fits its last block
             return True
         lookup = call.status is Status.WAITING and call.params.prompt_logprobs is None
-        matched = self.blocks.match_prefix(call.token_ids) if lookup else []
-        host = self.blocks.match_host(call.token_ids, len(matched)) if lookup else []
+        matched, host = [], []
+        if lookup:
+            matched = self.blocks.match_prefix(call.token_ids, call.block_hashes)
+            host = self.blocks.match_host(call.token_ids, len(matched), call.block_hashes)
         found = len(matched) + len(host)
         computed = found * self.blocks.block_size if found else call.num_computed
         n_new = self._tokens(call, call.num_tokens - computed)

@@ -119,14 +119,15 @@ class BlockManager:
     def blocks_for(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def match_prefix(self, tokens: Seq[int]) -> list[int]:
+    def match_prefix(self, tokens: Seq[int], hashes: list[int] | None = None) -> list[int]:
         """Cached blocks holding the leading full blocks of `tokens`, taken (ref counted).
         At least one token is always left to compute, so the last block of an exactly
-        block-aligned prompt is not matched."""
+        block-aligned prompt is not matched. `hashes`: the chained hashes of `tokens`'
+        leading blocks known so far (a call's `block_hashes`), extended in place."""
         matched: list[int] = []
         if not self.prefix_caching:
             return matched
-        for h in self._lookup_hashes(tokens):
+        for h in self._lookup_hashes(tokens, [] if hashes is None else hashes):
             block_id = self.by_hash.get(h)
             if block_id is None:
                 break
@@ -134,13 +135,17 @@ class BlockManager:
             matched.append(block_id)
         return matched
 
-    def _lookup_hashes(self, tokens: Seq[int]) -> Iterator[int]:
-        """The chained hashes of the full blocks of `tokens` a lookup may match (all but a
-        last token), lazily: lookups stop at the first miss."""
-        parent = None
-        for i in range((len(tokens) - 1) // self.block_size):
-            parent = block_hash(parent, tokens[i * self.block_size : (i + 1) * self.block_size])
-            yield parent
+    def _lookup_hashes(self, tokens: Seq[int], hashes: list[int]) -> Iterator[int]:
+        """The chained hashes of the full blocks of `tokens` a lookup may match (all but
+        a last token), lazily: lookups stop at the first miss. Those not in `hashes` yet
+        are computed and appended: a call's are computed once in its life, for lookups
+        and for caching its blocks."""
+        size = self.block_size
+        for i in range((len(tokens) - 1) // size):
+            if i == len(hashes):
+                parent = hashes[-1] if hashes else None
+                hashes.append(block_hash(parent, tokens[i * size : (i + 1) * size]))
+            yield hashes[i]
 
     def count_lookup(self, num_tokens: int, num_hit: int, kind: str | None = None) -> None:
         self.queried_tokens += num_tokens
@@ -367,14 +372,17 @@ class BlockManager:
         self.pin_stats.to_host += len(copies)
         return copies
 
-    def match_host(self, tokens: Seq[int], skip: int) -> list[tuple[int, int]]:
+    def match_host(
+        self, tokens: Seq[int], skip: int, hashes: list[int] | None = None
+    ) -> list[tuple[int, int]]:
         """Host copies of the full blocks of `tokens` that follow its first `skip` (found
         on the device), as (hash, swap id), up to the first block not there. Like
         `match_prefix`, one token is always left to compute."""
         found: list[tuple[int, int]] = []
         if not self.host.by_hash:
             return found
-        for h in itertools.islice(self._lookup_hashes(tokens), skip, None):
+        hashes = [] if hashes is None else hashes
+        for h in itertools.islice(self._lookup_hashes(tokens, hashes), skip, None):
             swap_id = self.host.by_hash.get(h)
             if swap_id is None:
                 break

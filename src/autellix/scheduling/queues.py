@@ -34,7 +34,9 @@ class MultiLevelPolicy(Policy):
         super().__init__()
         self.config = config or SchedulingConfig()
         self.levels = [SortedKeyList(key=_fcfs_key) for _ in range(self.config.num_queues)]
-        self._deadlines: list[tuple[float, int, float, CallState]] = []
+        # (deadline, seq, armed at, call id): ids, not calls, so that a call that left is
+        # not kept alive by its stale entry (with its tokens) until its deadline passes
+        self._deadlines: list[tuple[float, int, float, str]] = []
         self.promotions = 0
         self.demotions = 0
 
@@ -147,18 +149,23 @@ class MultiLevelPolicy(Policy):
             program_wait = 0.0
         service = self.starvation_service(call, program_service)
         deadline = now + self.config.beta * service - program_wait - call.starve_wait
-        heapq.heappush(self._deadlines, (deadline, call.seq, call.wait_since, call))
+        heapq.heappush(self._deadlines, (deadline, call.seq, call.wait_since, call.call_id))
+        if len(self._deadlines) > 2 * len(self.calls) + 64:  # mostly stale: drop those
+            self._deadlines = [d for d in self._deadlines if self._armed(*d[1:]) is not None]
+            heapq.heapify(self._deadlines)
+
+    def _armed(self, seq: int, armed_at: float, call_id: str) -> CallState | None:
+        """The call a deadline entry was armed for, if it still waits as it did then."""
+        call = self.calls.get(call_id)
+        if call is None or call.seq != seq or call.running or call.wait_since != armed_at:
+            return None
+        return call if call.level != 0 else None
 
     def _promote_starving(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, armed_at, call = heapq.heappop(self._deadlines)
-            stale = (
-                call.running
-                or call.level == 0
-                or call.wait_since != armed_at
-                or self.calls.get(call.call_id) is not call
-            )
-            if stale:
+            _, seq, armed_at, call_id = heapq.heappop(self._deadlines)
+            call = self._armed(seq, armed_at, call_id)
+            if call is None:
                 continue
             self._close_wait(call, now)
             call.wait_since = now

@@ -33,16 +33,18 @@ from autellix.workloads.spec import ProgramSpec
 
 
 @contextlib.contextmanager
-def fewer_collections() -> Iterator[None]:
+def no_collections() -> Iterator[None]:
     """A simulation allocates small objects by the million (blocks, tokens, outputs,
-    events) and hardly any cycles; with Python's default thresholds the collector took a
-    third of a run's time (benchmarks/sim_speed.py), so collect less often meanwhile."""
-    before = gc.get_threshold()
-    gc.set_threshold(50_000, 20, 20)
+    events) and makes no reference cycles (tests/sim/test_simulator.py checks), so the
+    cyclic collector has nothing to find in it; it took a fifth of a run's time, mostly
+    walking the replicas' blocks (benchmarks/sim_speed.py). So it is off meanwhile."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*before)
+        if enabled:
+            gc.enable()
 
 
 @dataclass
@@ -135,7 +137,7 @@ class Simulation:
         self.now = 0.0
         self.table = ProcessTable(ttl=math.inf, clock=lambda: self.now)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
-        with fewer_collections():  # each replica's blocks are objects by the ten thousand
+        with no_collections():  # each replica's blocks are objects by the ten thousand
             self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
         # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
@@ -153,13 +155,13 @@ class Simulation:
     def run(self, specs: list[ProgramSpec]) -> list[ProgramRecord]:
         """Every program to completion; their records, in the bench's format."""
         programs = []
-        for i, spec in enumerate(specs):
-            record = ProgramRecord(spec.program_id, spec.workload, spec.arrival)
-            lengths = [[c.max_tokens for c in stage.calls] for stage in spec.stages]
-            program = ProgramRun(i, spec, record, lengths)
-            programs.append(program)
-            self.at(spec.arrival, functools.partial(self._start_stage, program))
-        with fewer_collections():
+        with no_collections():
+            for i, spec in enumerate(specs):
+                record = ProgramRecord(spec.program_id, spec.workload, spec.arrival)
+                lengths = [[c.max_tokens for c in stage.calls] for stage in spec.stages]
+                program = ProgramRun(i, spec, record, lengths)
+                programs.append(program)
+                self.at(spec.arrival, functools.partial(self._start_stage, program))
             while self._events:
                 self.now, self._pushed_at, _, action = heapq.heappop(self._events)
                 action()
@@ -210,7 +212,8 @@ class Simulation:
                 program=snapshot,
                 remaining_work=remaining * self.decode_unit,
             )
-            replica.routed.insert(ids)
+            if self.balancer.reads_caches:
+                replica.routed.insert(ids)
             replica.in_flight += 1
             if not replica.busy:
                 replica.busy = True
