@@ -80,9 +80,9 @@ def outcome(fast_forward: bool, case: str, monkeypatch):
     stepped = [0]
     step = LLMEngine.step
 
-    def counted(self):
+    def counted(self, **kwargs):
         stepped[0] += 1
-        return step(self)
+        return step(self, **kwargs)
 
     monkeypatch.setattr(LLMEngine, "step", counted)
     specs = build_workload(workload, 30, rate=1.5, seed=seed)
@@ -196,6 +196,33 @@ def test_no_stretch_while_anything_could_change() -> None:
 def test_shape_after_decode_steps() -> None:
     shape = StepShape(3, 3, 100, 100.0)
     assert shape.decoded(2) == dataclasses.replace(shape, context_tokens=106, attention_pairs=106.0)
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+@pytest.mark.parametrize("num_seqs", [1, 7, 256])  # memory-bound, then compute-bound
+def test_the_rooflines_decode_times_are_its_step_times(tp: int, num_seqs: int) -> None:
+    roofline = Roofline(GPUS["a100"], MODELS["llama-3.1-8b"], tp=tp)
+    shape = StepShape(num_seqs, num_seqs, 700 * num_seqs, 700.0 * num_seqs)
+    times = roofline.decode_times(shape, 300)
+    assert times == [roofline(shape.decoded(i)) for i in range(300)]  # to the bit
+    assert times[-1] > times[0]
+
+
+def test_a_simulators_step_reports_only_first_tokens_and_ends() -> None:
+    engines = make_engine(), make_engine()
+    for engine in engines:
+        for i, n in enumerate([1, 3, 5]):
+            engine.add_call([5 + i] * 9, SamplingParams(max_tokens=n, ignore_eos=True), f"c{i}")
+    reported, tokens = [], []
+    for _ in range(4):
+        news, every = engines[0].step(every_token=False), engines[1].step()
+        assert [o for o in every if o.finished or o.num_output_tokens == 1] == news
+        reported.append([(o.call_id, o.num_output_tokens, o.finished) for o in news])
+        tokens.append(len(every))
+    first = [("c0", 1, True), ("c1", 1, False), ("c2", 1, False)]
+    assert reported == [first, [], [("c1", 3, True)], []]
+    assert tokens == [3, 2, 2, 1]
+    assert state(engines[0]) == state(engines[1])
 
 
 def chain(name: str, arrival: float, stages: list[tuple[str, int, int, float]]) -> ProgramSpec:

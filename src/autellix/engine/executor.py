@@ -260,4 +260,7 @@ class SimulatedExecutor(Executor):
     def decode_times(self, calls: list[Call], steps: int) -> list[float]:
         """The times of `steps` decode steps of `calls` from where they are now."""
         shape = StepShape.of(ScheduledBatch(calls, [1] * len(calls)))
+        at_once = getattr(self.step_time, "decode_times", None)  # a model may do them all
+        if at_once is not None:
+            return at_once(shape, steps)
         return [self.step_time(shape.decoded(i)) for i in range(steps)]

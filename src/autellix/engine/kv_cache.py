@@ -177,19 +177,20 @@ class BlockManager:
         return out
 
     def free(self, block_ids: Seq[int], program_id: str | None = None) -> None:
-        held = None if program_id is None else self.program_blocks.get(program_id)
+        blocks, pin_of = self.blocks, self.pin_of
+        if program_id is not None:  # the program has held its cached blocks
+            cached = [b for b in block_ids if blocks[b].hash is not None]
+            if cached:
+                self.program_blocks.setdefault(program_id, set()).update(cached)
+                for block_id in cached:
+                    blocks[block_id].users.add(program_id)
         # tail blocks first, so eviction takes the ends of prefixes before their heads
         for block_id in reversed(block_ids):
-            block = self.blocks[block_id]
-            if program_id is not None and block.hash is not None:
-                if held is None:
-                    held = self.program_blocks[program_id] = set()
-                block.users.add(program_id)
-                held.add(block_id)
+            block = blocks[block_id]
             block.ref_count -= 1
             if block.ref_count == 0:
                 block.freed_at = next(self._frees)
-                if block_id in self.pin_of:
+                if block_id in pin_of:
                     self.pinned.add(block_id)
                 elif block.hash is None:
                     self.free_ids.append(block_id)

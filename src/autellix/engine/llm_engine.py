@@ -220,7 +220,9 @@ class LLMEngine:
     def has_unfinished(self) -> bool:
         return bool(self.calls)
 
-    def step(self) -> list[CallOutput]:
+    def step(self, every_token: bool = True) -> list[CallOutput]:
+        """One step; the outputs of the calls that got a token (`every_token=False`: only
+        of those that got their first or finished, which is all a simulator reads)."""
         batch = self.scheduler.schedule(self.executor.clock())
         if not batch.calls and not batch.swap_out:
             return []
@@ -229,6 +231,10 @@ class LLMEngine:
         advanced = self.scheduler.update_from_output(
             batch, out.tokens, out.elapsed, now, out.logprobs, out.prompt_logprobs
         )
+        if not every_token and self.tokenizer is None:  # else stop strings may end a call
+            advanced = [
+                c for c in advanced if c.status is Status.FINISHED or c.num_output_tokens == 1
+            ]
         return [self._detokenize(call, now) for call in advanced]
 
     def repeatable_step_times(self) -> list[float]:

@@ -205,17 +205,18 @@ class Scheduler:
         ):
             return 0
         steps = None
+        eos = self.eos_token_ids
         for call in calls:
             params = call.params
-            outputs = call.num_output_tokens
-            stops_by_length = not params.stop_token_ids and (
-                params.ignore_eos or not self.eos_token_ids
-            )
+            num_tokens = len(call.token_ids)
+            outputs = num_tokens - call.num_prompt_tokens
+            stops_by_length = not params.stop_token_ids and (params.ignore_eos or not eos)
             # a call yet to give its first token steps alone: that token is news
-            if not (outputs and call.is_decode and stops_by_length and call.matcher is None):
+            decode = call.num_computed == num_tokens - 1 > 0  # call.is_decode, inlined
+            if not (outputs and decode and stops_by_length and call.matcher is None):
                 return 0
             left = params.max_tokens - outputs
-            steps = left if steps is None else min(steps, left)
+            steps = left if steps is None or left < steps else steps
         assert steps is not None
         free, blocks_for = self.blocks.num_free, self.blocks.blocks_for
         if len(calls) * blocks_for(steps) <= free:  # each call grows by at most that many
@@ -254,18 +255,26 @@ class Scheduler:
         charges = [seconds / n for seconds in elapsed] if share else elapsed
         order = self._last.calls if self._last is not None else calls
         split = max(last_round, 0)  # the steps before the last round
-        before, after = charges[:split], charges[split:]
         now = start
         for seconds in elapsed[:split]:
             now += seconds
-        for call in calls:
-            self.policy.add_services(call, before)
-        if last_round >= 0:  # the batch's order, as that round ranked it
+        ending = [c for c in calls if c.num_output_tokens + k >= c.params.max_tokens]
+        # the batch's order, as the last round ranked it, matters only to the order in
+        # which calls that finish together finish, and to the rounds a multi-step skips
+        if last_round >= 0 and (len(ending) > 1 or self.config.schedule_every > 1):
+            for call in calls:
+                self.policy.add_services(call, charges[:split])
             order = list(self.policy.order(now))  # every call runs: resident first is moot
+            for call in calls:
+                self.policy.add_services(call, charges[split:])
+        else:
+            for call in calls:
+                self.policy.add_services(call, charges)
+            if last_round >= 0:
+                order = calls
+        if last_round >= 0:
             self._last_round_at = now
             self._memory_short = False  # every call fit
-        for call in calls:
-            self.policy.add_services(call, after)
         for seconds in elapsed[split:]:
             now += seconds
         for call in calls:
@@ -275,7 +284,7 @@ class Scheduler:
         self.computed_tokens += k * n
         self._steps_since_round = since
         self._last = ScheduledBatch(order, [1] * n)
-        finished = [c for c in order if c.num_output_tokens >= c.params.max_tokens]
+        finished = [c for c in order if c in ending] if len(ending) > 1 else ending
         for call in finished:
             self.finish(call, "length", now)
         return finished

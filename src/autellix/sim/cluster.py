@@ -129,6 +129,10 @@ class ProgramRun:
     stage: int = 0
     pending: int = 0
 
+    def remaining_tokens(self) -> int:
+        """Output tokens of its calls from the current stage on (SRPT's clairvoyance)."""
+        return sum(sum(lengths) for lengths in self.lengths[self.stage :])
+
 
 class Simulation:
     def __init__(self, config: ClusterConfig, step_time: Callable[[StepShape], float]) -> None:
@@ -182,7 +186,7 @@ class Simulation:
             return
         calls = spec.stages[s].calls
         program.pending = len(calls)
-        remaining = sum(c.max_tokens for stage in spec.stages[s:] for c in stage.calls)
+        remaining = program.remaining_tokens()
         hint = None
         if self.config.expect_return_hints and s + 1 < len(spec.stages):
             hint = max(c.tool_delay for c in calls)
@@ -227,7 +231,7 @@ class Simulation:
             last = functools.partial(self._run_done, replica, run)
             self.at(run.end, last, pushed_at=run.starts[-1])  # as the last step's would be
             return
-        outputs = replica.engine.step()
+        outputs = replica.engine.step(every_token=False)
         end = replica.executor.now
         if end == self.now and not outputs:  # nothing could be scheduled
             replica.busy = False

@@ -31,19 +31,29 @@ class Roofline:
     allreduce_latency: float = 8e-6
 
     def __call__(self, shape: StepShape) -> float:
+        return self.decode_times(shape, 1)[0]
+
+    def decode_times(self, shape: StepShape, steps: int) -> list[float]:
+        """The times of `shape` and of the `steps - 1` decode steps after it (each of
+        `shape.decoded(i)`), in one loop: fast-forward asks for dozens at once."""
         m = self.model
-        attention = 4 * m.num_layers * m.hidden * shape.attention_pairs
-        flops = 2 * m.params * shape.new_tokens + attention
-        kv_bytes = (shape.context_tokens + shape.new_tokens) * m.kv_bytes_per_token
-        compute = flops / (self.tp * self.gpu.flops * self.compute_efficiency)
+        per_pair = 4 * m.num_layers * m.hidden
+        weight_flops = 2 * m.params * shape.new_tokens
+        peak = self.tp * self.gpu.flops * self.compute_efficiency
         bandwidth = self.tp * self.gpu.bandwidth * self.bandwidth_efficiency
-        memory = (m.weight_bytes + kv_bytes) / bandwidth
         comm = 0.0
         if self.tp > 1:  # two all-reduces of the activations per layer (ring)
             size = shape.new_tokens * m.hidden * m.bytes_per_param
             ring = 2 * (self.tp - 1) / self.tp * size / self.interconnect
             comm = 2 * m.num_layers * (self.allreduce_latency + ring)
-        return max(compute, memory) + comm + self.step_overhead
+        times = []
+        for i in range(steps):
+            grown = i * shape.num_seqs
+            compute = (weight_flops + per_pair * (shape.attention_pairs + grown)) / peak
+            kv_bytes = (shape.context_tokens + grown + shape.new_tokens) * m.kv_bytes_per_token
+            memory = (m.weight_bytes + kv_bytes) / bandwidth
+            times.append(max(compute, memory) + comm + self.step_overhead)
+        return times
 
     def swap_time_per_block(self, block_size: int) -> float:
         """Each GPU moves its shard of a block over its own host link."""
