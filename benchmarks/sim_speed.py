@@ -9,14 +9,16 @@ is what the work grows with (the horizon 3600 measures it outright).
 
 First, fast-forward off (every engine step run one by one, as before it existed) and on,
 side by side on the same programs over --compare seconds: their CPU time, and whether every
-call's start, first token and end agree to the bit. Then each --replicas count with
+call's start, first token and end agree to the bit. The first few minutes are a warm-up
+(replicas fill to the steady state's ~28 running calls), and cost less per simulated second
+than the rest: compare over 600 s, not less. Then each --replicas count with
 fast-forward on over the horizon. The results folder records the command, machine and
 commit; with --profile, the cProfile summary of a run of the first --replicas count (at
 most 300 s of arrivals, untimed) goes beside it.
 With --before REV, the --compare run is also timed on the code of commit REV (a temporary
 git worktree), as the code stood before.
 
-    .venv/bin/python benchmarks/sim_speed.py [--horizon 3600] [--replicas 8] [--compare 120]
+    .venv/bin/python benchmarks/sim_speed.py [--horizon 3600] [--replicas 8] [--compare 600]
         [--before REV] [--profile]
 """
 
@@ -111,7 +113,7 @@ def main() -> None:
     p.add_argument("--replicas", type=int, nargs="+", default=[8])
     p.add_argument("--load", type=float, default=1.0)
     p.add_argument(
-        "--compare", type=float, default=120.0, help="horizon of the side by side (0: none)"
+        "--compare", type=float, default=600.0, help="horizon of the side by side (0: none)"
     )
     p.add_argument("--compare-replicas", type=int, default=8)
     p.add_argument("--before", help="a commit to time the --compare run on too")
