@@ -19,7 +19,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from autellix.bench.prefix_cache import prefix_cache_tokens
+from autellix.bench.engine_counters import read_counters
 from autellix.engine.config import EngineConfig
 from autellix.engine.sampling_params import SamplingParams
 from autellix.server.frontend import Frontend, ServeConfig
@@ -109,7 +109,11 @@ def test_metrics_values_after_a_known_load(serve) -> None:
     assert value(m, "autellix_prefix_hit_tokens", replica="0") == hits
     queried = value(m, "autellix_prefix_queried_tokens", replica="0")
     assert queried == stats["prefix_queried_tokens"]
-    assert prefix_cache_tokens(server.url) == (hits, queried)  # what `autellix bench` reads
+    counters = read_counters(server.url)  # what `autellix bench` reads
+    assert counters is not None and counters.prefix == (hits, queried)
+    by_kind = counters.by_kind.values()  # every class's tokens, summed: the same counts
+    assert (sum(h for h, _ in by_kind), sum(q for _, q in by_kind)) == (hits, queried)
+    assert counters.totals["pins_made"] == 0 and counters.totals["preemptions"] == 0
 
     # ending a program observes its latency; a call cut short counts as an abort
     assert httpx.delete(f"{server.base_url}/programs/a").status_code == 200

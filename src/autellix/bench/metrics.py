@@ -35,6 +35,9 @@ class Summary:
     machine: str = ""  # where it was measured ("" for simulations and older results)
     # prompt tokens served from the endpoint's prefix cache over the run (None: unknown)
     prefix_hit_rate: float | None = None
+    hit_rate_by_kind: dict[str, float] | None = None  # the same, per program class
+    # what the engines' counters counted over the run (bench.engine_counters.RUN_COUNTERS)
+    counters: dict[str, float] | None = None
 
     @classmethod
     def of(

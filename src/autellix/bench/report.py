@@ -43,8 +43,10 @@ def write_results(
     )
     with (out / "summary.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+        writer.writeheader()  # a run's counters and per-class hit rates as JSON cells
+        writer.writerows(
+            {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()} for row in rows
+        )
     plot(out / "latency.png", title, summaries)
     markdown = table(title, summaries, baseline, bound) + "".join(f"\n{line}\n" for line in footer)
     (out / "summary.md").write_text(markdown)
@@ -131,6 +133,7 @@ def table(
                 f"| {hits} |"
             )
     lines += machines(summaries)
+    lines += counters_table(summaries)
     if baseline in summaries:
         bound, tps = equal_latency_table(summaries, baseline, bound)
         lines += [
@@ -152,6 +155,42 @@ def table(
             "bound, interpolated between the measured rates; >= where it never did.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def counters_table(summaries: dict[str, list[Summary]]) -> list[str]:
+    """What the engines counted over each run (Autellix's /metrics), where any did."""
+    rows = [(n, s) for n, ss in summaries.items() for s in sorted(ss, key=lambda s: s.rate)]
+    if not any(s.counters or s.hit_rate_by_kind for _, s in rows):
+        return []
+    lines = [
+        "",
+        "What the engines counted over each run: the prefix-cache hit rate of each program "
+        "class; running calls preempted, and those whose KV left the device; KV retention's "
+        "pins made, and those whose program's next call used them (blocks reused); the "
+        "seconds calls waited, summed, for blocks that pins held; retention's copies to "
+        "host memory and back.",
+        "",
+        "| endpoint | rate (prog/s) | hit rate by program class | preemptions | evictions "
+        "| pins made | pins hit (blocks) | waited for pins (s) | to host / back (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in rows:
+        rates = sorted((s.hit_rate_by_kind or {}).items())
+        kinds = ", ".join(f"{k or '-'} {r:.0%}" for k, r in rates) or "n/a"
+        c = s.counters or {}
+        lines.append(
+            f"| {name} | {s.rate:g} | {kinds} | {counter(c, 'preemptions')} "
+            f"| {counter(c, 'evictions')} | {counter(c, 'pins_made')} "
+            f"| {counter(c, 'pins_hit')} ({counter(c, 'pin_hit_blocks')}) "
+            f"| {counter(c, 'pin_blocked_seconds', digits=1)} "
+            f"| {counter(c, 'retention_swap_out_bytes', 2**20)} "
+            f"/ {counter(c, 'retention_swap_in_bytes', 2**20)} |"
+        )
+    return lines
+
+
+def counter(counters: dict[str, float], key: str, unit: float = 1.0, digits: int = 0) -> str:
+    return f"{counters[key] / unit:.{digits}f}" if key in counters else "n/a"
 
 
 def machines(summaries: dict[str, list[Summary]]) -> list[str]:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator, Mapping
 import httpx
 from rich.progress import Progress
 
+from autellix.bench.engine_counters import over_run, read_counters
 from autellix.bench.metrics import Summary
-from autellix.bench.prefix_cache import hit_rate, prefix_cache_tokens
 from autellix.bench.runner import Endpoint, ProgramRecord, run_specs
 from autellix.machine import this_machine
 from autellix.workloads.spec import ProgramSpec
@@ -97,7 +97,7 @@ def sweep(
                 specs = build(rate)
                 task = progress.add_task(f"{endpoint.name} @ {rate:g}/s", total=len(specs))
                 server = endpoint.base_url.rstrip("/").removesuffix("/v1")
-                cache_before = prefix_cache_tokens(server)
+                counters = read_counters(server)
                 recs = asyncio.run(
                     run_specs(
                         specs,
@@ -108,7 +108,10 @@ def sweep(
                 )
                 records[(endpoint.name, rate)] = recs
                 summary = Summary.of(endpoint.name, rate, recs, machine)
-                summary.prefix_hit_rate = hit_rate(cache_before, prefix_cache_tokens(server))
+                run = over_run(counters, read_counters(server))
+                summary.prefix_hit_rate = run.prefix_hit_rate
+                summary.hit_rate_by_kind = run.hit_rate_by_kind or None
+                summary.counters = run.changes or None
                 summaries[endpoint.name].append(summary)
                 if all(r.error for r in recs) and reachable(endpoint) is not None:
                     failed[endpoint.name] = "crashed during the run"

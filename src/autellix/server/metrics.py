@@ -97,10 +97,23 @@ class Metrics:
             name: Gauge(f"autellix_{name}", text, labels, registry=r)
             for name, text in REPLICA_GAUGES
         }
+        by_kind = [*labels, "kind"]
         self.kind_hit_rate = Gauge(
             "autellix_prefix_cache_hit_rate_by_kind",
             "Prompt tokens served from the prefix cache, per program class",
-            [*labels, "kind"],
+            by_kind,
+            registry=r,
+        )
+        self.kind_queried = Gauge(
+            "autellix_prefix_queried_tokens_by_kind",
+            "Prompt tokens looked up in the prefix cache, per program class, so far",
+            by_kind,
+            registry=r,
+        )
+        self.kind_hit = Gauge(
+            "autellix_prefix_hit_tokens_by_kind",
+            "Prompt tokens found in the prefix cache, per program class, so far",
+            by_kind,
             registry=r,
         )
 
@@ -134,6 +147,8 @@ class Metrics:
             for kind, (kind_queried, kind_hit) in s["prefix_by_kind"].items():
                 rate = kind_hit / kind_queried if kind_queried else 0.0
                 self.kind_hit_rate.labels(rid, kind).set(rate)
+                self.kind_queried.labels(rid, kind).set(kind_queried)
+                self.kind_hit.labels(rid, kind).set(kind_hit)
             queried = s["prefix_queried_tokens"]
             rate = s["prefix_hit_tokens"] / queried if queried else 0.0
             self.gauges["prefix_cache_hit_rate"].labels(rid).set(rate)
