@@ -3,7 +3,14 @@ after (the prefix-cache hit rate, per program class, preemption and retention)."
 
 import pytest
 
-from autellix.bench.engine_counters import EngineCounters, hit_rate, over_run, read_counters
+from autellix.bench.engine_counters import (
+    RUN_COUNTERS,
+    EngineCounters,
+    from_stats,
+    hit_rate,
+    over_run,
+    read_counters,
+)
 from autellix.bench.metrics import Summary
 from autellix.bench.report import table
 
@@ -57,3 +64,21 @@ def test_the_report_shows_the_counters_where_an_endpoint_has_them() -> None:
     assert "| on | 1 | chat 50%, react 82% | 5 | 2 | 9 | 6 (240) | 3.2 | 3 / 1 |" in markdown
     assert "| vllm | 1 | n/a | n/a | n/a | n/a | n/a (n/a) | n/a | n/a / n/a |" in markdown
     assert "hit rate by program class" not in table("t", {"vllm": [summary("vllm")]}, "vllm")
+
+
+def test_a_simulations_counters_are_its_replicas_summed() -> None:
+    def stats(hit: int, queried: int, by_kind: dict, pins: int) -> dict:
+        counted = dict.fromkeys(RUN_COUNTERS, 1.0) | {"pins_made": pins}
+        return (
+            {"prefix_hit_tokens": hit, "prefix_queried_tokens": queried}
+            | counted
+            | {
+                "prefix_by_kind": by_kind  # kind -> (queried, hit), as the engine keeps them
+            }
+        )
+
+    two = [stats(30, 100, {"a": (100, 30)}, 2), stats(10, 100, {"a": (40, 0), "b": (60, 10)}, 5)]
+    run = over_run(from_stats([]), from_stats(two))
+    assert run.prefix_hit_rate == pytest.approx(0.2)
+    assert run.hit_rate_by_kind == {"a": pytest.approx(30 / 140), "b": pytest.approx(10 / 60)}
+    assert run.changes["pins_made"] == 7 and run.changes["evictions"] == 2

@@ -4,7 +4,9 @@ what preemption and KV retention did and cost over it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,6 +64,22 @@ def read_counters(server_url: str) -> EngineCounters | None:
         name: totals[f"autellix_{name}"] for name in RUN_COUNTERS if f"autellix_{name}" in totals
     }
     return EngineCounters(prefix, {k: (h, q) for k, (h, q) in kinds.items()}, served)
+
+
+def from_stats(stats: Sequence[Mapping[str, Any]]) -> EngineCounters:
+    """The same counters from engines' own `stats()` (a simulation's replicas)."""
+    by_kind: dict[str, tuple[float, float]] = {}
+    for s in stats:
+        for kind, (queried, hit) in s["prefix_by_kind"].items():
+            h, q = by_kind.get(kind, (0.0, 0.0))
+            by_kind[kind] = (h + hit, q + queried)
+    prefix = (
+        float(sum(s["prefix_hit_tokens"] for s in stats)),
+        float(sum(s["prefix_queried_tokens"] for s in stats)),
+    )
+    return EngineCounters(
+        prefix, by_kind, {n: float(sum(s[n] for s in stats)) for n in RUN_COUNTERS}
+    )
 
 
 def hit_rate(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autellix.bench.runner import ProgramRecord
+
+if TYPE_CHECKING:
+    from autellix.bench.engine_counters import RunCounters
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -64,6 +68,12 @@ class Summary:
             sum(r.decode_tokens for r in done),
             machine,
         )
+
+    def add_counters(self, run: RunCounters) -> None:
+        """What the endpoint's engines counted over the run (bench.engine_counters)."""
+        self.prefix_hit_rate = run.prefix_hit_rate
+        self.hit_rate_by_kind = run.hit_rate_by_kind or None
+        self.counters = run.changes or None
 
 
 def throughput_at_latency(summaries: list[Summary], bound: float) -> tuple[float, bool]:

@@ -108,10 +108,7 @@ def sweep(
                 )
                 records[(endpoint.name, rate)] = recs
                 summary = Summary.of(endpoint.name, rate, recs, machine)
-                run = over_run(counters, read_counters(server))
-                summary.prefix_hit_rate = run.prefix_hit_rate
-                summary.hit_rate_by_kind = run.hit_rate_by_kind or None
-                summary.counters = run.changes or None
+                summary.add_counters(over_run(counters, read_counters(server)))
                 summaries[endpoint.name].append(summary)
                 if all(r.error for r in recs) and reachable(endpoint) is not None:
                     failed[endpoint.name] = "crashed during the run"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from rich.progress import Progress
 
+from autellix.bench.engine_counters import from_stats, over_run
 from autellix.bench.metrics import Summary
 from autellix.bench.runner import ProgramRecord
 from autellix.engine.batch import StepShape
@@ -122,7 +123,10 @@ def sweep(
                 recs, sim = simulate(specs, engine, target, **cluster)
                 cpu = time.process_time() - start
                 records[(name, rate)] = recs
-                summaries[name].append(Summary.of(name, rate, recs))
+                summary = Summary.of(name, rate, recs)
+                counted = from_stats([r.engine.stats() for r in sim.replicas])
+                summary.add_counters(over_run(from_stats([]), counted))
+                summaries[name].append(summary)
                 steps = sum(r.steps for r in sim.replicas)
                 calls = sum(len(r.calls) for r in recs)
                 runs.append(RunStats(name, rate, cpu, sim.now, steps, calls))
