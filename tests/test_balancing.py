@@ -96,6 +96,17 @@ def test_prefix_index_matches_whole_leading_blocks() -> None:
     assert index.match([1, 2, 3]) == 0
 
 
+def test_prefix_index_keeps_the_most_recently_routed_blocks() -> None:
+    index = PrefixIndex(block_size=2, max_blocks=4)
+    index.insert([1, 2, 3, 4])  # 2 blocks
+    index.insert([5, 6, 7, 8])
+    index.insert([1, 2, 3, 4])  # routed again: the most recent
+    index.insert([9, 9])  # one over: the oldest goes, [5, 6]
+    assert len(index.blocks) == 4
+    assert index.match([1, 2, 3, 4]) == 4 and index.match([9, 9]) == 2
+    assert index.match([5, 6, 7, 8]) == 0
+
+
 def test_make_balancer() -> None:
     assert isinstance(make_balancer("locality"), Locality)
     with pytest.raises(ValueError, match="unknown balancer 'random'"):

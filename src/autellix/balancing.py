@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -134,10 +135,13 @@ def make_balancer(name: str, long_prompt_tokens: int = 2048) -> Balancer:
 class PrefixIndex:
     """Which prompt prefixes an engine holds, by chained hashes of fixed-size token
     blocks (as a paged prefix cache keys them). For engines that report no cache of
-    their own, a balancer can record the prompts it routed here."""
+    their own, a balancer can record the prompts it routed here. It keeps the
+    `max_blocks` most recently routed blocks, as the engine's cache keeps the most
+    recently used: an index of every prompt ever routed grows without bound."""
 
     block_size: int = 16
-    blocks: set[int] = field(default_factory=set)
+    max_blocks: int = 1 << 18
+    blocks: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
     def _hashes(self, tokens: Sequence[int]) -> list[int]:
         hashes, h = [], 0
@@ -147,7 +151,12 @@ class PrefixIndex:
         return hashes
 
     def insert(self, tokens: Sequence[int]) -> None:
-        self.blocks.update(self._hashes(tokens))
+        blocks = self.blocks
+        for h in self._hashes(tokens):
+            blocks[h] = None
+            blocks.move_to_end(h)
+        while len(blocks) > self.max_blocks:
+            blocks.popitem(last=False)
 
     def match(self, tokens: Sequence[int]) -> int:
         matched = 0

@@ -413,3 +413,11 @@ def test_metrics_answer_while_a_replica_is_too_busy_to(serve, monkeypatch) -> No
     monkeypatch.setattr(server.frontend.replicas[0], "stats", slow)
     r = httpx.get(f"{server.url}/metrics")
     assert r.status_code == 200 and 'autellix_replica_alive{replica="0"} 1.0' in r.text
+
+
+def test_only_a_balancer_that_reads_caches_keeps_the_routed_prompts() -> None:
+    # an index of every prompt routed grows with the calls served: kept only where read
+    for balancer, kept in (("locality", False), ("least-used", False), ("cache-aware", True)):
+        replicas = [LocalReplica(i, EngineConfig()) for i in range(2)]
+        frontend = Frontend(ServeConfig(balancer=balancer, replicas=2), replicas)
+        assert all((r.routed is not None) == kept for r in frontend.replicas), balancer

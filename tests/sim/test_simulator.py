@@ -126,6 +126,14 @@ def test_locality_pins_long_prompt_programs_and_spreads_short_calls() -> None:
     assert max(cached) >= 3 * 4 * 256 - 300
 
 
+def test_only_a_balancer_that_reads_caches_gets_the_routed_prompts() -> None:
+    specs = build_workload("mixed", 6, rate=4.0, seed=3, scale=0.2)
+    _, cached = run(specs, replicas=2, balancer="cache-aware")
+    assert all(r.routed is not None and r.routed.blocks for r in cached.replicas)
+    _, local = run(specs, replicas=2, balancer="locality")
+    assert all(r.routed is None for r in local.replicas)
+
+
 def test_swaps_cost_host_link_time_and_memory_limits_hold() -> None:
     # a pool of 12 blocks for calls of up to 7 blocks each: preemption must happen
     specs = [

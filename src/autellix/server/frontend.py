@@ -186,6 +186,9 @@ class Frontend:
         self.table = ProcessTable(ttl=config.program_ttl)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         self.replicas = replicas or self._replicas()
+        for replica in self.replicas:
+            if not self.balancer.reads_caches:
+                replica.routed = None
         self.metrics = Metrics()
         self.tokenizer: Any = None
         self.grammars: StructuredOutputs | None = None

@@ -49,7 +49,8 @@ class Replica(ABC):
         self.engine_id = engine_id
         self.in_flight = 0
         self.alive = True
-        self.routed = PrefixIndex(block_size=block_size)
+        # the prompts routed here, for a balancer that reads caches (None: it does not)
+        self.routed: PrefixIndex | None = PrefixIndex(block_size=block_size)
         self.info: EngineInfo | None = None
         self.progress = 0.0  # when one of its calls last had an output (monotonic)
 
@@ -68,7 +69,7 @@ class Replica(ABC):
         return self.in_flight
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
-        return self.routed.match(tokens)
+        return 0 if self.routed is None else self.routed.match(tokens)
 
     async def generate(
         self,
@@ -81,7 +82,8 @@ class Replica(ABC):
         if self.in_flight == 0:  # the clock of `stalled` starts with the first call
             self.progress = time.monotonic()
         self.in_flight += 1
-        self.routed.insert(token_ids)
+        if self.routed is not None:
+            self.routed.insert(token_ids)
         try:
             async for out in self._generate(token_ids, params, call_id, program_id, program):
                 self.progress = time.monotonic()

@@ -104,7 +104,8 @@ class SimReplica:
             config.swap_time_per_block,
         )
         self.engine = LLMEngine(config.engine, self.executor, max_model_len=config.max_model_len)
-        self.routed = PrefixIndex(block_size=config.engine.block_size)
+        # the prompts routed here, for a balancer that reads caches (None: it does not)
+        self.routed: PrefixIndex | None = PrefixIndex(block_size=config.engine.block_size)
         self.in_flight = 0
         self.busy = False
         self.steps = 0
@@ -115,7 +116,7 @@ class SimReplica:
         return self.in_flight
 
     def cached_prefix(self, tokens: Sequence[int]) -> int:
-        return self.routed.match(tokens)
+        return 0 if self.routed is None else self.routed.match(tokens)
 
 
 @dataclass
@@ -143,6 +144,9 @@ class Simulation:
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         with no_collections():  # each replica's blocks are objects by the ten thousand
             self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
+        for replica in self.replicas:
+            if not self.balancer.reads_caches:
+                replica.routed = None
         # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
         # (time, when pushed, order pushed, action): events at one time in push order
@@ -216,7 +220,7 @@ class Simulation:
                 program=snapshot,
                 remaining_work=remaining * self.decode_unit,
             )
-            if self.balancer.reads_caches:
+            if replica.routed is not None:
                 replica.routed.insert(ids)
             replica.in_flight += 1
             if not replica.busy:
