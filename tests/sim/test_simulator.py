@@ -62,6 +62,18 @@ def test_virtual_time_of_one_program() -> None:
     assert [c.prompt_tokens for c in record.calls] == [40, 30, 20]  # the spec's lengths
 
 
+def test_steps_that_take_no_time_still_run_every_call_to_its_end() -> None:
+    # a fitted profile may give a step 0 s (Profile clamps at 0): the replica must keep
+    # stepping although the clock stands still and a step has no news to report
+    specs = build_workload("mixed", 4, rate=4.0, seed=1, scale=0.1)
+    # one running call at a time: the others wait, so steps go one by one, not in stretches
+    records, _ = run(specs, step_time=lambda shape: 0.0, engine={"max_running": 1})
+    assert all(r.error is None and r.latency is not None for r in records)
+    assert sum(c.output_tokens for r in records for c in r.calls) == sum(
+        c.max_tokens for spec in specs for c in spec.calls
+    )
+
+
 def test_runs_are_deterministic_and_policies_differ() -> None:
     specs = build_workload("mixed", 12, rate=4.0, seed=3, scale=0.2)
 

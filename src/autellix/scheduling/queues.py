@@ -159,7 +159,7 @@ class MultiLevelPolicy(Policy):
         call = self.calls.get(call_id)
         if call is None or call.seq != seq or call.running or call.wait_since != armed_at:
             return None
-        return call if call.level != 0 else None
+        return None if call.level == 0 else call
 
     def _promote_starving(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:

@@ -235,10 +235,11 @@ class Simulation:
             last = functools.partial(self._run_done, replica, run)
             self.at(run.end, last, pushed_at=run.starts[-1])  # as the last step's would be
             return
+        computed = replica.engine.scheduler.computed_tokens
         outputs = replica.engine.step(every_token=False)
         end = replica.executor.now
-        if end == self.now and not outputs:  # nothing could be scheduled
-            replica.busy = False
+        if end == self.now and replica.engine.scheduler.computed_tokens == computed:
+            replica.busy = False  # nothing could be scheduled
             return
         replica.steps += 1
         self.at(end, lambda: self._step_done(replica, outputs))
