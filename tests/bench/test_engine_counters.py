@@ -42,6 +42,11 @@ def test_a_run_counts_what_changed_over_it() -> None:
     # a class that looked nothing up in the run has no rate; one first seen now counts all
     assert run.hit_rate_by_kind == {"react": pytest.approx(0.8), "new": pytest.approx(0.4)}
     assert run.changes == {"pins_made": 4.0, "pin_blocked_seconds": 2.5}
+    # past the classes that looked up most, the others are one
+    many = {f"k{i}": (float(i), 10.0 * (i + 1)) for i in range(7)}  # k6 looked up most
+    run = over_run(EngineCounters((0.0, 0.0)), EngineCounters((21.0, 280.0), many))
+    assert list(run.hit_rate_by_kind) == ["k6", "k5", "k4", "k3", "3 others"]
+    assert run.hit_rate_by_kind["3 others"] == pytest.approx((0 + 1 + 2) / (10 + 20 + 30))
     assert over_run(None, after).prefix_hit_rate is None and over_run(before, None).changes == {}
 
 
@@ -61,7 +66,7 @@ def test_the_report_shows_the_counters_where_an_endpoint_has_them() -> None:
     }
     on = summary("on", hit_rate_by_kind={"react": 0.82, "chat": 0.5}, counters=counted)
     markdown = table("t", {"on": [on], "vllm": [summary("vllm")]}, "vllm")
-    assert "| on | 1 | chat 50%, react 82% | 5 | 2 | 9 | 6 (240) | 3.2 | 3 / 1 |" in markdown
+    assert "| on | 1 | react 82%, chat 50% | 5 | 2 | 9 | 6 (240) | 3.2 | 3 / 1 |" in markdown
     assert "| vllm | 1 | n/a | n/a | n/a | n/a | n/a (n/a) | n/a | n/a / n/a |" in markdown
     assert "hit rate by program class" not in table("t", {"vllm": [summary("vllm")]}, "vllm")
 

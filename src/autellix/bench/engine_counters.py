@@ -31,6 +31,8 @@ RUN_COUNTERS = (
     "retention_swap_in_bytes",
 )
 
+KINDS_SHOWN = 4  # classes whose hit rate a run reports apart
+
 
 @dataclass
 class EngineCounters:
@@ -101,11 +103,18 @@ class RunCounters:
 def over_run(before: EngineCounters | None, after: EngineCounters | None) -> RunCounters:
     if before is None or after is None:
         return RunCounters()
-    by_kind = {}
-    for kind, counts in after.by_kind.items():
-        rate = hit_rate(before.by_kind.get(kind, (0.0, 0.0)), counts)
-        if rate is not None:
-            by_kind[kind] = rate
+    looked_up = []  # (queried, hit) tokens over the run, per class that looked up
+    for kind, (hit, queried) in after.by_kind.items():
+        hit_before, queried_before = before.by_kind.get(kind, (0.0, 0.0))
+        if queried > queried_before:
+            looked_up.append((queried - queried_before, hit - hit_before, kind))
+    looked_up.sort(reverse=True)
+    # the classes that looked up the most; the rest together (a class per system prompt
+    # can mean one per program)
+    by_kind = {kind: hit / queried for queried, hit, kind in looked_up[:KINDS_SHOWN]}
+    rest = looked_up[KINDS_SHOWN:]
+    if rest:
+        by_kind[f"{len(rest)} others"] = sum(h for _, h, _ in rest) / sum(q for q, _, _ in rest)
     changes = {
         name: value - before.totals.get(name, 0.0)
         for name, value in after.totals.items()
