@@ -164,8 +164,9 @@ def counters_table(summaries: dict[str, list[Summary]]) -> list[str]:
         return []
     lines = [
         "",
-        "What the engines counted over each run: the prefix-cache hit rate of each program "
-        "class; running calls preempted, and those whose KV left the device; KV retention's "
+        "What the engines counted over each run: the prefix-cache hit rate of the program "
+        "classes that looked up the most tokens (the rest together); running calls "
+        "preempted, and those whose KV left the device; KV retention's "
         "pins made, and those whose program's next call used them (blocks reused); the "
         "seconds calls waited, summed, for blocks that pins held; retention's copies to "
         "host memory and back.",
