@@ -221,8 +221,10 @@ class LLMEngine:
         return bool(self.calls)
 
     def step(self, every_token: bool = True) -> list[CallOutput]:
-        """One step; the outputs of the calls that got a token (`every_token=False`: only
-        of those that got their first or finished, which is all a simulator reads)."""
+        """One step; the outputs of the calls that got a token (`every_token=False`, for a
+        token-level engine: only of those that got their first or finished, which is all
+        a simulator reads; with a tokenizer every call's text is checked for stop strings,
+        so every output is returned)."""
         batch = self.scheduler.schedule(self.executor.clock())
         if not batch.calls and not batch.swap_out:
             return []
@@ -231,7 +233,7 @@ class LLMEngine:
         advanced = self.scheduler.update_from_output(
             batch, out.tokens, out.elapsed, now, out.logprobs, out.prompt_logprobs
         )
-        if not every_token and self.tokenizer is None:  # else stop strings may end a call
+        if not every_token and self.tokenizer is None:
             advanced = [
                 c for c in advanced if c.status is Status.FINISHED or c.num_output_tokens == 1
             ]

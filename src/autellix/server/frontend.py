@@ -186,8 +186,8 @@ class Frontend:
         self.table = ProcessTable(ttl=config.program_ttl)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         self.replicas = replicas or self._replicas()
-        for replica in self.replicas:
-            if not self.balancer.reads_caches:
+        if not self.balancer.reads_caches:  # the prompts routed to each are never read
+            for replica in self.replicas:
                 replica.routed = None
         self.metrics = Metrics()
         self.tokenizer: Any = None

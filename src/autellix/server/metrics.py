@@ -48,6 +48,21 @@ REPLICA_GAUGES = (
     ("in_flight", "Calls routed to the replica and not finished"),
     *RETENTION_GAUGES,
 )
+# per replica and program class
+KIND_GAUGES = (
+    (
+        "prefix_cache_hit_rate_by_kind",
+        "Prompt tokens served from the prefix cache, per program class",
+    ),
+    (
+        "prefix_queried_tokens_by_kind",
+        "Prompt tokens looked up in the prefix cache, per program class, so far",
+    ),
+    (
+        "prefix_hit_tokens_by_kind",
+        "Prompt tokens found in the prefix cache, per program class, so far",
+    ),
+)
 DERIVED = frozenset({"prefix_cache_hit_rate", "in_flight"})  # not a stats key as such
 
 
@@ -97,25 +112,10 @@ class Metrics:
             name: Gauge(f"autellix_{name}", text, labels, registry=r)
             for name, text in REPLICA_GAUGES
         }
-        by_kind = [*labels, "kind"]
-        self.kind_hit_rate = Gauge(
-            "autellix_prefix_cache_hit_rate_by_kind",
-            "Prompt tokens served from the prefix cache, per program class",
-            by_kind,
-            registry=r,
-        )
-        self.kind_queried = Gauge(
-            "autellix_prefix_queried_tokens_by_kind",
-            "Prompt tokens looked up in the prefix cache, per program class, so far",
-            by_kind,
-            registry=r,
-        )
-        self.kind_hit = Gauge(
-            "autellix_prefix_hit_tokens_by_kind",
-            "Prompt tokens found in the prefix cache, per program class, so far",
-            by_kind,
-            registry=r,
-        )
+        self.by_kind = {
+            name: Gauge(f"autellix_{name}", text, [*labels, "kind"], registry=r)
+            for name, text in KIND_GAUGES
+        }
 
     def observe_call(self, latency: float, waiting: float, last: CallOutput | None) -> None:
         self.call_latency.observe(latency)
@@ -146,9 +146,9 @@ class Metrics:
                     self.gauges[name].labels(rid).set(s[name])
             for kind, (kind_queried, kind_hit) in s["prefix_by_kind"].items():
                 rate = kind_hit / kind_queried if kind_queried else 0.0
-                self.kind_hit_rate.labels(rid, kind).set(rate)
-                self.kind_queried.labels(rid, kind).set(kind_queried)
-                self.kind_hit.labels(rid, kind).set(kind_hit)
+                self.by_kind["prefix_cache_hit_rate_by_kind"].labels(rid, kind).set(rate)
+                self.by_kind["prefix_queried_tokens_by_kind"].labels(rid, kind).set(kind_queried)
+                self.by_kind["prefix_hit_tokens_by_kind"].labels(rid, kind).set(kind_hit)
             queried = s["prefix_queried_tokens"]
             rate = s["prefix_hit_tokens"] / queried if queried else 0.0
             self.gauges["prefix_cache_hit_rate"].labels(rid).set(rate)

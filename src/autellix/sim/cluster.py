@@ -144,8 +144,8 @@ class Simulation:
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         with no_collections():  # each replica's blocks are objects by the ten thousand
             self.replicas = [SimReplica(i, config, step_time) for i in range(config.replicas)]
-        for replica in self.replicas:
-            if not self.balancer.reads_caches:
+        if not self.balancer.reads_caches:  # the prompts routed to each are never read
+            for replica in self.replicas:
                 replica.routed = None
         # SRPT's clairvoyant remaining work, in seconds: decode tokens at one short decode
         self.decode_unit = step_time(StepShape(1, 1, 512, 512.0))
