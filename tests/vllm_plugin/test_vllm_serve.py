@@ -5,6 +5,7 @@ official OpenAI client, and vLLM holds no KV and no request afterwards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
@@ -21,7 +22,9 @@ openai = pytest.importorskip("openai")
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER = ROOT / "benchmarks" / "peers" / "vllm_cpu.sh"
-SETTINGS = '{"autellix": {"policy": "plas", "first_boundary": 0.5, "num_queues": 4}}'
+SETTINGS = json.dumps(
+    {"autellix": {"policy": "plas", "first_boundary": 0.5, "num_queues": 4, "preempt": True}}
+)
 
 
 def free_port() -> int:
