@@ -91,7 +91,37 @@ def run(
     )
     latencies = [r.token_latency for r in records]
     preemptions = sum(r.engine.scheduler.num_preemptions for r in sim.replicas)
-    return latencies, sim, preemptions
+    return latencies, sim, preemptions, [r.workload for r in records]
+
+
+def kind_means(runs) -> dict[str, list[float]]:
+    """Each kind of program's mean token latency, per seed (a mixed load's kinds)."""
+    by_kind: dict[str, list[float]] = {}
+    for latencies, _, _, kinds in runs:
+        for kind in sorted(set(kinds)):
+            mine = [lat for lat, k in zip(latencies, kinds, strict=True) if k == kind]
+            by_kind.setdefault(kind, []).append(statistics.mean(mine))
+    return by_kind
+
+
+def kind_table(by_kind: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Mean program token latency by kind of program, over seeds, with FCFS / it."""
+    kinds = sorted(by_kind["fcfs"])
+    if len(kinds) < 2:
+        return []
+    lines = [
+        "By kind of program: mean s/token over seeds (FCFS / it, mean [95% CI]):",
+        "",
+        "| variant | " + " | ".join(kinds) + " |",
+        "|---|" + "---|" * len(kinds),
+    ]
+    for name, means in by_kind.items():
+        cells = [
+            f"{statistics.mean(means[k]):.4f} ({ratio(by_kind['fcfs'][k], means[k])})"
+            for k in kinds
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def seed_latencies(args, workload, params, rate, flags, target) -> list[float]:
@@ -300,7 +330,7 @@ def main() -> None:
         else:
             lights, rate, loaded = find_rate(args, workload, params, target, fcfs)
         light = statistics.mean(lights)
-        _, sim, _ = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)
+        sim = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)[1]
         sizes = list(sim.table.sizes.sizes(None))
         lines += [
             f"## {text}",
@@ -314,13 +344,14 @@ def main() -> None:
             "| preemptions / run |",
             "|---|---|---|---|---|---|",
         ]
-        results = {}
+        results, by_kind = {}, {}
         for name, variant_flags in variants.items():
             flags = f"{args.engine_args} {variant_flags}"
             runs = [study_run(args, workload, params, rate, s, flags, target) for s in args.seeds]
-            means = [statistics.mean(lat) for lat, _, _ in runs]
-            p95s = [statistics.quantiles(lat, n=20)[-1] for lat, _, _ in runs]
-            results[name] = (means, p95s, statistics.mean(pre for _, _, pre in runs))
+            means = [statistics.mean(lat) for lat, _, _, _ in runs]
+            p95s = [statistics.quantiles(lat, n=20)[-1] for lat, _, _, _ in runs]
+            results[name] = (means, p95s, statistics.mean(pre for _, _, pre, _ in runs))
+            by_kind[name] = kind_means(runs)
         base_means, base_p95s, _ = results["fcfs"]
         for name, (means, p95s, pre) in results.items():
             lines.append(
@@ -328,7 +359,7 @@ def main() -> None:
                 f"| {statistics.mean(p95s):.3f} | {ratio(base_means, means)} "
                 f"| {ratio(base_p95s, p95s)} | {pre:.0f} |"
             )
-        lines.append("")
+        lines += ["", *kind_table(by_kind), ""]
         if args.equal_latency:
             lines += equal_latency(args, workload, params, target, variants, rate, lights)
         print("\n".join(lines), flush=True)
