@@ -126,6 +126,23 @@ def test_plas_serves_the_least_attained_program_first_and_preempts() -> None:
     assert not heavy.running and heavy.wait_since == 1.0
 
 
+@pytest.mark.parametrize("name", ["plas", "gittins", "srpt"])
+def test_without_preemption_a_waiting_call_that_outranks_a_running_one_waits(name) -> None:
+    policy = make_policy(name, SchedulingConfig(boundaries=(1.0, 2.0, 4.0), preempt=False))
+    heavy = call("heavy", 0.0, service=3.0, remaining_work=10.0)
+    policy.add(heavy, 0.0)
+    select_batch(policy, 0.0, max_running=1)
+    fresh, later = call("fresh", 1.0, remaining_work=1.0), call("later", 2.0, service=3.0)
+    later.remaining_work = 5.0
+    policy.add(later, 2.0)
+    policy.add(fresh, 1.0)
+    batch, preempted = select_batch(policy, 2.0, max_running=1)
+    assert ids(batch) == ["heavy"] and preempted == []
+    policy.remove(heavy, 3.0)
+    batch, _ = select_batch(policy, 3.0, max_running=1)
+    assert ids(batch) == ["fresh"]  # the order still acts on the waiting calls
+
+
 def test_fcfs_within_a_queue_by_arrival_not_by_demotion_time() -> None:
     policy = PLAS(CONFIG)
     first, second = call("first", 0.0), call("second", 1.0)

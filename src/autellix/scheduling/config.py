@@ -101,6 +101,14 @@ class SchedulingConfig:
         },
     )
 
+    preempt: bool = field(
+        default=True,
+        metadata={
+            "help": "a waiting call that outranks a running one may take its place and memory"
+            " (--no-preempt: running calls keep theirs, and the order acts on the waiting calls"
+            " only)"
+        },
+    )
     batch_cut: bool = field(
         default=False,
         metadata={

@@ -1,7 +1,7 @@
 """Clairvoyant shortest-remaining-processing-time at program level: the lower bound.
 
 Ranks by the work left in the call's program, which only a simulator knows
-(`CallState.remaining_work`). Exact order, no queues, preemptive.
+(`CallState.remaining_work`). Exact order, no queues, preemptive unless told otherwise.
 """
 
 from __future__ import annotations
@@ -23,4 +23,7 @@ class SRPT(Policy):
         return (call.remaining_work - call.service, call.seq)
 
     def ranked(self, now: float) -> Iterator[CallState]:
-        return iter(sorted(self.calls.values(), key=self.rank_key))
+        calls = sorted(self.calls.values(), key=self.rank_key)
+        if not self.preemptive:
+            calls.sort(key=lambda c: not c.running)  # running first, each part in rank order
+        return iter(calls)
