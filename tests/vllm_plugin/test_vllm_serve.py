@@ -93,12 +93,14 @@ def test_a_fresh_program_overtakes_a_running_call_and_nothing_is_left(server):
 
 
 def test_the_bench_reads_vllms_prefix_cache_counters(server):
-    """`autellix bench` reports each endpoint's prefix-cache hit rate from its /metrics:
-    vLLM's counters are found, and a prompt sent twice is a hit the second time."""
+    """`autellix bench` reports each endpoint's prefix-cache hit rate and preemptions from
+    its /metrics: vLLM's counters are found, and a prompt sent twice is a hit the second
+    time."""
     from autellix.bench.engine_counters import hit_rate, read_counters
 
     before = read_counters(server)
-    assert before is not None and before.totals == {}  # vLLM has no Autellix counters
+    assert before is not None  # and vLLM's one counter of those Autellix reports over a run
+    assert before.totals == {"preemptions": metric(server, "num_preemptions_total")}
     with openai.OpenAI(base_url=f"{server}/v1", api_key="none") as client:
         for _ in range(2):
             client.completions.create(

@@ -31,6 +31,8 @@ RUN_COUNTERS = (
     "retention_swap_in_bytes",
 )
 
+VLLM_COUNTERS = {"preemptions": "vllm:num_preemptions_total"}  # the same, where vLLM has it
+
 KINDS_SHOWN = 4  # classes whose hit rate a run reports apart
 
 
@@ -65,6 +67,7 @@ def read_counters(server_url: str) -> EngineCounters | None:
     served = {
         name: totals[f"autellix_{name}"] for name in RUN_COUNTERS if f"autellix_{name}" in totals
     }
+    served |= {name: totals[vllm] for name, vllm in VLLM_COUNTERS.items() if vllm in totals}
     return EngineCounters(prefix, {k: (h, q) for k, (h, q) in kinds.items()}, served)
 
 
