@@ -106,7 +106,7 @@ class SchedulingConfig:
         metadata={
             "help": "a waiting call that outranks a running one may take its place and memory"
             " (--no-preempt: running calls keep theirs, and the order acts on the waiting calls"
-            " only)"
+            " only; not with --batch-cut)"
         },
     )
     batch_cut: bool = field(
@@ -140,6 +140,8 @@ class SchedulingConfig:
             raise ValueError("quanta must be positive")
         if self.beta <= 0:
             raise ValueError("beta must be positive")
+        if self.batch_cut and not self.preempt:
+            raise ValueError("batch_cut leaves running calls out: it needs preemption (--preempt)")
         if not self.min_starvation_service:
             self.min_starvation_service = self.boundaries[0] if self.boundaries else 1.0
 
