@@ -74,10 +74,27 @@ def test_a_fresh_program_overtakes_a_running_call_and_nothing_is_left(server):
         )
         done.append(tag)
 
+    async def long_call(started: asyncio.Event) -> None:
+        stream = await client.completions.create(
+            model="SmolLM2-135M-Instruct",
+            prompt="Once upon a time",
+            max_tokens=400,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True, "vllm_xargs": {"autellix_program": "A"}},
+        )
+        chunks = 0
+        async for _ in stream:
+            chunks += 1
+            if chunks == 10:  # it holds the one slot, whatever the machine's speed
+                started.set()
+        done.append("long")
+
     async def scenario() -> None:
         await call("A", 40, "history")  # program A: past the first queue
-        long = asyncio.create_task(call("A", 80, "long"))
-        await asyncio.sleep(1.0)  # it runs (one slot) and demotes
+        started = asyncio.Event()
+        long = asyncio.create_task(long_call(started))
+        await started.wait()
         await asyncio.gather(long, call("B", 5, "fresh"))
 
     preemptions = metric(server, "num_preemptions_total")
