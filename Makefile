@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml Makefile
 	# Grammars for structured outputs and tool calls; its declared triton is for GPUs only.
 	$(PY) -m pip install -q --no-deps xgrammar==0.2.9
 	$(PY) -m pip install -q -e '.[dev]'
+	# The C++ decode attention kernel, built for this CPU (else the engine uses torch's).
+	$(PY) -c 'from autellix.engine.model.paged_kernel import load; print(load().__file__)' \
+		|| echo "the engine will use torch's decode attention"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -13,9 +13,8 @@ from pathlib import Path
 ISAS = [("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")]  # widest first
 
 
-def this_machine() -> str:
-    """The CPU model, its widest vector instructions and the cores this process may use
-    (VMs with the same CPU name differ in the instructions they expose)."""
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and its feature flags (empty where /proc/cpuinfo is not)."""
     cpu, flags = platform.processor() or platform.machine(), set()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -24,6 +23,13 @@ def this_machine() -> str:
             elif line.startswith("flags"):
                 flags = set(line.partition(":")[2].split())
                 break
+    return cpu, flags
+
+
+def this_machine() -> str:
+    """The CPU model, its widest vector instructions and the cores this process may use
+    (VMs with the same CPU name differ in the instructions they expose)."""
+    cpu, flags = cpu_model_and_flags()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     isa = next((name for flag, name in ISAS if flag in flags), None)
     return f"{cpu}{f' ({isa})' if isa else ''}, {cores} cores"

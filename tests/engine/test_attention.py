@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from autellix.engine.model import attention
+from autellix.engine.model import attention, paged_kernel
 from autellix.engine.model.attention import (
     MAX_DECODE_GROUPS,
     SPLIT_SAVES_TOKENS,
@@ -154,3 +154,78 @@ def test_grouped_decodes_over_layers_match_dense(
                 slots = AttentionMetadata.build([tables[i]], [0], [c], block_size).slot_mapping
                 write_kv(kv_cache, layer, full_k[i][:c], full_v[i][:c], slots)
         check_step(meta, kv_cache, layer, full_k, full_v, g)
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "dim", "dtype"),
+    [
+        (9, 3, 64, torch.float32),  # SmolLM2-135M
+        (32, 8, 128, torch.float32),  # Llama-3.1-8B
+        (4, 4, 64, torch.float32),  # no GQA
+        (9, 3, 64, torch.bfloat16),
+    ],
+)
+def test_paged_kernel_decodes_match_dense(
+    heads: int, kv_heads: int, dim: int, dtype: torch.dtype
+) -> None:
+    """The C++ kernel's decodes (blocks scattered over the pool, lengths that end mid-block,
+    around a prefill with context in the same step) equal dense attention."""
+    g = torch.Generator().manual_seed(2)
+    block_size = 16
+    context_lens = [0, 40, 300, 15, 16, 90]
+    query_lens = [1, 1, 1, 20, 1, 1]
+    lens = [c + q for c, q in zip(context_lens, query_lens, strict=True)]
+    need = [-(-n // block_size) for n in lens]
+    perm = torch.randperm(sum(need) + 1, generator=g).tolist()
+    tables = [perm[sum(need[:i]) : sum(need[: i + 1])] for i in range(len(need))]
+    kv_cache = allocate_kv_cache(1, sum(need) + 1, block_size, kv_heads, dim, dtype)
+    full_k = [torch.randn(n, kv_heads, dim, generator=g).to(dtype) for n in lens]
+    full_v = [torch.randn(n, kv_heads, dim, generator=g).to(dtype) for n in lens]
+    for i, c in enumerate(context_lens):  # the context, as earlier steps wrote it
+        if c:
+            slots = AttentionMetadata.build([tables[i]], [0], [c], block_size).slot_mapping
+            write_kv(kv_cache, 0, full_k[i][:c], full_v[i][:c], slots)
+    qs = [torch.randn(n, heads, dim, generator=g).to(dtype) for n in query_lens]
+    meta = AttentionMetadata.build(
+        tables, context_lens, query_lens, block_size, decode_kernel=True
+    )
+    assert len(meta.decodes) == 1 and meta.decodes[0].kv_lens is not None
+    new = [slice(c, None) for c in context_lens]
+    out = paged_attention(
+        torch.cat(qs),
+        torch.cat([k[s] for k, s in zip(full_k, new, strict=True)]),
+        torch.cat([v[s] for v, s in zip(full_v, new, strict=True)]),
+        kv_cache,
+        0,
+        meta,
+    )
+    expected = torch.cat(
+        [
+            dense_attention(q.float(), k.float(), v.float(), c)
+            for q, k, v, c in zip(qs, full_k, full_v, context_lens, strict=True)
+        ]
+    )
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.float(), expected, atol=tolerance, rtol=tolerance)
+
+
+def test_attention_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve = paged_kernel.resolve_attention
+    assert resolve("auto", "cpu", torch.float32, 64, 3) == "paged"
+    assert resolve("torch", "cpu", torch.float32, 64, 3) == "torch"
+    assert resolve("auto", "cpu", torch.float32, 80, 3) == "torch"  # no instance for it
+    assert resolve("auto", "cpu", torch.float16, 64, 3) == "torch"
+    with pytest.raises(ValueError, match="head size 80"):
+        resolve("paged", "cpu", torch.float32, 80, 3)
+    with pytest.raises(ValueError, match="CPUs only"):
+        resolve("paged", "cuda", torch.float32, 64, 3)
+    with pytest.raises(ValueError, match="auto, paged or torch"):
+        resolve("flash", "cpu", torch.float32, 64, 3)
+
+    def no_compiler() -> None:
+        raise RuntimeError("the paged attention kernel did not build (no c++)")
+
+    monkeypatch.setattr(paged_kernel, "load", no_compiler)
+    assert resolve("auto", "cpu", torch.float32, 64, 3) == "torch"
+    with pytest.raises(ValueError, match="did not build"):
+        resolve("paged", "cpu", torch.float32, 64, 3)

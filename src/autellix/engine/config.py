@@ -32,6 +32,14 @@ class EngineConfig:
             " torch's own (MKL on a CPU)"
         },
     )
+    attention_kernel: Literal["auto", "paged", "torch"] = field(
+        default="auto",
+        metadata={
+            "help": "decode attention: a C++ kernel that reads the paged KV cache in place,"
+            " built for this CPU on first use (paged; auto where it builds), or torch's"
+            " gather and batched matrix products (torch)"
+        },
+    )
     policy: str = field(
         default="gittins",  # fcfs | mlfq | plas | atlas | gittins | srpt
         metadata={
@@ -119,6 +127,8 @@ class EngineConfig:
             raise ValueError("dtype must be 'float32' or 'bfloat16'")
         if self.linear_kernel not in ("auto", "onednn", "torch"):
             raise ValueError("linear_kernel must be 'auto', 'onednn' or 'torch'")
+        if self.attention_kernel not in ("auto", "paged", "torch"):
+            raise ValueError("attention_kernel must be 'auto', 'paged' or 'torch'")
         kept, default = self.retention, RetentionConfig()
         if not kept.enabled and (kept.host, kept.max_ttl) != (default.host, default.max_ttl):
             raise ValueError(

@@ -98,7 +98,9 @@ class ModelExecutor(Executor):
         num_blocks: int,
         num_swap_blocks: int,
         eos_token_ids: tuple[int, ...],
+        paged_decode: bool = False,
     ) -> None:
+        """``paged_decode``: decode attention through the C++ kernel (`paged_kernel`)."""
         cfg = model.config
         dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
@@ -108,6 +110,7 @@ class ModelExecutor(Executor):
         self.num_blocks = num_blocks
         self.num_swap_blocks = num_swap_blocks
         self.eos_token_ids = eos_token_ids
+        self.paged_decode = paged_decode
         self.batched_swap = self.device.type != "cpu"
         if self.device.type == "cpu":
             keep_freed_memory()
@@ -149,6 +152,7 @@ class ModelExecutor(Executor):
             batch.num_new,
             self.block_size,
             self.device,
+            self.paged_decode,
         )
         hidden = self.model(
             torch.tensor(ids, device=self.device),

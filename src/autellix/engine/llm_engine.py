@@ -110,6 +110,7 @@ class LLMEngine:
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the model (the embedded default when `config.model` is None)."""
         from autellix.engine.model import default_model_path, load_model
+        from autellix.engine.model.paged_kernel import resolve_attention
 
         folder = config.model or default_model_path()
         dtype = getattr(torch, config.dtype)
@@ -126,7 +127,16 @@ class LLMEngine:
         num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // bytes_per_block)
         swap = num_blocks if config.swap_blocks is None else config.swap_blocks
         eos = cfg.eos_token_ids or ((tokenizer.eos_token_id,) if tokenizer.eos_token_id else ())
-        executor = ModelExecutor(model, config.block_size, num_blocks, swap, eos)
+        attention = resolve_attention(
+            config.attention_kernel,
+            config.device,
+            dtype,
+            cfg.head_dim,
+            cfg.num_heads // cfg.num_kv_heads,
+        )
+        executor = ModelExecutor(
+            model, config.block_size, num_blocks, swap, eos, paged_decode=attention == "paged"
+        )
         return cls(config, executor, tokenizer, eos, cfg.max_position_embeddings)
 
     # --- calls --------------------------------------------------------------------

@@ -9,8 +9,9 @@ before blocks so that gathering a batch's blocks gives each head's keys as one c
 
 One step's tokens are flattened (varlen): sequence after sequence, the new tokens of each
 (a whole prompt, a prompt chunk, or one decode token). Sequences with one new token (decodes)
-go through batched attention over gathered, length-masked blocks (two batched matrix
-products and a softmax: SDPA's CPU kernel was slower for one-token queries,
+go through the C++ kernel that reads the blocks in place (`paged_kernel`, the default on a
+CPU), or else through batched attention over gathered, length-masked blocks (two batched
+matrix products and a softmax: SDPA's CPU kernel was slower for one-token queries,
 docs/benchmarks.md), in a few groups of similar length so that short sequences are not
 padded to the longest; sequences with more than one new token go one by one through SDPA.
 """
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from autellix.engine.model import paged_kernel
 
 
 def allocate_kv_cache(
@@ -76,7 +79,9 @@ class DecodeBatch:
 
     token_idx: torch.Tensor | None  # [Bd] rows in the flattened tokens; None when all are decodes
     block_tables: torch.Tensor  # [Bd, max_blocks], padded with block 0 (masked out)
-    bias: torch.Tensor  # [Bd, 1, max_blocks * block_size] fp32: 0 attend, -inf not
+    # The torch path's mask, [Bd, 1, max_blocks * block_size] fp32: 0 attend, -inf not.
+    bias: torch.Tensor | None
+    kv_lens: torch.Tensor | None = None  # [Bd] int64: the C++ kernel's, which needs no mask
     # The rows of a layer's cache that hold the batch's blocks (`cache_rows`): the same in
     # every layer, so found by the first.
     rows: torch.Tensor | None = None
@@ -107,6 +112,7 @@ class AttentionMetadata:
     query_lens: list[int]  # new tokens of each sequence this step
     slot_mapping: torch.Tensor  # [T] int64, cache slot of each new token
     block_size: int
+    decode_kernel: bool = False  # decodes through the C++ kernel, all in one batch
     decodes: list[DecodeBatch] = field(init=False, default_factory=list)
     prefills: list[PrefillSeq] = field(init=False, default_factory=list)
     last_token_idx: torch.Tensor = field(init=False)  # [B] row of each sequence's last token
@@ -129,7 +135,11 @@ class AttentionMetadata:
         )
         decodes = [i for i in range(n) if self.query_lens[i] == 1]
         kv_lens = [self.context_lens[i] + 1 for i in decodes]
-        for group in decode_groups(kv_lens, self.block_size) if decodes else []:
+        if self.decode_kernel:  # no padding to save: one batch in step order
+            groups = [list(range(len(decodes)))] if decodes else []
+        else:
+            groups = decode_groups(kv_lens, self.block_size) if decodes else []
+        for group in groups:
             seqs = [decodes[j] for j in group]
             self.decodes.append(self._decode_batch(seqs, starts, n, device))
         for i in range(n):
@@ -143,13 +153,17 @@ class AttentionMetadata:
         max_blocks = -(-max(kv_lens) // self.block_size)
         tables = [self.block_tables[i][:max_blocks] for i in seqs]
         padded = [t + [0] * (max_blocks - len(t)) for t in tables]
-        span = torch.arange(max_blocks * self.block_size, device=device)
         lens = torch.tensor(kv_lens, device=device)
         token_idx = torch.tensor([starts[i] for i in seqs], device=device)
+        bias = None
+        if not self.decode_kernel:
+            span = torch.arange(max_blocks * self.block_size, device=device)
+            bias = torch.where(span[None, :] < lens[:, None], 0.0, -math.inf)[:, None, :]
         return DecodeBatch(
             token_idx=None if len(seqs) == n else token_idx,
             block_tables=torch.tensor(padded, dtype=torch.long, device=device),
-            bias=torch.where(span[None, :] < lens[:, None], 0.0, -math.inf)[:, None, :],
+            bias=bias,
+            kv_lens=lens if self.decode_kernel else None,
         )
 
     def _prefill_seq(self, i: int, start: int, device: torch.device) -> PrefillSeq:
@@ -176,6 +190,7 @@ class AttentionMetadata:
         query_lens: list[int],
         block_size: int,
         device: torch.device | str = "cpu",
+        decode_kernel: bool = False,
     ) -> AttentionMetadata:
         """Metadata with the slot mapping derived from the block tables."""
         slots: list[int] = []
@@ -191,6 +206,7 @@ class AttentionMetadata:
             query_lens=query_lens,
             slot_mapping=torch.tensor(slots, dtype=torch.long, device=device),
             block_size=block_size,
+            decode_kernel=decode_kernel,
         )
 
 
@@ -223,6 +239,28 @@ def gather(
     return torch.index_select(cache.view(-1, block_size * head_dim), 0, rows, out=out)
 
 
+def gathered_decode(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, d: DecodeBatch
+) -> torch.Tensor:
+    """The torch path of decode attention, ``[Bd, H, D]``: gather the batch's blocks (into
+    buffers the step's layers share), then two batched matrix products."""
+    bsz, num_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[0]
+    # Each KV head's query group takes the place of the query-length axis, so GQA
+    # needs no repeated K/V: [Hkv, Bd, group, D] against [Hkv, Bd, S, D].
+    q = q.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim).transpose(0, 1)
+    if d.rows is None:
+        d.rows = cache_rows(k_cache, d.block_tables)
+    d.keys = gather(k_cache, d.rows, out=d.keys)
+    d.values = gather(v_cache, d.rows, out=d.values)
+    keys = d.keys.view(num_kv_heads, bsz, -1, head_dim)
+    values = d.values.view(num_kv_heads, bsz, -1, head_dim)
+    assert d.bias is not None
+    scores = (q @ keys.transpose(-1, -2)).float() * head_dim**-0.5 + d.bias
+    out = scores.softmax(dim=-1).to(values.dtype) @ values  # [Hkv, Bd, group, D]
+    return out.transpose(0, 1).reshape(bsz, num_heads, head_dim)
+
+
 def paged_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -244,19 +282,16 @@ def paged_attention(
 
     for d in meta.decodes:
         qd = q if d.token_idx is None else q[d.token_idx]
-        bsz = qd.shape[0]
-        # Each KV head's query group takes the place of the query-length axis, so GQA
-        # needs no repeated K/V: [Hkv, Bd, group, D] against [Hkv, Bd, S, D].
-        qd = qd.view(bsz, num_kv_heads, num_heads // num_kv_heads, head_dim).transpose(0, 1)
-        if d.rows is None:
-            d.rows = cache_rows(k_cache, d.block_tables)
-        d.keys = gather(k_cache, d.rows, out=d.keys)
-        d.values = gather(v_cache, d.rows, out=d.values)
-        kd = d.keys.view(num_kv_heads, bsz, -1, head_dim)
-        vd = d.values.view(num_kv_heads, bsz, -1, head_dim)
-        scores = (qd @ kd.transpose(-1, -2)).float() * head_dim**-0.5 + d.bias
-        od = scores.softmax(dim=-1).to(vd.dtype) @ vd  # [Hkv, Bd, group, D]
-        od = od.transpose(0, 1).reshape(bsz, num_heads * head_dim)
+        if d.kv_lens is None:
+            od = gathered_decode(qd, k_cache, v_cache, d)
+        else:
+            qd = qd.contiguous()
+            od = torch.empty_like(qd)
+            kernel = paged_kernel.load()
+            kernel.decode_attention(
+                qd, k_cache, v_cache, d.block_tables, d.kv_lens, od, head_dim**-0.5
+            )
+        od = od.reshape(len(od), num_heads * head_dim)
         if d.token_idx is None:
             out.copy_(od)
         else:

@@ -1,0 +1,151 @@
+// Decode attention that reads each sequence's K/V blocks where they lie in the paged
+// cache: no gather into a padded copy, no padding, one pass over K and one over V.
+// Work is split over (sequence, KV head); the query heads that share a KV head (GQA)
+// are scored together, so each K and V row is read once for all of them. Head size and
+// group size are template parameters so that the accumulators stay in registers.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+constexpr int kLanes = 16;  // one AVX-512 register of floats
+
+struct Shape {
+  int64_t heads, kv_heads, num_blocks, block_size, max_blocks;
+};
+
+// The next block lies anywhere in the pool: ask for it while this one is computed (the
+// hardware prefetcher stops at a block's end).
+inline void prefetch(const void* rows, int64_t bytes) {
+  const char* p = static_cast<const char*>(rows);
+  for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
+}
+
+template <typename T, int D, int G>
+void attend(const T* q, const T* k_head, const T* v_head, const int64_t* table, int64_t len,
+            const Shape& shape, float scale, std::vector<float>& scores, T* out) {
+  const int64_t bs = shape.block_size, bytes = bs * D * static_cast<int64_t>(sizeof(T));
+  float query[G][D];
+  for (int g = 0; g < G; ++g)
+    for (int d = 0; d < D; ++d) query[g][d] = static_cast<float>(q[g * D + d]) * scale;
+  scores.resize(G * len);
+  float top[G];
+  std::fill(top, top + G, std::numeric_limits<float>::lowest());
+  for (int64_t start = 0; start < len; start += bs) {
+    const T* rows = k_head + table[start / bs] * bs * D;
+    if (start + bs < len) prefetch(k_head + table[start / bs + 1] * bs * D, bytes);
+    const int64_t count = std::min(bs, len - start);
+    for (int64_t t = 0; t < count; ++t) {
+      const T* key = rows + t * D;
+      float lanes[G][kLanes] = {};
+      for (int d0 = 0; d0 < D; d0 += kLanes)
+        for (int l = 0; l < kLanes; ++l) {
+          const float x = static_cast<float>(key[d0 + l]);
+          for (int g = 0; g < G; ++g) lanes[g][l] += query[g][d0 + l] * x;
+        }
+      for (int g = 0; g < G; ++g) {
+        float s = 0;
+        for (int l = 0; l < kLanes; ++l) s += lanes[g][l];
+        scores[g * len + start + t] = s;
+        top[g] = std::max(top[g], s);
+      }
+    }
+  }
+  float inv[G];
+  for (int g = 0; g < G; ++g) {
+    float* row = scores.data() + g * len;
+    float sum = 0;
+    for (int64_t t = 0; t < len; ++t) sum += (row[t] = std::exp(row[t] - top[g]));
+    inv[g] = 1.0f / sum;
+  }
+  float acc[G][D] = {};
+  for (int64_t start = 0; start < len; start += bs) {
+    const T* rows = v_head + table[start / bs] * bs * D;
+    if (start + bs < len) prefetch(v_head + table[start / bs + 1] * bs * D, bytes);
+    const int64_t count = std::min(bs, len - start);
+    for (int64_t t = 0; t < count; ++t) {
+      const T* value = rows + t * D;
+      for (int g = 0; g < G; ++g) {
+        const float p = scores[g * len + start + t];
+        for (int d = 0; d < D; ++d) acc[g][d] += p * static_cast<float>(value[d]);
+      }
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int d = 0; d < D; ++d) out[g * D + d] = static_cast<T>(acc[g][d] * inv[g]);
+}
+
+template <typename T, int D, int G>
+void decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+            const at::Tensor& block_tables, const at::Tensor& kv_lens, at::Tensor& out,
+            double scale) {
+  const Shape shape{q.size(1), k_cache.size(0), k_cache.size(1), k_cache.size(2),
+                    block_tables.size(1)};
+  const T* qp = q.data_ptr<T>();
+  const T* kp = k_cache.data_ptr<T>();
+  const T* vp = v_cache.data_ptr<T>();
+  const int64_t* tables = block_tables.data_ptr<int64_t>();
+  const int64_t* lens = kv_lens.data_ptr<int64_t>();
+  T* op = out.data_ptr<T>();
+  const int64_t head_rows = shape.num_blocks * shape.block_size * D;
+  at::parallel_for(0, q.size(0) * shape.kv_heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t s = item / shape.kv_heads, h = item % shape.kv_heads;
+      const int64_t first = (s * shape.heads + h * G) * D;
+      attend<T, D, G>(qp + first, kp + h * head_rows, vp + h * head_rows,
+                      tables + s * shape.max_blocks, lens[s], shape, static_cast<float>(scale),
+                      scores, op + first);
+    }
+  });
+}
+
+template <typename T>
+void dispatch(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+              const at::Tensor& block_tables, const at::Tensor& kv_lens, at::Tensor& out,
+              double scale) {
+  const int64_t dim = q.size(2), group = q.size(1) / k_cache.size(0);
+#define AUTELLIX_CASE(D, G)                                                     \
+  if (dim == D && group == G)                                                   \
+    return decode<T, D, G>(q, k_cache, v_cache, block_tables, kv_lens, out, scale);
+  AUTELLIX_CASE(64, 1) AUTELLIX_CASE(64, 2) AUTELLIX_CASE(64, 3) AUTELLIX_CASE(64, 4)
+  AUTELLIX_CASE(64, 8) AUTELLIX_CASE(128, 1) AUTELLIX_CASE(128, 2) AUTELLIX_CASE(128, 4)
+  AUTELLIX_CASE(128, 8)
+#undef AUTELLIX_CASE
+  TORCH_CHECK(false, "decode_attention: no kernel for head size ", dim, " and ", group,
+              " query heads per KV head");
+}
+
+}  // namespace
+
+// q [n, heads, dim]; k_cache, v_cache one layer's [kv_heads, blocks, block_size, dim];
+// block_tables [n, max_blocks] int64; kv_lens [n] int64 (each >= 1); out [n, heads, dim].
+void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                      const at::Tensor& block_tables, const at::Tensor& kv_lens, at::Tensor out,
+                      double scale) {
+  TORCH_CHECK(q.is_contiguous() && k_cache.is_contiguous() && v_cache.is_contiguous() &&
+                  block_tables.is_contiguous() && kv_lens.is_contiguous() && out.is_contiguous(),
+              "decode_attention takes contiguous tensors");
+  TORCH_CHECK(q.dim() == 3 && k_cache.dim() == 4 && q.size(2) == k_cache.size(3) &&
+                  q.size(1) % k_cache.size(0) == 0,
+              "decode_attention: q [n, heads, dim] against a cache [kv_heads, blocks, size, dim]");
+  TORCH_CHECK(block_tables.scalar_type() == at::kLong && kv_lens.scalar_type() == at::kLong,
+              "decode_attention: block tables and lengths are int64");
+  TORCH_CHECK(q.scalar_type() == k_cache.scalar_type() && q.scalar_type() == out.scalar_type(),
+              "decode_attention: one dtype for q, cache and out");
+  if (q.scalar_type() == at::kFloat)
+    dispatch<float>(q, k_cache, v_cache, block_tables, kv_lens, out, scale);
+  else if (q.scalar_type() == at::kBFloat16)
+    dispatch<at::BFloat16>(q, k_cache, v_cache, block_tables, kv_lens, out, scale);
+  else
+    TORCH_CHECK(false, "decode_attention: float32 or bfloat16 only");
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("decode_attention", &decode_attention);
+}
