@@ -26,36 +26,42 @@ inline void prefetch(const void* rows, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(p + off);
 }
 
+// Calls fn(position, row) for the first len rows of a sequence, block by block.
+template <typename T, int D, typename Fn>
+inline void for_each_row(const T* head, const int64_t* table, int64_t len, int64_t bs, Fn&& fn) {
+  const int64_t bytes = bs * D * static_cast<int64_t>(sizeof(T));
+  for (int64_t start = 0; start < len; start += bs) {
+    const T* rows = head + table[start / bs] * bs * D;
+    if (start + bs < len) prefetch(head + table[start / bs + 1] * bs * D, bytes);
+    const int64_t count = std::min(bs, len - start);
+    for (int64_t t = 0; t < count; ++t) fn(start + t, rows + t * D);
+  }
+}
+
 template <typename T, int D, int G>
 void attend(const T* q, const T* k_head, const T* v_head, const int64_t* table, int64_t len,
             const Shape& shape, float scale, std::vector<float>& scores, T* out) {
-  const int64_t bs = shape.block_size, bytes = bs * D * static_cast<int64_t>(sizeof(T));
+  const int64_t bs = shape.block_size;
   float query[G][D];
   for (int g = 0; g < G; ++g)
     for (int d = 0; d < D; ++d) query[g][d] = static_cast<float>(q[g * D + d]) * scale;
   scores.resize(G * len);
   float top[G];
   std::fill(top, top + G, std::numeric_limits<float>::lowest());
-  for (int64_t start = 0; start < len; start += bs) {
-    const T* rows = k_head + table[start / bs] * bs * D;
-    if (start + bs < len) prefetch(k_head + table[start / bs + 1] * bs * D, bytes);
-    const int64_t count = std::min(bs, len - start);
-    for (int64_t t = 0; t < count; ++t) {
-      const T* key = rows + t * D;
-      float lanes[G][kLanes] = {};
-      for (int d0 = 0; d0 < D; d0 += kLanes)
-        for (int l = 0; l < kLanes; ++l) {
-          const float x = static_cast<float>(key[d0 + l]);
-          for (int g = 0; g < G; ++g) lanes[g][l] += query[g][d0 + l] * x;
-        }
-      for (int g = 0; g < G; ++g) {
-        float s = 0;
-        for (int l = 0; l < kLanes; ++l) s += lanes[g][l];
-        scores[g * len + start + t] = s;
-        top[g] = std::max(top[g], s);
+  for_each_row<T, D>(k_head, table, len, bs, [&](int64_t pos, const T* key) {
+    float lanes[G][kLanes] = {};
+    for (int d0 = 0; d0 < D; d0 += kLanes)
+      for (int l = 0; l < kLanes; ++l) {
+        const float x = static_cast<float>(key[d0 + l]);
+        for (int g = 0; g < G; ++g) lanes[g][l] += query[g][d0 + l] * x;
       }
+    for (int g = 0; g < G; ++g) {
+      float s = 0;
+      for (int l = 0; l < kLanes; ++l) s += lanes[g][l];
+      scores[g * len + pos] = s;
+      top[g] = std::max(top[g], s);
     }
-  }
+  });
   float inv[G];
   for (int g = 0; g < G; ++g) {
     float* row = scores.data() + g * len;
@@ -64,18 +70,12 @@ void attend(const T* q, const T* k_head, const T* v_head, const int64_t* table, 
     inv[g] = 1.0f / sum;
   }
   float acc[G][D] = {};
-  for (int64_t start = 0; start < len; start += bs) {
-    const T* rows = v_head + table[start / bs] * bs * D;
-    if (start + bs < len) prefetch(v_head + table[start / bs + 1] * bs * D, bytes);
-    const int64_t count = std::min(bs, len - start);
-    for (int64_t t = 0; t < count; ++t) {
-      const T* value = rows + t * D;
-      for (int g = 0; g < G; ++g) {
-        const float p = scores[g * len + start + t];
-        for (int d = 0; d < D; ++d) acc[g][d] += p * static_cast<float>(value[d]);
-      }
+  for_each_row<T, D>(v_head, table, len, bs, [&](int64_t pos, const T* value) {
+    for (int g = 0; g < G; ++g) {
+      const float p = scores[g * len + pos];
+      for (int d = 0; d < D; ++d) acc[g][d] += p * static_cast<float>(value[d]);
     }
-  }
+  });
   for (int g = 0; g < G; ++g)
     for (int d = 0; d < D; ++d) out[g * D + d] = static_cast<T>(acc[g][d] * inv[g]);
 }
