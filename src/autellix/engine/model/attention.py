@@ -287,8 +287,7 @@ def paged_attention(
         else:
             qd = qd.contiguous()
             od = torch.empty_like(qd)
-            kernel = paged_kernel.load()
-            kernel.decode_attention(
+            paged_kernel.load().decode_attention(
                 qd, k_cache, v_cache, d.block_tables, d.kv_lens, od, head_dim**-0.5
             )
         od = od.reshape(len(od), num_heads * head_dim)

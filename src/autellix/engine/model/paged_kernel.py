@@ -33,8 +33,6 @@ SOURCE = Path(__file__).with_name("csrc") / "paged_attention.cpp"
 # so the library does not set the process's flush-to-zero mode when loaded.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
 LDFLAGS = ["-fopenmp"]  # torch's own libgomp serves it at run time
-# (head size, query heads per KV head) the kernel is instantiated for.
-SHAPES = {(64, g) for g in (1, 2, 3, 4, 8)} | {(128, g) for g in (1, 2, 4, 8)}
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +69,23 @@ def load() -> ModuleType:
         raise RuntimeError(f"the paged attention kernel did not build ({e})") from e
 
 
+def why_not(
+    device: torch.device | str, dtype: torch.dtype, head_dim: int, group: int
+) -> str | None:
+    """Why the kernel cannot serve a model of this shape here; None where it can."""
+    if torch.device(device).type != "cpu":
+        return "it runs on CPUs only"
+    if dtype not in (torch.float32, torch.bfloat16):
+        return f"it serves float32 and bfloat16, not {dtype}"
+    try:
+        shapes = load().shapes
+    except RuntimeError as e:
+        return str(e)
+    if (head_dim, group) not in shapes:
+        return f"it has no instance for head size {head_dim} with {group} query heads a KV head"
+    return None
+
+
 def resolve_attention(
     kernel: str, device: torch.device | str, dtype: torch.dtype, head_dim: int, group: int
 ) -> Literal["paged", "torch"]:
@@ -80,22 +95,10 @@ def resolve_attention(
         raise ValueError(f"attention kernel must be auto, paged or torch, not {kernel!r}")
     if kernel == "torch":
         return "torch"
-    why = None
-    if torch.device(device).type != "cpu":
-        why = "it runs on CPUs only"
-    elif dtype not in (torch.float32, torch.bfloat16):
-        why = f"it serves float32 and bfloat16, not {dtype}"
-    elif (head_dim, group) not in SHAPES:
-        why = f"it has no instance for head size {head_dim} with {group} query heads a KV head"
-    else:
-        try:
-            load()
-        except RuntimeError as e:
-            why = str(e)
+    why = why_not(device, dtype, head_dim, group)
     if why is None:
         return "paged"
     if kernel == "paged":
         raise ValueError(f"the paged attention kernel cannot serve this model: {why}")
     logger.warning("decode attention falls back to torch's: %s", why)
     return "torch"
-

@@ -105,6 +105,10 @@ void decode(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_
   });
 }
 
+// (head size, query heads per KV head) instantiated; Python reads them as `shapes`.
+#define AUTELLIX_SHAPES(X) \
+  X(64, 1) X(64, 2) X(64, 3) X(64, 4) X(64, 8) X(128, 1) X(128, 2) X(128, 4) X(128, 8)
+
 template <typename T>
 void dispatch(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
               const at::Tensor& block_tables, const at::Tensor& kv_lens, at::Tensor& out,
@@ -113,9 +117,7 @@ void dispatch(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& 
 #define AUTELLIX_CASE(D, G)                                                     \
   if (dim == D && group == G)                                                   \
     return decode<T, D, G>(q, k_cache, v_cache, block_tables, kv_lens, out, scale);
-  AUTELLIX_CASE(64, 1) AUTELLIX_CASE(64, 2) AUTELLIX_CASE(64, 3) AUTELLIX_CASE(64, 4)
-  AUTELLIX_CASE(64, 8) AUTELLIX_CASE(128, 1) AUTELLIX_CASE(128, 2) AUTELLIX_CASE(128, 4)
-  AUTELLIX_CASE(128, 8)
+  AUTELLIX_SHAPES(AUTELLIX_CASE)
 #undef AUTELLIX_CASE
   TORCH_CHECK(false, "decode_attention: no kernel for head size ", dim, " and ", group,
               " query heads per KV head");
@@ -148,4 +150,9 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention);
+  pybind11::list shapes;
+#define AUTELLIX_SHAPE(D, G) shapes.append(pybind11::make_tuple(D, G));
+  AUTELLIX_SHAPES(AUTELLIX_SHAPE)
+#undef AUTELLIX_SHAPE
+  m.attr("shapes") = shapes;
 }
