@@ -41,9 +41,9 @@ VARIANTS = {
     "atlas": "--policy atlas",
     "gittins": "--policy gittins",
     "srpt": "--policy srpt",
-    "plas-cut": "--policy plas --batch-cut",
-    "gittins-cut": "--policy gittins --batch-cut",
-    "srpt-cut": "--policy srpt --batch-cut",
+    "plas-cut": "--policy plas --preempt --batch-cut",
+    "gittins-cut": "--policy gittins --preempt --batch-cut",
+    "srpt-cut": "--policy srpt --preempt --batch-cut",
 }
 
 

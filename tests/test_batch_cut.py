@@ -11,7 +11,7 @@ from autellix.programs import ProgramSnapshot
 from autellix.scheduling import PLAS, SRPT, CallState, SchedulingConfig, select_batch
 from autellix.scheduling.cut import BatchCut, attained_urgency, outlives_fresh
 
-CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0))
+CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), preempt=True)
 
 
 HEAVY = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 100.0)  # past programs: most small, one huge

@@ -87,8 +87,12 @@ def test_bad_scheduling_values_are_one_line(capsys: pytest.CaptureFixture) -> No
 
 
 def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["serve", "--policy", "fcfs", "--batch-cut"]) == 2
+    assert cli.main(["serve", "--policy", "fcfs", "--preempt", "--batch-cut"]) == 2
     assert "batch_cut needs one of the policies plas, atlas" in capsys.readouterr().err
+    assert cli.main(["serve", "--batch-cut"]) == 2
+    assert "batch_cut leaves running calls out: it needs preemption (--preempt)" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize("flag", [["--no-kv-retention-host"], ["--kv-retention-max-ttl", "5"]])
@@ -104,7 +108,9 @@ def test_retention_settings_without_retention_are_refused(
 def test_engine_settings_backends_would_ignore_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("autellix.server.drain.run", lambda *a, **k: None)
     argv = ["serve", "--backend", "http://127.0.0.1:1"]
-    with pytest.raises(SystemExit, match="--dtype, --max-running, --batch-cut set the engine"):
-        cli.main([*argv, "--dtype", "bfloat16", "--max-running", "8", "--batch-cut"])
+    with pytest.raises(
+        SystemExit, match="--dtype, --max-running, --preempt, --batch-cut set the engine"
+    ):
+        cli.main([*argv, "--dtype", "bfloat16", "--max-running", "8", "--preempt", "--batch-cut"])
     # what the frontend itself uses (the order, its queues, the block size) is taken
     assert cli.main([*argv, "--policy", "atlas", "--beta", "3", "--block-size", "32"]) == 0

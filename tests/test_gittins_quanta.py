@@ -6,7 +6,7 @@ from __future__ import annotations
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import CallState, Gittins, SchedulingConfig, gittins_rank
 
-CONFIG = SchedulingConfig(boundaries=(1, 2, 4, 8, 16))  # quanta 1, 1, 2, 4, 8, inf
+CONFIG = SchedulingConfig(boundaries=(1, 2, 4, 8, 16), preempt=True)  # quanta 1, 1, 2, 4, 8, inf
 ALIKE = tuple([10.0] * 20)  # every program needs 10 s: rank(a) = 10 - a
 
 

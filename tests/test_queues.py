@@ -13,7 +13,9 @@ from autellix.scheduling import ATLAS, FCFS, MLFQ, PLAS, SRPT, CallState, Schedu
 
 # Q1 [0, 1), Q2 [1, 2), Q3 [2, 4), Q4 [4, inf); quanta 1, 1, 2, inf
 # W_p counts (the paper's rule): the deadline machinery is the same under either rule
-CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=2.0, starvation_program_waiting=True)
+CONFIG = SchedulingConfig(
+    boundaries=(1.0, 2.0, 4.0), beta=2.0, starvation_program_waiting=True, preempt=True
+)
 
 
 def call(

@@ -16,7 +16,7 @@ from autellix.scheduling import (
 )
 from autellix.scheduling.config import geometric_boundaries
 
-CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=2.0)
+CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=2.0, preempt=True)
 
 
 def call(

@@ -1,6 +1,7 @@
 """Property tests: random programs, arrivals, step lengths, memory refusals and aborts
 driven through a policy and the process table, checking the invariants every round."""
 
+import dataclasses
 import itertools
 import math
 import random
@@ -64,14 +65,16 @@ def check_starvation(policy: MultiLevelPolicy, now: float) -> None:
 
 @pytest.mark.parametrize("policy_name", ["fcfs", "mlfq", "plas", "atlas", "gittins", "srpt"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(calls=calls_strategy, seed=st.integers(0, 2**32 - 1))
-def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int) -> None:
+@given(calls=calls_strategy, preempt=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_random_workloads_keep_the_invariants(
+    policy_name: str, calls, preempt: bool, seed: int
+) -> None:
     """Random rounds (aborts, refusals, batch sizes), then a drain with neither aborts nor
     refusals: every call finishes, within a bound of rounds."""
     rng = random.Random(seed)  # per-round choices: aborts, batch size, refusals, step
     now = 0.0
     table = ProcessTable(ttl=math.inf, clock=lambda: now)
-    policy = make_policy(policy_name, CONFIG)
+    policy = make_policy(policy_name, dataclasses.replace(CONFIG, preempt=preempt))
     pending = sorted(enumerate(calls), key=lambda item: item[1][1])
     needed: dict[str, float] = {}
     states: dict[str, CallState] = {}
@@ -128,7 +131,7 @@ def test_random_workloads_keep_the_invariants(policy_name: str, calls, seed: int
         if not refused:  # liveness: nothing refused, so the batch is full, and the top calls
             assert len(batch) == min(max_running, len(policy)), (len(batch), len(policy))
             assert {c.call_id for c in batch} == set(top)
-        if not policy.preemptive:  # FCFS preempts only for memory (or a smaller batch)
+        if not policy.preemptive:  # preempts only for memory (or a smaller batch)
             assert len(preempted) <= sum(refusals) + max(0, running_before - max_running)
         if isinstance(policy, MultiLevelPolicy):
             check_queues(policy)

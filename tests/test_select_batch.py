@@ -9,7 +9,7 @@ import pytest
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import FCFS, PLAS, SRPT, CallState, SchedulingConfig, select_batch
 
-CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=2.0)
+CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=2.0, preempt=True)
 
 
 def call(call_id: str, arrival: float = 0.0, service: float = 0.0, **kwargs) -> CallState:

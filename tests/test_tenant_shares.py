@@ -18,7 +18,7 @@ from autellix.scheduling import (
 )
 from autellix.scheduling.shares import by_share
 
-CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=100.0)
+CONFIG = SchedulingConfig(boundaries=(1.0, 2.0, 4.0), beta=100.0, preempt=True)
 
 
 def call(

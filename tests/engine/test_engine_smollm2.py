@@ -43,7 +43,8 @@ def test_engine_tokens_match_transformers_on_smollm2(preemption: str) -> None:
         block_size=16,
         max_running=2,
         max_prefill_tokens=64,
-        scheduling=SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6)),  # demote every step
+        # demote every step, and preempt for the waiting call
+        scheduling=SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6), preempt=True),
     )
     engine = LLMEngine.from_config(config)
     tok = engine.tokenizer

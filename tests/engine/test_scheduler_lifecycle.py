@@ -254,7 +254,9 @@ def test_the_step_cost_is_learned_from_the_steps_run() -> None:
 @pytest.mark.parametrize("batch_cut", [True, False])
 def test_the_batch_cut_leaves_a_heavy_programs_long_call_out(batch_cut: bool) -> None:
     s = make(
-        num_blocks=128, max_prefill_tokens=512, scheduling=SchedulingConfig(batch_cut=batch_cut)
+        num_blocks=128,
+        max_prefill_tokens=512,
+        scheduling=SchedulingConfig(batch_cut=batch_cut, preempt=True),
     )
     fresh = [call(f"fresh{i}", [10 + i] * 8, max_tokens=20) for i in range(2)]
     heavy = call("heavy", [30] * 200, max_tokens=20)

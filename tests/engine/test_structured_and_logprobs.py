@@ -100,7 +100,8 @@ def test_structured_output_survives_preemption_and_multi_step() -> None:
         num_kv_blocks=12,
         block_size=16,
         max_running=2,
-        scheduling=SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6)),  # demote every step
+        # demote every step, and preempt for the waiting call
+        scheduling=SchedulingConfig(boundaries=(1e-6, 2e-6, 4e-6), preempt=True),
     )
     for preemption in ("swap", "recompute"):
         texts, preemptions = structured_run(preemption=preemption, **tight)

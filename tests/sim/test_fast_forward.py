@@ -65,7 +65,12 @@ CASES = {
         1,
         ("react", 1),
     ),
-    "plas, KV pressure (preemption, swap)": (dict(policy="plas", max_running=32), 700, 1, MIXED),
+    "plas --preempt, KV pressure (swap)": (
+        dict(policy="plas", max_running=32, scheduling=SchedulingConfig(preempt=True)),
+        700,
+        1,
+        MIXED,
+    ),
     "mlfq, KV pressure, recompute": (
         dict(policy="mlfq", max_running=32, preemption="recompute"),
         500,
@@ -116,7 +121,9 @@ def test_fast_forward_gives_the_step_by_step_results(case: str, monkeypatch) -> 
 
 def make_engine(num_blocks: int = 64, **config) -> LLMEngine:
     # small quanta, so calls change queues inside a stretch
-    scheduling = SchedulingConfig(boundaries=(0.05, 0.1, 0.2), quanta=(0.05, 0.05, 0.1, 0.1))
+    scheduling = SchedulingConfig(
+        boundaries=(0.05, 0.1, 0.2), quanta=(0.05, 0.05, 0.1, 0.1), preempt=True
+    )
     executor = SimulatedExecutor(
         lambda shape: 0.01 + 1e-6 * shape.context_tokens, 4, num_blocks, 64
     )

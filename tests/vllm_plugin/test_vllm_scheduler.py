@@ -163,7 +163,7 @@ def test_settings_are_checked_at_start():
     assert PluginConfig.parse(None).policy == "plas"
     with pytest.raises(ValueError, match="unknown autellix settings \\['betta'\\]"):
         PluginConfig.parse({"autellix": {"betta": 2}})
-    assert PluginConfig.parse(None).scheduling.preempt is False  # Autellix's engine: True
+    assert PluginConfig.parse(None).scheduling.preempt is False
     assert PluginConfig.parse({"autellix": {"preempt": True}}).scheduling.preempt is True
     with pytest.raises(ValueError, match="preempt must be true or false, not 'no'"):
         PluginConfig.parse({"autellix": {"preempt": "no"}})

@@ -22,6 +22,12 @@ The paper gives no values for these; the defaults and their reasons:
 - min_starvation_service: the service a call is assumed to have when it has none,
   so a fresh call in a low queue (skip-join MLFQ) is not promoted the instant it
   waits. Defaults to the first boundary.
+- preempt = False: running calls keep their places, and the order decides which waiting
+  call takes the next free one. Agent calls are short, so places free up within seconds;
+  on the real engine preempting cost more than it gained (a preempted call holds its KV
+  while it waits, which the prefix cache then lacks): measurably slower on light-tailed
+  agents, no gain on mixed or heavy-tailed ones, and a tie in the simulator
+  (docs/scheduling.md, "Preemption").
 """
 
 from __future__ import annotations
@@ -102,11 +108,11 @@ class SchedulingConfig:
     )
 
     preempt: bool = field(
-        default=True,
+        default=False,
         metadata={
-            "help": "a waiting call that outranks a running one may take its place and memory"
-            " (--no-preempt: running calls keep theirs, and the order acts on the waiting calls"
-            " only; not with --batch-cut)"
+            "help": "a waiting call that outranks a running one may take its place and memory;"
+            " off, running calls keep theirs and the order acts on the waiting calls only"
+            " (--batch-cut needs it)"
         },
     )
     batch_cut: bool = field(

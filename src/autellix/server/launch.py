@@ -76,7 +76,12 @@ def backends_ignore(engine: EngineConfig) -> list[str]:
         for f in dataclasses.fields(engine)
         if f.name not in BACKEND_USES and getattr(engine, f.name) != getattr(default, f.name)
     ]
-    return ignored + (["--batch-cut"] if engine.scheduling.batch_cut else [])
+    scheduling = engine.scheduling  # the order is the frontend's; these act inside an engine
+    return ignored + [
+        flag
+        for flag, on in (("--preempt", scheduling.preempt), ("--batch-cut", scheduling.batch_cut))
+        if on
+    ]
 
 
 def loopback(host: str) -> bool:

@@ -44,8 +44,9 @@ SCENARIOS: dict[str, list[ToyProgram]] = {
 }
 
 # One queue per step of service (quanta of one step): the toy ranks exactly by attained
-# service. The defaults are in seconds and would put every toy call in Q1.
-TOY_CONFIG = SchedulingConfig(boundaries=tuple(range(1, 16)), beta=5.0)
+# service, and preempts as the paper's does. The defaults are in seconds and would put every
+# toy call in Q1.
+TOY_CONFIG = SchedulingConfig(boundaries=tuple(range(1, 16)), beta=5.0, preempt=True)
 
 
 class _ToyRun:
