@@ -4,6 +4,8 @@ prefix cache across an eviction."""
 
 from __future__ import annotations
 
+import pytest
+
 from autellix.engine.batch import ScheduledBatch
 from autellix.engine.call import Call, Status
 from autellix.engine.config import EngineConfig
@@ -11,6 +13,7 @@ from autellix.engine.executor import SimulatedExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.sampling_params import SamplingParams
 from autellix.programs import ProgramSnapshot
+from autellix.scheduling import SchedulingConfig
 
 SIZE = 4
 HEAVY = ProgramSnapshot(service=100.0)  # a program far down the queues
@@ -20,8 +23,17 @@ PAIR = SamplingParams(max_tokens=8, ignore_eos=True)
 
 
 def make(num_blocks: int, policy: str = "plas", swap_blocks: int = 16, **kw) -> LLMEngine:
+    """An engine whose policy preempts (`--preempt`): these tests are about what preemption
+    does to a call's blocks."""
     config = EngineConfig(
-        **{"policy": policy, "block_size": SIZE, "max_running": 4, "max_prefill_tokens": 64, **kw}
+        **{
+            "policy": policy,
+            "block_size": SIZE,
+            "max_running": 4,
+            "max_prefill_tokens": 64,
+            "scheduling": SchedulingConfig(preempt=True),
+            **kw,
+        }
     )
     executor = SimulatedExecutor(
         lambda shape: 0.01,
@@ -92,8 +104,12 @@ def test_a_swapped_call_comes_back_into_fresh_blocks() -> None:
     assert engine.blocks.num_free_swap == 16
 
 
-def test_a_non_preemptive_policy_makes_a_waiting_call_wait_for_memory() -> None:
-    engine = make(num_blocks=4, policy="fcfs")
+@pytest.mark.parametrize("policy, preempt", [("fcfs", True), ("plas", False)])
+def test_a_non_preemptive_policy_makes_a_waiting_call_wait_for_memory(
+    policy: str, preempt: bool
+) -> None:
+    """FCFS never preempts for rank; PLAS does not either without --preempt (the default)."""
+    engine = make(num_blocks=4, policy=policy, scheduling=SchedulingConfig(preempt=preempt))
     heavy_holding_three_blocks(engine)
     light = engine.add_call(list(range(30, 38)), LONG, call_id="light")
     batch = step(engine)

@@ -215,7 +215,7 @@ def test_a_lone_decode_is_charged_the_whole_step_under_share_accounting() -> Non
 def test_every_call_preempted_in_a_round_is_resident_or_evicted() -> None:
     """B started before A, so the round meets B first among the preempted: B was already
     evicted to make room, and A, after it, must still be kept resident."""
-    s = make(num_blocks=4, max_running=2)
+    s = make(num_blocks=4, max_running=2, scheduling=SchedulingConfig(preempt=True))
     b = call("b", [10, 11, 12])
     b.program = ProgramSnapshot(service=100.0)
     s.add(b, 0.0)

@@ -8,6 +8,7 @@ import pytest
 
 from autellix.engine.batch import StepShape
 from autellix.engine.config import EngineConfig
+from autellix.scheduling import SchedulingConfig
 from autellix.scheduling.retention import RetentionConfig
 from autellix.sim.cluster import ClusterConfig, Simulation
 from autellix.sim.hardware import GPUS, MODELS
@@ -105,7 +106,8 @@ def test_a_chat_meets_its_earlier_turn_in_the_prefix_cache() -> None:
 
 def test_atlas_beats_fcfs_when_a_long_program_holds_the_engine() -> None:
     # one long program of many sequential calls, and short programs arriving behind it
-    # (each long call is 2 s of service: past Q1's 1 s boundary after its first call)
+    # (each long call is 2 s of service: past Q1's 1 s boundary after its first call); with
+    # one running call only preemption lets a short call past a long one
     long = ProgramSpec("long", "react", 0.0, [Stage([call(f"l{i}", 32, 200)]) for i in range(5)])
     short = [
         ProgramSpec(f"s{i}", "react", 2.5 + i * 0.7, [Stage([call(f"s{i}", 32, 10)])])
@@ -113,7 +115,8 @@ def test_atlas_beats_fcfs_when_a_long_program_holds_the_engine() -> None:
     ]
     mean = {}
     for policy in ("fcfs", "atlas"):
-        records, _ = run([long, *short], engine={"policy": policy, "max_running": 1})
+        engine = {"policy": policy, "max_running": 1, "scheduling": SchedulingConfig(preempt=True)}
+        records, _ = run([long, *short], engine=engine)
         mean[policy] = sum(r.latency for r in records if r.program_id != "long") / 6
     assert mean["atlas"] < 0.6 * mean["fcfs"]
 
