@@ -25,8 +25,9 @@ The paper gives no values for these; the defaults and their reasons:
 - preempt = False: running calls keep their places, and the order decides which waiting
   call takes the next free one. Agent calls are short, so places free up within seconds;
   on the real engine preempting cost more than it gained (a preempted call holds its KV
-  while it waits, which the prefix cache then lacks): measurably slower on light-tailed
-  agents, no gain on mixed or heavy-tailed ones, and a tie in the simulator
+  while it waits, which the prefix cache then lacks): slower than FCFS, measurably, on
+  light-tailed agents, no gain on mixed or heavy-tailed ones, a tie or a loss in the
+  simulator
   (docs/scheduling.md, "Preemption: off by default").
 """
 
