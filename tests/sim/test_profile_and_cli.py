@@ -37,7 +37,7 @@ def test_fit_recovers_a_linear_step_time() -> None:
 
 def test_profile_measures_the_real_engine(tiny_llama: Path, tmp_path: Path) -> None:
     config = EngineConfig(model=str(tiny_llama), num_kv_blocks=256, max_running=8)
-    profile = measure(config, batches=(1, 4), prompts=(8, 64), decode_tokens=4)
+    profile = measure(config, (1, 4), (8, 64), decode_tokens=4, command="autellix profile")
     assert len(profile.samples or []) >= 2 * 2 * 4  # every generation's steps
     assert profile.num_blocks == 256 and profile.swap_time_per_block > 0
     # every step's time is positive and the fit predicts them to within a factor
@@ -45,6 +45,9 @@ def test_profile_measures_the_real_engine(tiny_llama: Path, tmp_path: Path) -> N
     path = tmp_path / "p.json"
     profile.save(path)
     assert Profile.load(path).coefficients == profile.coefficients
+    provenance = Profile.load(path).provenance  # what made it, where and at which commit
+    assert provenance[0] == "Command: `autellix profile`"
+    assert [line.split(":")[0] for line in provenance] == ["Command", "Machine", "Commit", "Date"]
 
 
 def test_simulate_cli_writes_the_bench_reports(tmp_path: Path, capsys) -> None:
@@ -104,3 +107,4 @@ def test_simulate_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
         assert main([*argv, "--programs", "1", "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("autellix: error: ") and message in err and err.count("\n") == 1
+

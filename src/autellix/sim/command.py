@@ -96,7 +96,11 @@ def run_profile(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     engine = from_args(EngineConfig, args)
-    profile = measure(engine, on_progress=lambda what: console.print(f"profiling: {what}"))
+    profile = measure(
+        engine,
+        on_progress=lambda what: console.print(f"profiling: {what}"),
+        command=args.command_line,
+    )
     profile.save(args.out)
     a, b, c, d = profile.coefficients
     print(

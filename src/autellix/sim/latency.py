@@ -9,7 +9,7 @@ the real engine.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from autellix.engine.batch import StepShape
@@ -87,6 +87,7 @@ class Profile:
     machine: str = ""
     model: str = ""
     samples: list[tuple[list[float], float]] | None = None  # (features, seconds)
+    provenance: list[str] = field(default_factory=list)  # the command, commit and date
 
     def __call__(self, shape: StepShape) -> float:
         return max(0.0, sum(c * x for c, x in zip(self.coefficients, features(shape), strict=True)))

@@ -19,7 +19,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.executor import ModelExecutor
 from autellix.engine.llm_engine import LLMEngine
 from autellix.engine.sampling_params import SamplingParams
-from autellix.machine import this_machine
+from autellix.machine import provenance, this_machine
 from autellix.sim.latency import Profile
 
 BATCHES = (1, 2, 4, 8, 16, 32)
@@ -32,7 +32,11 @@ def measure(
     prompts: tuple[int, ...] = PROMPTS,
     decode_tokens: int = 16,
     on_progress: Callable[[str], None] = lambda _: None,
+    command: str = "",
 ) -> Profile:
+    """Time the engine's steps over batches of `batches` prompts of `prompts` tokens and fit
+    the latency model; `command` is recorded with the machine and commit it ran at."""
+    started = provenance(command)
     engine = LLMEngine.from_config(config)
     executor = engine.executor
     assert isinstance(executor, ModelExecutor)
@@ -58,6 +62,7 @@ def measure(
         num_blocks=executor.num_blocks,
         machine=this_machine(),
         model=str(config.model or "SmolLM2-135M-Instruct (embedded default)"),
+        provenance=started,
     )
 
 
