@@ -12,38 +12,46 @@ from autellix.programs import ProcessTable, ProgramSnapshot, SizeModel, kind_of
 from autellix.scheduling import CallState, Gittins, SchedulingConfig, gittins_rank, select_batch
 
 
-def brute_rank(sizes: list[float], a: float) -> float:
-    """The definition: min over quanta d of E[min(S-a, d) | S>a] / P(S-a <= d | S>a),
-    with d tried at every size beyond a and at a fine grid in between."""
+def brute_rank(sizes: list[float], a: float, per_size: bool) -> float:
+    """The definition: min over quanta d of E[min(S-a, d) | S>a] / E[w(S) 1(S-a <= d) | S>a],
+    w(S) = 1/S (the square root of the ratio) or 1, with d tried at every size beyond a and
+    at a fine grid in between."""
     beyond = [s for s in sizes if s > a]
     if not beyond:
         return a
     grid = sorted({s - a for s in beyond} | {(s - a) * f for s in beyond for f in (0.3, 0.7)})
     best = math.inf
     for d in grid:
-        done = sum(1 for s in beyond if s - a <= d) / len(beyond)
+        done = sum(1 / s if per_size else 1 for s in beyond if s - a <= d) / len(beyond)
         expected = sum(min(s - a, d) for s in beyond) / len(beyond)
         if done:
             best = min(best, expected / done)
-    return best
+    return math.sqrt(best) if per_size else best
 
 
 @settings(max_examples=300, deadline=None)
 @given(
     sizes=st.lists(st.floats(0.01, 100, allow_nan=False), min_size=1, max_size=30),
     a=st.floats(0, 120, allow_nan=False),
+    per_size=st.booleans(),
 )
-def test_rank_is_the_definition(sizes: list[float], a: float) -> None:
+def test_rank_is_the_definition(sizes: list[float], a: float, per_size: bool) -> None:
     sizes.sort()
-    assert gittins_rank(sizes, a) == pytest.approx(brute_rank(sizes, a), rel=1e-9, abs=1e-9)
+    assert gittins_rank(sizes, a, per_size) == pytest.approx(
+        brute_rank(sizes, a, per_size), rel=1e-9, abs=1e-9
+    )
 
 
 def test_rank_follows_the_hazard_rate() -> None:
     alike = [10.0] * 20  # sizes alike: what is nearly done goes first (SRPT)
-    assert [gittins_rank(alike, a) for a in (0, 4, 9)] == pytest.approx([10, 6, 1])
+    assert [gittins_rank(alike, a, per_size=False) for a in (0, 4, 9)] == pytest.approx([10, 6, 1])
+    ranks = [gittins_rank(alike, a) for a in (0, 4, 9)]  # sqrt(left x size)
+    assert ranks == pytest.approx([10, math.sqrt(60), math.sqrt(10)])
     heavy = [1.0] * 18 + [100.0, 200.0]  # mostly small, a few huge: least attained first
-    assert gittins_rank(heavy, 0) == pytest.approx(20 / 18)  # quantum 1: 90% finish
-    assert gittins_rank(heavy, 2) == pytest.approx(148)  # past the small ones: huge
+    assert gittins_rank(heavy, 0, per_size=False) == pytest.approx(20 / 18)  # 90% finish in 1
+    assert gittins_rank(heavy, 2, per_size=False) == pytest.approx(148)  # past the small: huge
+    assert gittins_rank(heavy, 0) == pytest.approx(math.sqrt(20 / 18))
+    assert gittins_rank(heavy, 2) == pytest.approx(140)  # sqrt(98 x 2 / (1/100))
     assert gittins_rank((), 7.5) == 7.5  # nothing learned yet: PLAS
 
 
@@ -63,6 +71,21 @@ def test_alike_sizes_finish_the_older_program_first() -> None:
     assert batch == [old]
 
 
+def test_a_fresh_program_goes_before_a_big_one_nearly_done() -> None:
+    """Half the programs need 1 s, half 100 s. A big one with 1 s left ends within 1 s
+    for sure, a fresh one half the time, so the plain index (mean latency in seconds)
+    serves the big one first. Per token, ending a program of 1 s is worth a hundred times
+    ending one of 100 s: the fresh one goes first."""
+    sizes = tuple([1.0] * 10 + [100.0] * 10)
+    assert gittins_rank(sizes, 99.0, per_size=False) < gittins_rank(sizes, 0.0, per_size=False)
+    policy = Gittins(SchedulingConfig(boundaries=(1, 2, 4, 8, 16)))
+    big, fresh = call("big", 99.0, sizes), call("fresh", 0.0, sizes, arrival=1.0)
+    policy.add(big, 0.0)
+    policy.add(fresh, 1.0)
+    batch, _ = select_batch(policy, 1.0, max_running=1)
+    assert batch == [fresh]
+
+
 def test_a_running_call_is_reranked_up_and_down() -> None:
     config = SchedulingConfig(boundaries=(1, 2, 4, 8, 16))
     sizes = tuple([10.0] * 20)
@@ -72,7 +95,7 @@ def test_a_running_call_is_reranked_up_and_down() -> None:
     assert c.level == config.queue_of(10.0)
     select_batch(policy, 0.0, 1)
     policy.add_service(c, config.quanta[c.level])  # 8 s: 2 s left, a better rank
-    assert c.level == config.queue_of(2.0)
+    assert c.level == config.queue_of(gittins_rank(sizes, 8.0)) < config.queue_of(10.0)
     light = [1.0] * 18 + [100.0, 200.0]
     d = call("d", 0.0, tuple(light))
     policy.add(d, 0.0)

@@ -3,11 +3,13 @@ service arrives (one long step or many short ones), and starts the next quantum 
 
 from __future__ import annotations
 
+import pytest
+
 from autellix.programs import ProgramSnapshot
 from autellix.scheduling import CallState, Gittins, SchedulingConfig, gittins_rank
 
 CONFIG = SchedulingConfig(boundaries=(1, 2, 4, 8, 16), preempt=True)  # quanta 1, 1, 2, 4, 8, inf
-ALIKE = tuple([10.0] * 20)  # every program needs 10 s: rank(a) = 10 - a
+ALIKE = tuple([10.0] * 20)  # every program needs 10 s: rank(a) = sqrt(10 (10 - a))
 
 
 def started(policy: Gittins, sizes=ALIKE) -> CallState:
@@ -24,9 +26,9 @@ def test_short_steps_add_up_to_a_quantum() -> None:
     for _ in range(7):
         policy.add_service(c, 1.0)
     assert c.level == 4 and c.quantum_used == 7.0
-    policy.add_service(c, 1.0)  # 8 s attained: rank 2, queue [2, 4)
-    assert gittins_rank(ALIKE, 8.0) == 2.0
-    assert (c.level, c.quantum_used) == (2, 0.0)
+    policy.add_service(c, 1.0)  # 8 s attained: rank sqrt(20), queue [4, 8)
+    assert gittins_rank(ALIKE, 8.0) == pytest.approx(20**0.5)
+    assert (c.level, c.quantum_used) == (3, 0.0)
     assert policy.demotions == 1 and c.service == 8.0
 
 
@@ -34,11 +36,11 @@ def test_the_quantum_after_a_move_is_the_new_queue_s_whole_quantum() -> None:
     policy = Gittins(CONFIG)
     c = started(policy)
     policy.add_service(c, 8.0)
-    assert c.level == 2  # quantum 2
+    assert c.level == 3  # quantum 4
     policy.add_service(c, 1.5)
-    assert (c.level, c.quantum_used) == (2, 1.5)
-    policy.add_service(c, 0.5)  # 10 s: outgrew every size seen, ranked by attained (PLAS)
-    assert c.level == CONFIG.queue_of(10.0) == 4
+    assert (c.level, c.quantum_used) == (3, 1.5)
+    policy.add_service(c, 2.5)  # 12 s: outgrew every size seen, ranked by attained (PLAS)
+    assert c.level == CONFIG.queue_of(12.0) == 4
     assert policy.demotions == 2  # every move is counted, up or down
 
 

@@ -100,6 +100,13 @@ class SchedulingConfig:
     prefill_seconds_per_token: float = field(
         default=1e-4, metadata={"flag": None, "help": "skip-join's estimate of prefill time"}
     )
+    gittins_per_size: bool = field(
+        default=True,
+        metadata={
+            "help": "gittins: rank for the mean latency per token (each program's end weighed"
+            " by 1/its size); off, for the mean latency in seconds (the plain index)"
+        },
+    )
     tenant_shares: bool = field(
         default=True,
         metadata={

@@ -6,7 +6,12 @@ a program that has attained ``a`` seconds of service is ranked by
     rank(a) = min over d > 0 of  E[min(S - a, d) | S > a] / P(S - a <= d | S > a),
 
 the expected service it needs per unit chance of finishing within the next ``d``
-(the inverse of its Gittins index; smaller is served first). When the size law has a
+(the inverse of its Gittins index; smaller is served first). That index minimizes the
+mean latency in seconds. The metric served here is latency per token, which weighs a
+program's latency by the inverse of its size, so the policy ranks by the index for that
+weight: each chance of finishing counts 1/S (Scully et al.'s Gittins index for weighted
+mean response time), and the rank is the square root of the ratio, in seconds again
+(a program of known size S with r left ranks at sqrt(r S), a fresh one at S). When the size law has a
 decreasing hazard rate (heavy tails, a few huge programs among many small ones) the
 rank grows with ``a`` and the order is least-attained-service (PLAS); when the hazard
 rises (sizes alike) the rank falls with ``a`` and the order finishes what is nearly
@@ -26,6 +31,7 @@ waiting, and at loads past the engine's capacity those promotions undo the order
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Sequence
 
 from autellix.scheduling.call import CallState
@@ -33,23 +39,25 @@ from autellix.scheduling.policy import Policy
 from autellix.scheduling.queues import MultiLevelPolicy
 
 
-def gittins_rank(sizes: Sequence[float], attained: float) -> float:
-    """The rank above for the empirical law of `sizes` (sorted ascending). A program that
-    has outgrown every size seen is ranked by its attained service (PLAS)."""
+def gittins_rank(sizes: Sequence[float], attained: float, per_size: bool = True) -> float:
+    """The rank above for the empirical law of `sizes` (sorted ascending); `per_size`:
+    weighted by 1/S as the policy ranks, else the plain rank. A program that has outgrown
+    every size seen is ranked by its attained service (PLAS)."""
     first = bisect.bisect_right(sizes, attained)
     n = len(sizes) - first
     if n == 0:
         return attained
     best = float("inf")
     # With d = sizes[j] - a: the service it expects within d is the sum of min(S, sizes[j])
-    # over the sizes beyond a, less a for each; it finishes within d for j - first + 1.
-    prefix = 0.0
+    # over the sizes beyond a, less a for each; it finishes within d for those up to j.
+    prefix = finished = 0.0
     for j in range(first, len(sizes)):
         prefix += sizes[j]
+        finished += 1.0 / sizes[j] if per_size else 1.0
         beyond = len(sizes) - 1 - j
         expected = prefix + sizes[j] * beyond - attained * n
-        best = min(best, expected / (j - first + 1))
-    return best
+        best = min(best, expected / finished)
+    return math.sqrt(best) if per_size else best
 
 
 class Gittins(MultiLevelPolicy):
@@ -58,7 +66,8 @@ class Gittins(MultiLevelPolicy):
 
     def rank(self, call: CallState) -> float:
         program = call.program
-        return gittins_rank(program.sizes, program.service + call.service)
+        attained = program.service + call.service
+        return gittins_rank(program.sizes, attained, self.config.gittins_per_size)
 
     def entry_priority(self, call: CallState) -> float:
         return self.rank(call)
