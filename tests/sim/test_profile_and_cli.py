@@ -107,4 +107,3 @@ def test_simulate_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
         assert main([*argv, "--programs", "1", "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("autellix: error: ") and message in err and err.count("\n") == 1
-

@@ -22,6 +22,11 @@ The paper gives no values for these; the defaults and their reasons:
 - min_starvation_service: the service a call is assumed to have when it has none,
   so a fresh call in a low queue (skip-join MLFQ) is not promoted the instant it
   waits. Defaults to the first boundary.
+- gittins_per_size = True: Gittins ranks for the mean latency per token, the metric this
+  project and the paper serve, by weighing each program's end by 1/its size; the plain
+  index (the mean latency in seconds) lets big programs near their end go before fresh
+  ones, and a server that had learned the sizes of heavy-tailed agents then gained little
+  over FCFS in the simulator (docs/scheduling.md, "Gittins per token").
 - preempt = False: running calls keep their places, and the order decides which waiting
   call takes the next free one. Agent calls are short, so places free up within seconds;
   on the real engine preempting cost more than it gained (a preempted call holds its KV

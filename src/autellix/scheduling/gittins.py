@@ -6,16 +6,19 @@ a program that has attained ``a`` seconds of service is ranked by
     rank(a) = min over d > 0 of  E[min(S - a, d) | S > a] / P(S - a <= d | S > a),
 
 the expected service it needs per unit chance of finishing within the next ``d``
-(the inverse of its Gittins index; smaller is served first). That index minimizes the
-mean latency in seconds. The metric served here is latency per token, which weighs a
-program's latency by the inverse of its size, so the policy ranks by the index for that
-weight: each chance of finishing counts 1/S (Scully et al.'s Gittins index for weighted
-mean response time), and the rank is the square root of the ratio, in seconds again
-(a program of known size S with r left ranks at sqrt(r S), a fresh one at S). When the size law has a
+(the inverse of its Gittins index; smaller is served first). When the size law has a
 decreasing hazard rate (heavy tails, a few huge programs among many small ones) the
 rank grows with ``a`` and the order is least-attained-service (PLAS); when the hazard
 rises (sizes alike) the rank falls with ``a`` and the order finishes what is nearly
 done first, close to FCFS or SRPT. One rule, so the load's shape need not be known.
+
+That index minimizes the mean latency in seconds. The metric served here is the latency
+per token, which weighs a program's latency by the inverse of its size, so by default
+each chance of finishing counts 1/S (the Gittins index for a weighted mean latency, with
+the weight a function of the unknown size), and the rank is the square root of the ratio,
+in seconds again: a program of known size S with r left ranks at sqrt(r S), a fresh one
+at S. The plain index lets a big program near its end go before a fresh one that is
+probably small (`--no-gittins-per-size`; docs/scheduling.md, "Gittins per token").
 
 The process table learns the sizes (``programs.SizeModel``) and sends them with each call's
 program snapshot; with no sizes yet a call is ranked by its program's attained service,
