@@ -52,7 +52,8 @@ def gittins_rank(sizes: Sequence[float], attained: float, per_size: bool = True)
         return attained
     best = float("inf")
     # With d = sizes[j] - a: the service it expects within d is the sum of min(S, sizes[j])
-    # over the sizes beyond a, less a for each; it finishes within d for those up to j.
+    # over the sizes beyond a, less a for each; it finishes within d for those up to j,
+    # each counted 1/S per size (or 1).
     prefix = finished = 0.0
     for j in range(first, len(sizes)):
         prefix += sizes[j]
