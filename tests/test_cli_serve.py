@@ -95,6 +95,13 @@ def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFix
     )
 
 
+def test_the_plain_gittins_index_without_gittins_is_refused(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["serve", "--policy", "plas", "--no-gittins-per-size"]) == 2
+    err = capsys.readouterr().err
+    assert "--no-gittins-per-size applies only with --policy gittins, not 'plas'" in err
+    assert err.count("\n") == 1
+
+
 @pytest.mark.parametrize("flag", [["--no-kv-retention-host"], ["--kv-retention-max-ttl", "5"]])
 def test_retention_settings_without_retention_are_refused(
     flag: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch

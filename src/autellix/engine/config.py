@@ -134,6 +134,10 @@ class EngineConfig:
             raise ValueError(
                 "--kv-retention-host and --kv-retention-max-ttl apply only with --kv-retention"
             )
+        if not self.scheduling.gittins_per_size and self.policy != "gittins":
+            raise ValueError(
+                f"--no-gittins-per-size applies only with --policy gittins, not {self.policy!r}"
+            )
         policy = POLICIES.get(self.policy)
         if self.scheduling.batch_cut and policy is not None and not policy.cuts_batch:
             cutters = ", ".join(name for name, p in POLICIES.items() if p.cuts_batch)

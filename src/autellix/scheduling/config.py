@@ -32,8 +32,7 @@ The paper gives no values for these; the defaults and their reasons:
   on the real engine preempting cost more than it gained (a preempted call holds its KV
   while it waits, which the prefix cache then lacks): slower than FCFS, measurably, on
   light-tailed agents, no gain on mixed or heavy-tailed ones, a tie or a loss in the
-  simulator
-  (docs/scheduling.md, "Preemption: off by default").
+  simulator (docs/scheduling.md, "Preemption: off by default").
 """
 
 from __future__ import annotations
