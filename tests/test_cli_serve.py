@@ -95,10 +95,22 @@ def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFix
     )
 
 
-def test_the_plain_gittins_index_without_gittins_is_refused(capsys: pytest.CaptureFixture) -> None:
-    assert cli.main(["serve", "--policy", "plas", "--no-gittins-per-size"]) == 2
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--policy", "plas", "--no-gittins-per-size"],
+            "--no-gittins-per-size applies only with --policy gittins, not 'plas'",
+        ),
+        (["--skip-join"], "--skip-join applies only with --policy mlfq, not 'gittins'"),
+    ],
+)
+def test_a_setting_the_policy_does_not_serve_is_refused(
+    capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
+    assert cli.main(["serve", *args]) == 2
     err = capsys.readouterr().err
-    assert "--no-gittins-per-size applies only with --policy gittins, not 'plas'" in err
+    assert message in err
     assert err.count("\n") == 1
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from autellix.scheduling import POLICIES, SchedulingConfig
+from autellix.scheduling import SchedulingConfig, check_settings
 from autellix.scheduling.retention import RetentionConfig
 
 
@@ -134,11 +134,4 @@ class EngineConfig:
             raise ValueError(
                 "--kv-retention-host and --kv-retention-max-ttl apply only with --kv-retention"
             )
-        if not self.scheduling.gittins_per_size and self.policy != "gittins":
-            raise ValueError(
-                f"--no-gittins-per-size applies only with --policy gittins, not {self.policy!r}"
-            )
-        policy = POLICIES.get(self.policy)
-        if self.scheduling.batch_cut and policy is not None and not policy.cuts_batch:
-            cutters = ", ".join(name for name, p in POLICIES.items() if p.cuts_batch)
-            raise ValueError(f"batch_cut needs one of the policies {cutters}, not {self.policy!r}")
+        check_settings(self.policy, self.scheduling)

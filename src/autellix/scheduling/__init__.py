@@ -13,13 +13,27 @@ from autellix.scheduling.srpt import SRPT
 POLICIES: dict[str, type[Policy]] = {p.name: p for p in (FCFS, MLFQ, PLAS, ATLAS, Gittins, SRPT)}
 
 
-def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
+def check_settings(name: str, config: SchedulingConfig) -> type[Policy]:
+    """The policy class of `name`; settings that only other policies serve are refused,
+    not ignored."""
     try:
         policy_cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
-    policy = policy_cls(config) if issubclass(policy_cls, MultiLevelPolicy) else policy_cls()
+    if not config.gittins_per_size and name != "gittins":
+        raise ValueError(f"--no-gittins-per-size applies only with --policy gittins, not {name!r}")
+    if config.skip_join and name != "mlfq":
+        raise ValueError(f"--skip-join applies only with --policy mlfq, not {name!r}")
+    if config.batch_cut and not policy_cls.cuts_batch:
+        cutters = ", ".join(n for n, p in POLICIES.items() if p.cuts_batch)
+        raise ValueError(f"batch_cut needs one of the policies {cutters}, not {name!r}")
+    return policy_cls
+
+
+def make_policy(name: str, config: SchedulingConfig | None = None) -> Policy:
     config = config or SchedulingConfig()
+    policy_cls = check_settings(name, config)
+    policy = policy_cls(config) if issubclass(policy_cls, MultiLevelPolicy) else policy_cls()
     policy.tenant_shares = config.tenant_shares
     policy.preemptive = policy.preemptive and config.preempt
     return policy
@@ -37,6 +51,7 @@ __all__ = [
     "MultiLevelPolicy",
     "Policy",
     "SchedulingConfig",
+    "check_settings",
     "gittins_rank",
     "make_policy",
     "select_batch",
