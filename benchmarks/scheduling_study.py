@@ -331,7 +331,7 @@ def main() -> None:
             lights, rate, loaded = find_rate(args, workload, params, target, fcfs)
         light = statistics.mean(lights)
         sim = run(workload, params, args.programs, 1e-4, args.seeds[0], fcfs, target)[1]
-        sizes = list(sim.table.sizes.sizes(None))
+        sizes = list(sim.table.sizes.everyone())
         lines += [
             f"## {text}",
             "",

@@ -102,6 +102,10 @@ def test_only_programs_expected_to_outlive_a_fresh_one_are_cut() -> None:
         policy.add(c, 0.0)
         assert c.level > 0
     assert [policy.cut_exempt(c) for c in calls.values()] == [False, True, True]
+    # a program whose class has no law of its own is judged by the law of all classes
+    classless = CallState("x", "x", 0.0, ProgramSnapshot(3.0, 3.0, 0.0, (), HEAVY))
+    policy.add(classless, 0.0)
+    assert not policy.cut_exempt(classless)
 
 
 def test_select_batch_preempts_a_cut_running_call_and_skips_a_cut_waiting_one() -> None:

@@ -86,6 +86,25 @@ def test_a_fresh_program_goes_before_a_big_one_nearly_done() -> None:
     assert batch == [fresh]
 
 
+def test_a_program_without_a_law_of_its_class_ranks_by_service_or_the_law_of_all() -> None:
+    """The law of all classes mixes kinds: it may move a program ahead of its attained
+    service (it says the program is nearly done), never behind it."""
+    policy = Gittins(SchedulingConfig())
+    heavy = (1.0,) * 7 + (100.0,)
+    alike = (9.0, 10.0, 10.0, 11.0)
+
+    def classless(service: float, sizes_of_all: tuple) -> CallState:
+        return CallState("c", "c", 0.0, ProgramSnapshot(service, 0.0, 0.0, (), sizes_of_all))
+
+    assert policy.rank(classless(3.0, ())) == 3.0  # nothing learned: PLAS
+    assert gittins_rank(heavy, 3.0) > 3.0  # only the huge one is left: the law says wait
+    assert policy.rank(classless(3.0, heavy)) == 3.0
+    assert gittins_rank(alike, 8.0) < 8.0  # alike: nearly done
+    assert policy.rank(classless(8.0, alike)) == gittins_rank(alike, 8.0)
+    # a law of its own class ranks it, above its service or below
+    assert policy.rank(call("own", 3.0, heavy)) == gittins_rank(heavy, 3.0)
+
+
 def test_a_running_call_is_reranked_up_and_down() -> None:
     config = SchedulingConfig(boundaries=(1, 2, 4, 8, 16))
     sizes = tuple([10.0] * 20)
@@ -104,13 +123,17 @@ def test_a_running_call_is_reranked_up_and_down() -> None:
     assert d.level > entry  # past the small programs: it is probably huge
 
 
-def test_size_model_keeps_recent_sizes_per_kind_and_falls_back() -> None:
+def test_size_model_keeps_recent_sizes_per_kind_and_never_mixes_kinds() -> None:
     model = SizeModel(keep=4, min_samples=2)
     assert model.sizes("chat") == ()
     model.observe("chat", "a", 3.0)
     assert model.sizes("chat") == ()  # one is too few
     model.observe("search", "b", 50.0)
-    assert model.sizes("chat") == (3.0, 50.0)  # everyone's, until chat has its own
+    model.observe("search", "d", 60.0)
+    assert model.sizes("search") == (50.0, 60.0)
+    # not everyone's: a search's size says nothing of what a chat has left (PLAS instead)
+    assert model.sizes("chat") == () and model.sizes(None) == ()
+    assert model.everyone() == (3.0, 50.0, 60.0)
     model.observe("chat", "c", 1.0)
     model.observe("chat", "a", 4.0)  # a report replaces the program's earlier one
     assert model.sizes("chat") == (1.0, 4.0)
@@ -129,11 +152,11 @@ def test_the_table_reports_sizes_when_programs_end_idle_or_reaped() -> None:
         table.call_finished(c.program_id, c.call_id, 0.0, service)
 
     one_call(None, 2.0)  # a program of one call ends with it
-    assert table.sizes.sizes(None) == (2.0,)
+    assert table.sizes.everyone() == (2.0,) and table.sizes.sizes(None) == ()
     one_call("chat", 3.0, kind="k")
     one_call("chat", 4.0)
     table.reap()
-    assert table.sizes.sizes("k") == (2.0,)  # not idle long enough yet
+    assert table.sizes.sizes("k") == ()  # not idle long enough yet
     now = 6.0
     table.reap()
     assert table.sizes.sizes("k") == (7.0,) and "chat" in table

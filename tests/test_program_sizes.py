@@ -13,7 +13,7 @@ def test_a_re_reported_program_counts_as_recent() -> None:
     model.observe("k", "a", 3.0)  # a again: now the most recent
     model.observe("k", "c", 4.0)  # over `keep`: b, the least recent, goes
     assert model.sizes("k") == (3.0, 4.0)
-    assert model.sizes(None) == (3.0, 4.0)
+    assert model.everyone() == (3.0, 4.0)
 
 
 def test_only_the_last_reported_classes_are_kept() -> None:
@@ -25,7 +25,8 @@ def test_only_the_last_reported_classes_are_kept() -> None:
     model.observe("a", "p3", 3.0)  # a again: now the most recent class
     model.observe("c", "p4", 4.0)  # over max_kinds: b, the least recent, goes
     assert model.sizes("a") == (1.0, 3.0) and model.sizes("c") == (4.0,)
-    assert model.sizes("b") == model.sizes(None) == (1.0, 2.0, 3.0, 4.0)  # everyone's
+    assert model.sizes("b") == ()  # forgotten
+    assert model.everyone() == (1.0, 2.0, 3.0, 4.0)
     for i in range(100):
         model.observe(f"k{i}", f"q{i}", 1.0)
     assert len(model._sizes) == 3

@@ -50,6 +50,7 @@ class ProgramSnapshot:
     critical_path: float = 0.0  # ATLAS priority
     waiting: float = 0.0  # W_program: the sum of completed calls' waiting
     sizes: tuple[float, ...] = ()  # total service of past programs of its class, sorted
+    sizes_of_all: tuple[float, ...] = ()  # of every class's together (the batch cut's guard)
     # KV retention: past gaps between a completion and the next call's arrival (its own,
     # else its class's), and the client's expected return after this call (seconds)
     return_gaps: tuple[float, ...] = ()
@@ -89,9 +90,11 @@ class Program:
     observed: float | None = None  # the size last reported to the size model
     gaps: deque[float] = field(default_factory=lambda: deque(maxlen=GAPS_KEPT))
 
-    def snapshot(self, sizes: tuple[float, ...] = ()) -> ProgramSnapshot:
+    def snapshot(
+        self, sizes: tuple[float, ...] = (), sizes_of_all: tuple[float, ...] = ()
+    ) -> ProgramSnapshot:
         return ProgramSnapshot(
-            self.service, self.critical_path, self.waiting, sizes, kind=self.kind
+            self.service, self.critical_path, self.waiting, sizes, sizes_of_all, kind=self.kind
         )
 
     @property
@@ -151,9 +154,12 @@ class GapModel:
 
 
 class SizeModel:
-    """The sizes (total service) of the last programs of each class, and of all classes
-    together for a class with too few of its own. Classes come from clients (a kind, a
-    system prompt), so only the `max_kinds` last reported are kept."""
+    """The sizes (total service) of the last programs of each class. Classes come from
+    clients (a kind, a system prompt), so only the `max_kinds` last reported are kept.
+
+    A program of no class, or of a class with too few sizes, gets none of its own; the
+    sizes of all classes together (`everyone`) are a mixture of kinds, which the Gittins
+    policy uses only to move such a program ahead (scheduling/gittins.py)."""
 
     def __init__(self, keep: int = 256, min_samples: int = 8, max_kinds: int = 1024) -> None:
         self.keep = keep
@@ -164,7 +170,7 @@ class SizeModel:
 
     def observe(self, kind: str | None, program_id: str, size: float) -> None:
         """A program's size as of now; a later report of the same program replaces it."""
-        for key in {kind, None}:
+        for key in {kind, None}:  # None: all classes together, for `everyone`
             sizes = self._sizes.pop(key, None) or OrderedDict()
             self._sizes[key] = sizes
             sizes.pop(program_id, None)
@@ -178,13 +184,22 @@ class SizeModel:
             self._sorted.pop(oldest, None)
 
     def sizes(self, kind: str | None) -> tuple[float, ...]:
-        """Sorted sizes for a program of this class: its own, else everyone's, else none."""
-        for key in (kind, None):
-            if len(self._sizes.get(key, ())) >= self.min_samples:
-                if key not in self._sorted:
-                    self._sorted[key] = tuple(sorted(self._sizes[key].values()))
-                return self._sorted[key]
-        return ()
+        """Sorted sizes of this class's programs; none for no class or too few."""
+        if kind is None or len(self._sizes.get(kind, ())) < self.min_samples:
+            return ()
+        return self._sorted_sizes(kind)
+
+    def everyone(self) -> tuple[float, ...]:
+        """The sorted sizes of the last programs of every class (and of none) together;
+        none while they are too few."""
+        if len(self._sizes.get(None, ())) < self.min_samples:
+            return ()
+        return self._sorted_sizes(None)
+
+    def _sorted_sizes(self, key: str | None) -> tuple[float, ...]:
+        if key not in self._sorted:
+            self._sorted[key] = tuple(sorted(self._sizes[key].values()))
+        return self._sorted[key]
 
 
 def new_program_name() -> str:
@@ -298,7 +313,7 @@ class ProcessTable:
             program.first_arrival = now
         program.last_arrival = now
         snapshot = replace(
-            program.snapshot(self.sizes.sizes(program.kind)),
+            program.snapshot(self.sizes.sizes(program.kind), self.sizes.everyone()),
             return_gaps=self.return_gaps(program),
             expect_return=expect_return,
         )

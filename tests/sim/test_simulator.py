@@ -246,13 +246,14 @@ def test_a_warm_simulation_ranks_its_first_programs_by_the_sizes_it_is_given() -
     target = Target(constant, 4096, 1e-4, 8192, "constant steps")
     specs = build_workload("agents", 6, rate=50.0, seed=1, searches=0.5)
     engine = EngineConfig(policy="gittins", max_running=2)
-    cold_records, cold = simulate(specs, engine, target)
+    cold_records, cold = simulate(specs, engine, target, named_kinds=True)
     sizes = SizeModel()
-    for i in range(8):  # programs all alike: nearly done ranks first, not least served
-        sizes.observe(None, f"past-{i}", 5.0)
-    warm_records, warm = simulate(specs, engine, target, sizes=sizes)
-    assert warm.table.sizes is sizes and len(sizes.sizes(None)) == 8 + len(specs)
-    assert len(cold.table.sizes.sizes(None)) == 0  # fewer than 8 ended: nothing to rank by
+    for kind in ("chat", "fan-out", "search"):
+        for i in range(8):  # programs all alike: nearly done ranks first, not least served
+            sizes.observe(kind, f"past-{kind}-{i}", 5.0)
+    warm_records, warm = simulate(specs, engine, target, sizes=sizes, named_kinds=True)
+    assert warm.table.sizes is sizes and len(sizes.everyone()) == 24 + len(specs)
+    assert cold.table.sizes.everyone() == ()  # fewer than 8 ended: nothing to rank by
     assert [r.latency for r in warm_records] != [r.latency for r in cold_records]
 
 

@@ -20,9 +20,13 @@ in seconds again: a program of known size S with r left ranks at sqrt(r S), a fr
 at S. The plain index lets a big program near its end go before a fresh one that is
 probably small (`--no-gittins-per-size`; docs/scheduling.md, "Gittins per token").
 
-The process table learns the sizes (``programs.SizeModel``) and sends them with each call's
-program snapshot; with no sizes yet a call is ranked by its program's attained service,
-as PLAS ranks it. Ranks are placed in the same discretized queues as PLAS (FCFS inside
+The process table learns the sizes per program class (``programs.SizeModel``: the kind a
+client names, else its system prompt) and sends them with each call's program snapshot,
+with the sizes of all classes together. A program whose class has too few sizes (or that
+has no class) is ranked by its attained service, as PLAS ranks it, or lower where the law
+of all programs says it is nearly done. Ranked by that mixture of kinds outright, fresh
+programs waited behind programs near the end of another kind's sizes (docs/scheduling.md,
+"One law per class"). Ranks are placed in the same discretized queues as PLAS (FCFS inside
 a queue, anti-starvation), and a call is re-ranked each time it uses up its queue's
 quantum: it may move up as well as down. Anti-starvation weighs a call's waiting against
 its rank as well as its service: against service alone, a fresh program of a class known
@@ -71,7 +75,12 @@ class Gittins(MultiLevelPolicy):
     def rank(self, call: CallState) -> float:
         program = call.program
         attained = program.service + call.service
-        return gittins_rank(program.sizes, attained, self.config.gittins_per_size)
+        per_size = self.config.gittins_per_size
+        if program.sizes:
+            return gittins_rank(program.sizes, attained, per_size)
+        # No law of its own class: least attained service, or the rank under the law of
+        # all programs where that is lower (a program that law says is nearly done).
+        return min(attained, gittins_rank(program.sizes_of_all, attained, per_size))
 
     def entry_priority(self, call: CallState) -> float:
         return self.rank(call)

@@ -54,7 +54,8 @@ class MultiLevelPolicy(Policy):
         if call.level == 0:  # fresh, or promoted by anti-starvation
             return True
         program = call.program
-        return not outlives_fresh(program.sizes, program.service + call.service)
+        sizes = program.sizes or program.sizes_of_all  # a law of all classes may tell a tail
+        return not outlives_fresh(sizes, program.service + call.service)
 
     def starvation_service(self, call: CallState, program_service: float) -> float:
         """The service a call's waiting is weighed against (T_program + T_call)."""
