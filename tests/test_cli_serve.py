@@ -133,3 +133,17 @@ def test_engine_settings_backends_would_ignore_are_refused(monkeypatch: pytest.M
         cli.main([*argv, "--dtype", "bfloat16", "--max-running", "8", "--preempt", "--batch-cut"])
     # what the frontend itself uses (the order, its queues, the block size) is taken
     assert cli.main([*argv, "--policy", "atlas", "--beta", "3", "--block-size", "32"]) == 0
+
+
+def test_a_kernel_that_cannot_run_here_is_one_line(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before the server starts, not a traceback from the engine loading in it."""
+    import torch
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    args = ["serve", "--dtype", "bfloat16", "--linear-kernel", "onednn", "--port", "1"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "the onednn linear kernel cannot run here: its bfloat16 path needs" in err
+    assert err.count("\n") == 1

@@ -95,8 +95,11 @@ def test_one_token_steps_match_whole_prefill(paged: Paged, ours: LlamaForCausalL
 
 def test_bf16_runs_and_mostly_agrees(paged: Paged, tiny_llama: Path, hf: torch.nn.Module) -> None:
     model = load_model(tiny_llama, dtype=torch.bfloat16)[0]
-    assert isinstance(model.lm_head, PackedLinear)
-    assert model.lm_head.packed.dtype == torch.bfloat16
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        assert isinstance(model.lm_head, PackedLinear)
+        assert model.lm_head.packed.dtype == torch.bfloat16
+    else:  # torch's own linear layers (see resolve_kernel)
+        assert model.lm_head.weight.dtype == torch.bfloat16
     run = paged(model, prompts(), MAX_NEW, chunk=7, kv_dtype=torch.bfloat16)
     agree = total = 0
     for tokens, logits in zip(run.tokens, run.logits, strict=True):
@@ -173,3 +176,17 @@ def test_linear_kernel_choice() -> None:
         resolve_kernel("onednn", "cuda")
     with pytest.raises(ValueError, match="auto, onednn or torch"):
         resolve_kernel("mkl", "cpu")
+
+
+@pytest.mark.parametrize("converts", [True, False])
+def test_bf16_linears_use_onednn_only_where_the_cpu_converts_bf16(
+    monkeypatch: pytest.MonkeyPatch, converts: bool
+) -> None:
+    """oneDNN's bf16 path refuses CPUs without AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT (an
+    AVX2 EPYC): there `auto` takes torch's linear layers, and `onednn` is an error."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: converts)
+    assert resolve_kernel("auto", "cpu", torch.float32) == "onednn"
+    assert resolve_kernel("auto", "cpu", torch.bfloat16) == ("onednn" if converts else "torch")
+    if not converts:
+        with pytest.raises(ValueError, match="bfloat16 path needs a CPU with AVX-512"):
+            resolve_kernel("onednn", "cpu", torch.bfloat16)

@@ -80,6 +80,20 @@ class CallOutput:
     prompt_logprobs: list[TokenLogprobs] | None = None  # in the call's first output, if asked
 
 
+def check_kernels(config: EngineConfig) -> None:
+    """Raise ValueError, before anything loads, where a kernel asked for by name (or a
+    dtype) cannot run on this machine; `auto` always resolves."""
+    from autellix.engine.model import default_model_path, load_config
+    from autellix.engine.model.linear import resolve_kernel
+    from autellix.engine.model.paged_kernel import resolve_attention
+
+    cfg = load_config(config.model or default_model_path())
+    dtype = getattr(torch, config.dtype)
+    resolve_kernel(config.linear_kernel, config.device, dtype)
+    group = cfg.num_heads // cfg.num_kv_heads
+    resolve_attention(config.attention_kernel, config.device, dtype, cfg.head_dim, group)
+
+
 class LLMEngine:
     def __init__(
         self,

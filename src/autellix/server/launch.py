@@ -34,6 +34,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Start the server with the parsed flags; returns when it stops."""
+    from autellix.engine.llm_engine import check_kernels
     from autellix.engine.model import load_config
     from autellix.server import drain
     from autellix.server.app import create_app
@@ -43,6 +44,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.model is not None:
         load_config(args.model)  # a bad folder is a one-line error, before anything starts
     config = from_args(ServeConfig, args)
+    if not config.backend:
+        check_kernels(config.engine)  # one line, not a traceback from the loading engine
     if config.backend and (ignored := backends_ignore(config.engine)):
         sys.exit(
             f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not run "

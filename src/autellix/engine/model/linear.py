@@ -18,20 +18,29 @@ from autellix.engine.memory import return_freed_memory
 LinearKernel = Literal["auto", "onednn", "torch"]
 
 
-def onednn_available(device: torch.device | str) -> bool:
-    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available()
+def why_not_onednn(device: torch.device | str, dtype: torch.dtype) -> str | None:
+    """Why oneDNN's linear layers cannot run here; None where they can."""
+    if torch.device(device).type != "cpu" or not torch.backends.mkldnn.is_available():
+        return "it needs a CPU and a torch built with oneDNN"
+    if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return "its bfloat16 path needs a CPU with AVX-512 (BW, VL, DQ) or AVX-NE-CONVERT"
+    return None
 
 
-def resolve_kernel(kernel: str, device: torch.device | str) -> Literal["onednn", "torch"]:
-    """``auto`` is oneDNN wherever it runs (the CPU), else torch's own."""
+def resolve_kernel(
+    kernel: str, device: torch.device | str, dtype: torch.dtype = torch.float32
+) -> Literal["onednn", "torch"]:
+    """``auto`` is oneDNN wherever it runs (a CPU, bfloat16 only where the CPU converts it),
+    else torch's own."""
     if kernel not in ("auto", "onednn", "torch"):
         raise ValueError(f"linear kernel must be auto, onednn or torch, not {kernel!r}")
     if kernel == "torch":
         return "torch"
-    if onednn_available(device):
+    why = why_not_onednn(device, dtype)
+    if why is None:
         return "onednn"
     if kernel == "onednn":
-        raise ValueError("the onednn linear kernel needs a CPU and a torch built with oneDNN")
+        raise ValueError(f"the onednn linear kernel cannot run here: {why}")
     return "torch"
 
 

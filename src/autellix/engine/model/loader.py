@@ -70,7 +70,7 @@ def load_weights(
         )
     model.tie_weights()
     model.eval().requires_grad_(False)
-    if resolve_kernel(linear, device) == "onednn":
+    if resolve_kernel(linear, device, dtype) == "onednn":
         del state  # so that each weight is freed as soon as its packed copy is made
         pack_linears(model)
     return model
