@@ -186,9 +186,7 @@ def test_paged_kernel_decodes_match_dense(
             slots = AttentionMetadata.build([tables[i]], [0], [c], block_size).slot_mapping
             write_kv(kv_cache, 0, full_k[i][:c], full_v[i][:c], slots)
     qs = [torch.randn(n, heads, dim, generator=g).to(dtype) for n in query_lens]
-    meta = AttentionMetadata.build(
-        tables, context_lens, query_lens, block_size, decode_kernel=True
-    )
+    meta = AttentionMetadata.build(tables, context_lens, query_lens, block_size, decode_kernel=True)
     assert len(meta.decodes) == 1 and meta.decodes[0].kv_lens is not None
     new = [slice(c, None) for c in context_lens]
     out = paged_attention(
