@@ -108,3 +108,21 @@ def test_an_idle_program_is_reported_once_until_its_size_changes() -> None:
     table.end("new")  # over `keep`: the least recent report (old's) goes
     assert table.sizes.sizes("k") == (2.0, 3.0)
     assert "old" in table
+
+
+def test_sizes_saved_and_loaded_are_the_same_model(tmp_path) -> None:
+    """Sizes, classes and their recency: the loaded model forgets what the saved one would."""
+    model = SizeModel(keep=3, min_samples=1, max_kinds=2)
+    for kind, program, size in [("a", "p1", 1.0), ("b", "p2", 2.0), (None, "p3", 3.0)]:
+        model.observe(kind, program, size)
+    model.observe("a", "p4", 4.0)  # a is now the more recent class
+    path = tmp_path / "sizes.json"
+    model.save(path)
+    loaded = SizeModel(keep=3, min_samples=1, max_kinds=2)
+    loaded.load(path)
+    for m in (model, loaded):
+        assert m.sizes("a") == (1.0, 4.0) and m.sizes("b") == (2.0,)
+        assert m.everyone() == (2.0, 3.0, 4.0)
+        m.observe("c", "p5", 5.0)  # over max_kinds: b, the least recent class, goes
+    assert loaded._sizes == model._sizes and list(loaded._sizes) == list(model._sizes)
+    assert loaded.sizes("b") == ()

@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import json
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 DEFAULT_TENANT = "default"  # every program's tenant when the server has no keys
 TENANT_SEP = "\x1f"  # never in a client's program id (refused) nor in a tenant's name
@@ -195,6 +197,28 @@ class SizeModel:
         if len(self._sizes.get(None, ())) < self.min_samples:
             return ()
         return self._sorted_sizes(None)
+
+    def save(self, path: str | Path) -> None:
+        """Write the sizes to `path` (JSON, replaced whole), least recent first."""
+        classes = [[k, list(sizes.items())] for k, sizes in self._sizes.items()]
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps({"version": 1, "classes": classes}))
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        """Read sizes that `save` wrote into this (empty) model; a file of another shape is
+        a ValueError that names it."""
+        try:
+            data = json.loads(Path(path).read_text())
+            if data.get("version") != 1:
+                raise ValueError(f"version {data.get('version')!r}, not 1")
+            for kind, sizes in data["classes"]:
+                if kind is not None and not isinstance(kind, str):
+                    raise ValueError(f"a class named {kind!r}")
+                self._sizes[kind] = OrderedDict((str(p), float(s)) for p, s in sizes)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} holds no program sizes: {exc}") from None
+        self._sorted.clear()
 
     def _sorted_sizes(self, key: str | None) -> tuple[float, ...]:
         if key not in self._sorted:

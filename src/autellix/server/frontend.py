@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -75,6 +76,13 @@ class ServeConfig:
     )
     program_ttl: float = field(
         default=600.0, metadata={"help": "seconds an idle program is kept in the process table"}
+    )
+    program_sizes: str | None = field(
+        default=None,
+        metadata={
+            "help": "a file of the program sizes the Gittins policy learns per kind: read at"
+            " start if it exists, written at shutdown, so a restarted server ranks as it did"
+        },
     )
     # Calls in flight per replica beyond engine.max_running before the frontend answers
     # 429 (not EngineConfig.max_waiting, the engine's own bound on its waiting calls).
@@ -184,6 +192,8 @@ class Frontend:
     def __init__(self, config: ServeConfig, replicas: list[Replica] | None = None) -> None:
         self.config = config
         self.table = ProcessTable(ttl=config.program_ttl)
+        if config.program_sizes is not None and os.path.exists(config.program_sizes):
+            self.table.sizes.load(config.program_sizes)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)
         self.replicas = replicas or self._replicas()
         if not self.balancer.reads_caches:  # the prompts routed to each are never read
@@ -258,6 +268,11 @@ class Frontend:
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
+        if self.config.program_sizes is not None:
+            try:
+                self.table.sizes.save(self.config.program_sizes)
+            except OSError as exc:
+                log.error("program sizes not saved to %s: %s", self.config.program_sizes, exc)
 
     @property
     def live_replicas(self) -> list[Replica]:
