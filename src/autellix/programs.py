@@ -411,6 +411,13 @@ class ProcessTable:
         self.reaped += len(stale)
         return stale
 
+    def report_sizes(self) -> None:
+        """Report the size of every program with no call in flight, idle or not (a server
+        stopping: what each has had is all that will be known of it)."""
+        for program in self.programs.values():
+            if not program.calls:
+                self._observe(program)
+
     def _leave(self, program: Program) -> None:
         self._observe(program)
         del self.programs[program.program_id]

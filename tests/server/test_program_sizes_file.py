@@ -23,12 +23,17 @@ def test_a_restarted_server_ranks_with_the_sizes_it_learned(serve, tmp_path: Pat
         assert httpx.delete(f"{first.base_url}/programs/p{i}").status_code == 200
     learned = first.frontend.table.sizes.sizes("react")
     assert len(learned) == 8
+    # a program still live at shutdown, not idle long enough to be reported: it is
+    headers = {"X-Autellix-Program": "live", "X-Autellix-Kind": "react"}
+    body = {"model": MODEL, "prompt": "hello", "max_tokens": 2}
+    assert httpx.post(f"{first.base_url}/completions", json=body, headers=headers).is_success
     first.wait_idle()
     first.stop()
     assert path.is_file()
 
     second = serve(program_sizes=str(path))
-    assert second.frontend.table.sizes.sizes("react") == learned
+    assert len(second.frontend.table.sizes.sizes("react")) == 9
+    assert set(learned) <= set(second.frontend.table.sizes.sizes("react"))
 
 
 def test_a_file_that_holds_no_sizes_is_one_line(

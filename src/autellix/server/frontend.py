@@ -269,6 +269,7 @@ class Frontend:
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
         if self.config.program_sizes is not None:
+            self.table.report_sizes()
             try:
                 self.table.sizes.save(self.config.program_sizes)
             except OSError as exc:
