@@ -41,11 +41,13 @@ def serve(args: argparse.Namespace) -> int:
     from autellix.server.frontend import Frontend
     from autellix.server.tenants import KeyFileError
 
-    if args.model is not None:
-        load_config(args.model)  # a bad folder is a one-line error, before anything starts
     config = from_args(ServeConfig, args)
+    # a bad model folder or a kernel that cannot run here is a one-line error, before
+    # anything starts (not a traceback from the engine loading in the server)
     if not config.backend:
-        check_kernels(config.engine)  # one line, not a traceback from the loading engine
+        check_kernels(config.engine)
+    elif args.model is not None:
+        load_config(args.model)
     if config.backend and (ignored := backends_ignore(config.engine)):
         sys.exit(
             f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not run "
