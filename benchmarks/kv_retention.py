@@ -58,7 +58,7 @@ def run_one(
     workload: str, args, blocks: int, seed: int, retention: bool, programs: int, rate: float
 ) -> dict:
     specs = build_workload(workload, programs, rate=rate, seed=seed, scale=args.scale)
-    flags = ENGINE.format(policy=args.policy, blocks=blocks)
+    flags = ENGINE.format(policy=args.policy, blocks=blocks) + swap_flag(args)
     side = f"--kv-retention {args.on_flags}" if retention else "--no-kv-retention"
     engine = engine_config(f"{flags} {side}")
     target = roofline_target(args.gpu, args.model, None, engine.block_size)
@@ -83,6 +83,10 @@ def run_one(
     }
 
 
+def swap_flag(args) -> str:
+    return f" --swap-blocks {args.swap_blocks}" if args.swap_blocks else ""
+
+
 def prior_sizes(workload: str, args, blocks: int, seed: int, programs: int) -> SizeModel | None:
     """With --warm, the sizes a run at seed + 1000 (FCFS, retention off, --rate) learned;
     a copy, since the measured run goes on learning into it."""
@@ -91,7 +95,7 @@ def prior_sizes(workload: str, args, blocks: int, seed: int, programs: int) -> S
     key = (workload, blocks, seed, programs)
     if key not in PRIORS:
         specs = build_workload(workload, programs, args.rate, seed + 1000, args.scale)
-        engine = engine_config(ENGINE.format(policy="fcfs", blocks=blocks))
+        engine = engine_config(ENGINE.format(policy="fcfs", blocks=blocks) + swap_flag(args))
         target = roofline_target(args.gpu, args.model, None, engine.block_size)
         PRIORS[key] = simulate(specs, engine, target)[1].table.sizes
     return copy.deepcopy(PRIORS[key])
@@ -198,7 +202,8 @@ def simulate_all(args) -> None:
         f"- commit {this_commit()} on {this_machine()}\n"
         f"- {args.programs} programs at {args.rate:g}/s, scale {args.scale:g}, policy "
         f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}, "
-        f"retention side: `--kv-retention {args.on_flags}`, sizes "
+        f"retention side: `--kv-retention {args.on_flags}`, host swap pool "
+        f"{args.swap_blocks or 'as the KV pool'} blocks, sizes "
         f"{'learned by a prior run (--warm)' if args.warm else 'learned within each run'}; "
         f"{time.monotonic() - started:.0f} s of CPU\n"
         "- ratios: off/on as geometric means over seeds [95% CI]; > 1 means retention is "
@@ -219,9 +224,9 @@ def real_command(args) -> list[str]:
         "bench",
         args.workloads[0],
         "--policies",
-        f"off={args.policy}:--no-kv-retention --num-kv-blocks {blocks}",
+        f"off={args.policy}:--no-kv-retention --num-kv-blocks {blocks}{swap_flag(args)}",
         f"on={args.policy}:{' '.join(['--kv-retention', *args.on_flags.split()])} "
-        f"--num-kv-blocks {blocks}",
+        f"--num-kv-blocks {blocks}{swap_flag(args)}",
         "--baseline",
         "off",
         "--seeds",
@@ -264,6 +269,12 @@ def main() -> None:
         type=int,
         metavar="BLOCKS",
         help="add throughput at equal latency, for these pools (none named: every --kv-blocks)",
+    )
+    p.add_argument(
+        "--swap-blocks",
+        type=int,
+        help="host swap pool in blocks, per replica (default: as the KV pool); retention's "
+        "host copies may fill half of it",
     )
     p.add_argument("--stream-programs", type=int, default=200)
     p.add_argument("--load", type=float, default=2.0, help="the bound, x light-load latency")

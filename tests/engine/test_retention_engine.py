@@ -1,7 +1,8 @@
 """KV retention in the engine (simulated executor, virtual clock): a live program's
 finished call keeps its blocks pinned from LRU until its TTL passes, its next call
 arrives (which then finds them), it ends, or a higher-ranked call needs the memory; a
-pool full of pins never stops a call from running."""
+pool full of pins never stops a call from running; while memory is short the blocks are
+written to host memory instead of pinned."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ BACK_SOON = ProgramSnapshot(expect_return=0.05)  # the client's hint: back in 50
 HEAVY = ProgramSnapshot(service=100.0)  # a program far down the queues
 
 
-def make(num_blocks: int = 7, retention: bool = True, policy: str = "plas") -> LLMEngine:
+def make(
+    num_blocks: int = 7, retention: bool = True, policy: str = "plas", swap_blocks: int = 16
+) -> LLMEngine:
     config = EngineConfig(
         policy=policy,
         block_size=SIZE,
@@ -33,7 +36,7 @@ def make(num_blocks: int = 7, retention: bool = True, policy: str = "plas") -> L
         lambda shape: 0.001 + 0.01 * shape.new_tokens,  # 10 ms a token: recompute is dear
         block_size=SIZE,
         num_blocks=num_blocks,
-        num_swap_blocks=16,
+        num_swap_blocks=swap_blocks,
         token_id=7,
     )
     return LLMEngine(config, executor, eos_token_ids=(2,), max_model_len=4096)
@@ -217,3 +220,49 @@ def test_a_returned_call_aborted_before_it_runs_releases_the_pin() -> None:
     engine.abort(back.call_id)
     assert not engine.blocks.pins and engine.blocks.num_pinned == 0
     engine.blocks.check_states()
+
+
+def finished_while_memory_is_short(engine: LLMEngine) -> tuple[Call, Call]:
+    """The agent's call (3 of the 5 blocks) runs beside the runner while a heavy call of 4
+    blocks finds no room, so memory is short when the agent's call finishes; the heavy
+    call then may take every block the runner does not hold, the agent's among them."""
+    engine.add_call([1], LONG, call_id="runner", program_id="runner")
+    back_soon = ProgramSnapshot(expect_return=0.15)  # holding beats recomputing, barely
+    call = engine.add_call(AGENT_PROMPT, ONE, call_id="a1", program_id="agent", program=back_soon)
+    heavy = heavy_wants_four_blocks(engine)
+    engine.step()
+    assert call.status is Status.FINISHED and heavy.status is Status.WAITING
+    engine.step()
+    return call, heavy
+
+
+def test_while_memory_is_short_a_finished_calls_blocks_go_to_host_not_into_a_pin() -> None:
+    engine = make(num_blocks=5)
+    first, heavy = finished_while_memory_is_short(engine)
+    assert heavy.status is Status.FINISHED
+    stats = engine.stats()
+    assert (stats["pins_made"], engine.blocks.num_pinned) == (0, 0)
+    assert engine.blocks.pin_stats.to_host == 3
+    assert engine.scheduler.swapped_out_blocks == 3  # copied before any step reused them
+    back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
+    run_until_done(engine, back)
+    assert back.num_cached_prompt_tokens == 12
+    assert engine.blocks.pin_stats.from_host == 3  # the heavy call had taken the device's
+    engine.blocks.check_states()
+    run_until_done(engine, engine.calls["runner"])
+    engine.check_idle()
+
+
+def test_while_memory_is_short_blocks_the_host_cannot_take_are_pinned() -> None:
+    engine = make(num_blocks=5, swap_blocks=4)  # retention may fill 2 swap blocks; 3 needed
+    _, heavy = finished_while_memory_is_short(engine)
+    assert engine.stats()["pins_made"] == 1 and engine.blocks.pin_stats.to_host == 0
+    assert heavy.status is Status.WAITING  # the pin outranks it
+
+
+def test_without_host_retention_blocks_are_pinned_while_memory_is_short() -> None:
+    engine = make(num_blocks=5)
+    engine.blocks.host_retention = False
+    _, heavy = finished_while_memory_is_short(engine)
+    assert engine.stats()["pins_made"] == 1 and engine.blocks.pin_stats.to_host == 0
+    assert heavy.status is Status.WAITING  # the pin outranks it

@@ -65,6 +65,13 @@ CASES = {
         1,
         ("react", 1),
     ),
+    # finished calls' blocks written to host memory while memory is short
+    "plas, KV retention, KV pressure (host copies)": (
+        dict(policy="plas", retention=RetentionConfig(enabled=True), **GPU_DEFAULTS),
+        600,
+        1,
+        ("react", 2),
+    ),
     "plas --preempt, KV pressure (swap)": (
         dict(policy="plas", max_running=32, scheduling=SchedulingConfig(preempt=True)),
         700,

@@ -12,8 +12,9 @@ back when that call arrives, `claim` ends it when the call takes its blocks), th
 ends (`end_program`), or the memory is needed (`evict_pin`, which the batch fitter calls
 once the free lists are empty, for a higher-ranked call or one that would lose KV).
 With host retention an evicted pin's idle blocks are first copied to the swap pool,
-where a later call finds them by hash (engine/host_copies.py). Every block is in exactly
-one state: free, cached and free (LRU), pinned and idle, or held by calls
+where a later call finds them by hash (engine/host_copies.py), and so are a finished
+call's blocks that would be pinned while memory is short (`write_to_host`). Every block
+is in exactly one state: free, cached and free (LRU), pinned and idle, or held by calls
 (`check_states`).
 """
 
@@ -353,25 +354,49 @@ class BlockManager:
         self.pin_stats.evicted += 1
         return copies
 
+    @property
+    def host_room(self) -> int:
+        """Swap blocks retention may still fill: half the pool, the rest kept for
+        preempted calls."""
+        return min(len(self.free_swap_ids), self.num_swap_blocks // 2 - len(self.host))
+
     def to_host(self, pin: Pin) -> list[tuple[int, int]]:
         """Index the pin's idle blocks as host copies, prefix heads first (a block's tail
-        is freed before its head), while retention's half of the swap pool has room:
-        preempted calls keep the other half."""
-        room = min(len(self.free_swap_ids), self.num_swap_blocks // 2 - len(self.host))
+        is freed before its head), while retention's half of the swap pool has room."""
         idle = [
             (self.blocks[b].freed_at, b, h)
             for b in pin.block_ids
             if b in self.pinned and (h := self.blocks[b].hash) is not None
             if h not in self.host.by_hash
         ]
-        copies, indexed = [], []
-        for _, block_id, h in sorted(idle, reverse=True)[: max(room, 0)]:
-            swap_id = self.free_swap_ids.pop()
-            copies.append((block_id, swap_id))
-            indexed.append((h, swap_id))
-        self.host.add(pin.program_id, indexed, pin.expires)
-        self.pin_stats.to_host += len(copies)
-        return copies
+        heads_first = sorted(idle, reverse=True)[: max(self.host_room, 0)]
+        return self._index_on_host(pin.program_id, [(b, h) for _, b, h in heads_first], pin.expires)
+
+    def write_to_host(
+        self, program_id: str, block_ids: Seq[int], expires: float
+    ) -> list[tuple[int, int]] | None:
+        """Index a finished call's cached blocks (left cached and free, in LRU order) as
+        host copies of its program until `expires`; None, indexing nothing, if
+        retention's half of the swap pool cannot take them all. Returns the (device, host)
+        copies, to make before any of the blocks is reused."""
+        blocks = [
+            (b, h)
+            for b in block_ids
+            if (h := self.blocks[b].hash) is not None and h not in self.host.by_hash
+        ]
+        if len(blocks) > self.host_room:
+            return None
+        return self._index_on_host(program_id, blocks, expires)
+
+    def _index_on_host(
+        self, program_id: str, blocks: Seq[tuple[int, int]], expires: float
+    ) -> list[tuple[int, int]]:
+        """(block id, hash) pairs get swap ids and go into the host index."""
+        swap_ids = [self.free_swap_ids.pop() for _ in blocks]
+        pairs = list(zip(blocks, swap_ids, strict=True))
+        self.host.add(program_id, [(h, s) for (_, h), s in pairs], expires)
+        self.pin_stats.to_host += len(pairs)
+        return [(b, s) for (b, _), s in pairs]
 
     def match_host(
         self, tokens: Seq[int], skip: int, hashes: list[int] | None = None

@@ -62,6 +62,8 @@ class Scheduler:
         self._blocked_by_pins = 0
         self._last_round_at: float | None = None
         self._memory_short = False  # the last round left a call out for want of KV blocks
+        # blocks of finished calls written to host memory, copied before the next step
+        self._host_writes: list[tuple[int, int]] = []
 
     def add(self, call: Call, now: float) -> None:
         self.calls[call.call_id] = call
@@ -85,7 +87,11 @@ class Scheduler:
         self._last = None
 
     def _retain(self, call: Call, now: float) -> None:
-        """Pin the call's cached blocks for its program's return, if that is worth it."""
+        """Keep the call's cached blocks for its program's return, if that is worth it:
+        pinned on the device, or, while memory is short, written to host memory at once:
+        a pin would keep from the calls waiting now the memory they wait for, where a
+        host copy costs only the copies out and back (and the blocks stay cached on the
+        device until LRU takes them)."""
         cached = call.block_table[: call.num_hashed_blocks]
         in_use = self.blocks.num_blocks - self.blocks.num_free - self.blocks.num_pinned
         cost = RetentionCost(
@@ -96,11 +102,16 @@ class Scheduler:
         )
         outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
         retention = decide(outlook, cost, self.config.retention)
-        if retention.hold:
-            rank = self.policy.rank_key(call)
-            self.blocks.pin(
-                call.program_id, cached, now + retention.ttl, now + retention.expected_return, rank
-            )
+        if not retention.hold:
+            return
+        if self._memory_short and self.blocks.host_retention:
+            written = self.blocks.write_to_host(call.program_id, cached, now + retention.ttl)
+            if written is not None:
+                self._host_writes += written
+                return
+        rank = self.policy.rank_key(call)
+        expected = now + retention.expected_return
+        self.blocks.pin(call.program_id, cached, now + retention.ttl, expected, rank)
 
     @property
     def num_waiting(self) -> int:
@@ -117,6 +128,10 @@ class Scheduler:
             self._last = batch if batch.calls and batch.is_decode_only else None
             self._steps_since_round = 1
         self.computed_tokens += sum(batch.num_new)
+        if self._host_writes:  # before the step: it may write into those blocks
+            batch.swap_out[:0] = self._host_writes
+            self.swapped_out_blocks += len(self._host_writes)
+            self._host_writes = []
         return batch
 
     def _continue_decodes(self) -> ScheduledBatch | None:
@@ -199,6 +214,7 @@ class Scheduler:
         last = self._last
         if (
             not calls
+            or self._host_writes
             or len(calls) != len(self.policy)
             or (last is not None and len(last.calls) != len(calls))
             or self.cuts
