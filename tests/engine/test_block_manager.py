@@ -373,6 +373,24 @@ def test_an_ended_programs_pin_goes_to_the_front_of_eviction() -> None:
     assert sorted(manager.allocate(2)) == sorted(mine)
 
 
+@pytest.mark.parametrize("front", [True, False])
+@pytest.mark.parametrize("head_first", [True, False])
+def test_an_ended_pin_gives_up_the_tail_of_its_prefix_first_whatever_the_block_ids(
+    front: bool, head_first: bool
+) -> None:
+    """Eviction order never depends on block ids (a simulator's fast-forward hands out
+    other ids than the step-by-step run)."""
+    manager = BlockManager(3, SIZE, 0)
+    table = manager.allocate(3)
+    table = table if head_first else table[::-1]
+    for block_id, h in zip(table, chain(list(range(12))), strict=True):
+        manager.register(block_id, h)
+    manager.free(table, "agent")
+    manager.pin("agent", table, expires=10.0, back_at=1.0, rank=(0,))
+    manager.unpin("agent", front=front)
+    assert manager.allocate(2) == table[:0:-1]  # the tail, then the block before it
+
+
 def test_evicting_a_pin_takes_the_one_expected_back_last_then_the_lowest_ranked() -> None:
     manager = BlockManager(3, SIZE, 0)
     soon = pinned_program(manager, [1, 2, 3, 4], "soon", back_at=1.0, rank=(9,))

@@ -68,9 +68,9 @@ CASES = {
     # finished calls' blocks written to host memory while memory is short
     "plas, KV retention, KV pressure (host copies)": (
         dict(policy="plas", retention=RetentionConfig(enabled=True), **GPU_DEFAULTS),
-        600,
+        400,
         1,
-        ("react", 2),
+        ("react", 1),
     ),
     "plas --preempt, KV pressure (swap)": (
         dict(policy="plas", max_running=32, scheduling=SchedulingConfig(preempt=True)),
@@ -205,6 +205,21 @@ def test_no_stretch_while_anything_could_change() -> None:
     first.add_call([3] * 9, SamplingParams(max_tokens=30, ignore_eos=True), "chunked")
     first.step()  # 8 of 9 prompt tokens: the next step gives its first token
     assert first.calls["chunked"].is_decode and first.repeatable_step_times() == []
+
+
+def test_a_stretch_ends_before_host_copies_expire_and_waits_for_host_writes() -> None:
+    """A round at a host copy's expiry frees its swap block (room that decides whether a
+    later pin or preempted call goes to host), and a finished call's blocks written to
+    host are copied at the next step: neither may fall inside a stretch."""
+    engine = started([30, 30])
+    full = engine.repeatable_step_times()
+    now = engine.executor.clock()
+    expires = now + sum(full[:3])
+    engine.blocks.host.add("gone", [(123, engine.blocks.free_swap_ids.pop())], expires)
+    times = engine.repeatable_step_times()
+    assert len(times) == 3 and now + sum(times[:-1]) < expires
+    engine.scheduler._host_writes.append((0, 0))
+    assert engine.repeatable_step_times() == []
 
 
 def test_shape_after_decode_steps() -> None:

@@ -293,11 +293,13 @@ class BlockManager:
 
     def unpin(self, program_id: str, front: bool = False) -> bool:
         """End the program's pin: its idle blocks become cached and free, at the front of
-        eviction or (default) as the most recently used. False: it had none."""
+        eviction or (default) as the most recently used, tails of prefixes to go before
+        their heads (in the order they were freed, never by block id). False: it had none."""
         pin = self.pins.pop(program_id, None)
         if pin is None:
             return False
-        for block_id in sorted(pin.block_ids, reverse=front):
+        freed_at = lambda b: self.blocks[b].freed_at  # noqa: E731
+        for block_id in sorted(pin.block_ids, key=freed_at, reverse=front):
             del self.pin_of[block_id]
             if block_id in self.pinned:
                 self.pinned.remove(block_id)

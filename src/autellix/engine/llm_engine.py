@@ -274,8 +274,11 @@ class LLMEngine:
         if not steps:
             return []
         times = executor.decode_times(list(self.policy.running.values()), steps)
-        if self.blocks.pins:  # a round would end a pin once its time is up: stop before it
-            expires = min(pin.expires for pin in self.blocks.pins.values())
+        # a round would end a pin or host copies once their time is up: stop before it
+        ends = [pin.expires for pin in self.blocks.pins.values()]
+        ends += self.blocks.host.expires.values()
+        if ends:
+            expires = min(ends)
             start, kept = executor.now, 0
             while kept < len(times) and start < expires:
                 start += times[kept]
