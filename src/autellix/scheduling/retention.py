@@ -15,9 +15,11 @@ in the same spirit); the blocks are held when that saving is positive. With no g
 known and no hint from the client the answer is drop: the blocks stay in the prefix
 cache, in LRU order, as without retention.
 
-Swap to host is not weighed here: when a pin must give way, the engine copies its blocks
-to the host swap pool if there is room (`host`), since copying a block back costs far
-less than recomputing it on any device it serves (engine/host_copies.py).
+Swap to host is not weighed here: copying a block back costs far less than recomputing it
+on any device it serves, so with `host` the engine copies a pin that must give way to the
+host swap pool if there is room, and while memory is short (a call waits for blocks) it
+writes a finished call's blocks there at once instead of pinning them on the device
+(engine/host_copies.py).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class RetentionConfig:
         metadata={
             "flag": "--kv-retention-host",
             "help": "copy a pin that must give way to host memory (at most half the swap"
-            " pool) for its program's next call to copy back, instead of dropping it",
+            " pool) for its program's next call to copy back, instead of dropping it, and"
+            " while calls wait for memory write held blocks there instead of pinning them",
         },
     )
     max_ttl: float = field(
