@@ -244,6 +244,8 @@ def test_while_memory_is_short_a_finished_calls_blocks_go_to_host_not_into_a_pin
     assert (stats["pins_made"], engine.blocks.num_pinned) == (0, 0)
     assert engine.blocks.pin_stats.to_host == 3
     assert engine.scheduler.swapped_out_blocks == 3  # copied before any step reused them
+    # kept past the pin's TTL (0.24 s), up to the longest (30 s): host memory is cheap
+    assert engine.blocks.host.expires["agent"] > engine.executor.clock() + 25
     back = engine.add_call([*first.token_ids, 9], ONE, call_id="a2", program_id="agent")
     run_until_done(engine, back)
     assert back.num_cached_prompt_tokens == 12

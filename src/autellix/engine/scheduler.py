@@ -88,10 +88,10 @@ class Scheduler:
 
     def _retain(self, call: Call, now: float) -> None:
         """Keep the call's cached blocks for its program's return, if that is worth it:
-        pinned on the device, or, while memory is short, written to host memory at once:
-        a pin would keep from the calls waiting now the memory they wait for, where a
-        host copy costs only the copies out and back (and the blocks stay cached on the
-        device until LRU takes them)."""
+        pinned on the device for the TTL, or, while memory is short, written to host
+        memory at once: a pin would keep from the calls waiting now the memory they wait
+        for, where a host copy costs only the copies out and back (and the blocks stay
+        cached on the device until LRU takes them)."""
         cached = call.block_table[: call.num_hashed_blocks]
         in_use = self.blocks.num_blocks - self.blocks.num_free - self.blocks.num_pinned
         cost = RetentionCost(
@@ -105,7 +105,10 @@ class Scheduler:
         if not retention.hold:
             return
         if self._memory_short and self.blocks.host_retention:
-            written = self.blocks.write_to_host(call.program_id, cached, now + retention.ttl)
+            # kept until the program's next call takes them, it ends, or the longest TTL:
+            # host memory is the only cost, and the host pool bounds it
+            expires = now + self.config.retention.max_ttl
+            written = self.blocks.write_to_host(call.program_id, cached, expires)
             if written is not None:
                 self._host_writes += written
                 return
