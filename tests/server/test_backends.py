@@ -97,7 +97,7 @@ def test_priority_stamps_reorder_the_backend(serve, front, stamp: bool) -> None:
 def test_a_dead_backend_is_left_and_rejoined(serve, front) -> None:
     backend = serve()
     frontend = front(backend.base_url)
-    ask = {"model": MODEL, "prompt": "w1", "max_tokens": 2}
+    ask = {"model": MODEL, "prompt": "w1", "max_tokens": 2, "temperature": 0}
     backend.stop()
     with openai.OpenAI(base_url=frontend.base_url, api_key="x", max_retries=0) as c:
         with pytest.raises(openai.InternalServerError, match="no engine replica is alive"):
