@@ -1,11 +1,13 @@
-"""Retained KV blocks copied to host memory when their pin had to give way.
+"""Retained KV blocks copied to host memory: when their pin had to give way, or instead
+of a pin while memory was short.
 
-An evicted pin's idle blocks are copied to the engine's host swap pool before the device
-reuses them; a later call whose prompt continues into them (its program's next call, as
-a rule) finds them here by their chained hash and copies them back instead of
-recomputing them (InferCept's "swap" choice, KVFlow's host tier). The block manager owns
-the swap ids; this is only the index. A program's copies go when its next call takes its
-blocks, when it ends, or at its pin's expiry.
+An evicted pin's idle blocks, or the blocks a finished call would have pinned, are
+copied to the engine's host swap pool before the device reuses them; a later call whose
+prompt continues into them (its program's next call, as a rule) finds them here by their
+chained hash and copies them back instead of recomputing them (InferCept's "swap"
+choice, KVFlow's host tier). The block manager owns the swap ids; this is only the
+index. A program's copies go when its next call takes its blocks, when it ends, or when
+they expire (at the pin's expiry, or the longest TTL for copies made instead of a pin).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ RETENTION_GAUGES = (
     ("pins_hit", "Pins whose program's next call used them, so far"),
     ("pin_hit_blocks", "Pinned blocks used by their program's next call, so far"),
     ("pin_blocked_seconds", "Seconds calls waited for KV blocks that pins held, summed, so far"),
-    ("retention_swap_out_bytes", "KV bytes of ended pins copied to host memory, so far"),
+    ("retention_swap_out_bytes", "KV bytes retention copied to host memory, so far"),
     ("retention_swap_in_bytes", "KV bytes of those copied back by a later call, so far"),
     ("host_copy_blocks", "KV blocks of ended pins held in host memory for their program"),
 )
