@@ -18,7 +18,7 @@ from autellix.workloads import build_workload, workload_params
 
 VARIANTS = {
     "vllm (fcfs, no prefix caching)": "--policy fcfs --no-prefix-caching",
-    "fcfs": "--policy fcfs",
+    "fcfs": "--policy fcfs --no-kv-retention",
     "mlfq": "--policy mlfq",
     "plas": "--policy plas",
     "atlas": "--policy atlas",

@@ -203,7 +203,7 @@ def simulate_all(args) -> None:
         f"- {args.programs} programs at {args.rate:g}/s, scale {args.scale:g}, policy "
         f"{args.policy}, {args.model} on one {args.gpu} (roofline), seeds {seeds}, "
         f"retention side: `--kv-retention {args.on_flags}`, host swap pool "
-        f"{args.swap_blocks or 'as the KV pool'} blocks, sizes "
+        f"{args.swap_blocks or 'twice the KV pool (the default)'} blocks, sizes "
         f"{'learned by a prior run (--warm)' if args.warm else 'learned within each run'}; "
         f"{time.monotonic() - started:.0f} s of CPU\n"
         "- ratios: off/on as geometric means over seeds [95% CI]; > 1 means retention is "
@@ -273,7 +273,7 @@ def main() -> None:
     p.add_argument(
         "--swap-blocks",
         type=int,
-        help="host swap pool in blocks, per replica (default: as the KV pool); retention's "
+        help="host swap pool in blocks, per replica (default: twice the KV pool); retention's "
         "host copies may fill half of it",
     )
     p.add_argument("--stream-programs", type=int, default=200)

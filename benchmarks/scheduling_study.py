@@ -35,7 +35,7 @@ from autellix.workloads import build_workload
 
 VARIANTS = {
     "vllm": "--policy fcfs --no-prefix-caching",
-    "fcfs": "--policy fcfs",
+    "fcfs": "--policy fcfs --no-kv-retention",
     "mlfq": "--policy mlfq",
     "plas": "--policy plas",
     "atlas": "--policy atlas",

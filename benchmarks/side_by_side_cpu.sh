@@ -30,7 +30,7 @@ out=${OUT:-benchmarks/results/cpu-$workload}
 read -ra extra <<<"${BENCH_ARGS:-}"
 bench=(.venv/bin/autellix bench "$workload" --programs "$programs" --scale "$scale"
     --rates "${rates[@]}" --baseline vllm --out "$out" "${extra[@]}")
-read -ra variants <<<"${VARIANTS-vllm=fcfs:--no-prefix-caching vllm-opt=fcfs mlfq atlas}"
+read -ra variants <<<"${VARIANTS-vllm=fcfs:--no-prefix-caching vllm-opt=fcfs:--no-kv-retention mlfq atlas}"
 
 if (( ${#variants[@]} )); then
     [[ "${APPEND:-0}" == 1 ]] && first=(--append) || first=()

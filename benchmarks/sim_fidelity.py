@@ -27,11 +27,11 @@ from autellix.workloads import build_workload, workload_params
 # the engine flags each of our bench endpoints was started with (side_by_side_cpu.sh)
 VARIANTS = {
     "vllm": "fcfs:--no-prefix-caching",
-    "vllm-opt": "fcfs",
+    "vllm-opt": "fcfs:--no-kv-retention",
     "mlfq": "mlfq",
     "plas": "plas",
     "atlas": "atlas",
-    "fcfs": "fcfs",
+    "fcfs": "fcfs:--no-kv-retention",
 }
 
 

@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 sim=(.venv/bin/autellix simulate)
 out=benchmarks/results/sim
-variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--schedule-every 8"
+variants=("vllm=fcfs:--no-prefix-caching --no-chunked-prefill" "vllm-opt=fcfs:--schedule-every 8 --no-kv-retention"
     mlfq atlas srpt)
 
 # latency vs arrival rate, baselines vs Autellix, SRPT as the clairvoyant bound

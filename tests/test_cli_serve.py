@@ -119,9 +119,9 @@ def test_retention_settings_without_retention_are_refused(
     flag: list[str], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("autellix.server.drain.run", lambda *a, **k: None)
-    assert cli.main(["serve", *flag]) == 2
+    assert cli.main(["serve", "--no-kv-retention", *flag]) == 2
     assert "apply only with --kv-retention" in capsys.readouterr().err
-    assert cli.main(["serve", "--kv-retention", *flag]) == 0
+    assert cli.main(["serve", *flag]) == 0
 
 
 def test_engine_settings_backends_would_ignore_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,12 @@ def test_demo_benches_a_small_mixed_workload(monkeypatch: pytest.MonkeyPatch) ->
     (args,) = seen
     assert (args.workload, args.programs, args.scale) == ("mixed", 40, 0.1)
     assert args.workload_arg == ["lats.iterations=2"]  # a few minutes, not an hour
-    assert args.policies == ["vllm=fcfs:--no-prefix-caching", "vllm-opt=fcfs", "gittins"]
+    # vLLM's defaults: no KV retention; ours: the default settings
+    assert args.policies == [
+        "vllm=fcfs:--no-prefix-caching",
+        "vllm-opt=fcfs:--no-kv-retention",
+        "gittins",
+    ]
     assert args.serve_args == ""  # the servers' default settings, not a throttled batch
     main(["demo", "--max-running", "4"])
     assert seen[-1].serve_args == "--max-running 4"

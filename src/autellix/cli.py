@@ -187,8 +187,8 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         nargs="*",
         metavar="[NAME=]POLICY[:FLAGS]",
         help="start `autellix serve` per policy, with extra serve flags if given, e.g. "
-        "vllm=fcfs:--no-prefix-caching (default: fcfs and the default policy when no endpoint"
-        " is given)",
+        "vllm=fcfs:--no-prefix-caching (default: fcfs:--no-kv-retention, as vLLM serves, and the"
+        " default policy when no endpoint is given)",
     )
     p.add_argument("--serve-args", default="", help="extra flags for those servers")
     p.add_argument(

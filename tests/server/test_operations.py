@@ -113,7 +113,13 @@ def test_metrics_values_after_a_known_load(serve) -> None:
     assert counters is not None and counters.prefix == (hits, queried)
     by_kind = counters.by_kind.values()  # every class's tokens, summed: the same counts
     assert (sum(h for h, _ in by_kind), sum(q for _, q in by_kind)) == (hits, queried)
-    assert counters.totals["pins_made"] == 0 and counters.totals["preemptions"] == 0
+    assert counters.totals["preemptions"] == 0
+    # KV retention (on by default): programs a and b came back, so their KV may be pinned
+    # for them; kv_usage above counts only what calls hold, and every pin is accounted for
+    pins = server.frontend.replicas[0].engine.retention_stats()
+    assert value(m, "autellix_pinned_blocks", replica="0") == pins["pinned_blocks"]
+    ended = sum(pins[k] for k in ("pins_hit", "pins_expired", "pins_evicted", "pins_ended"))
+    assert counters.totals["pins_made"] == pins["pins_made"] == ended + pins["pins"]
 
     # ending a program observes its latency; a call cut short counts as an abort
     assert httpx.delete(f"{server.base_url}/programs/a").status_code == 200

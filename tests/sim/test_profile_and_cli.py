@@ -85,10 +85,11 @@ def test_simulate_cli_writes_the_bench_reports(tmp_path: Path, capsys) -> None:
     assert "calls" not in record and record["num_calls"] > 0 and record["decode_tokens"] > 0
     assert (out / "latency.png").exists()
     # what the replicas' engines counted, as a bench run reads it from /metrics: later
-    # turns of a chat find the earlier ones in the prefix cache
+    # turns of a chat find the earlier ones in the prefix cache, held for them by the
+    # default KV retention
     atlas = next(s for s in saved["summaries"] if (s["endpoint"], s["rate"]) == ("atlas", 4.0))
     assert 0 < atlas["prefix_hit_rate"] < 1 and atlas["hit_rate_by_kind"]
-    assert atlas["counters"]["pins_made"] == 0 and atlas["counters"]["preemptions"] >= 0
+    assert atlas["counters"]["pins_made"] > 0 and atlas["counters"]["preemptions"] >= 0
     assert "| hit rate by program class |" in summary
 
 

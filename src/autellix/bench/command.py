@@ -128,10 +128,10 @@ def run_servers(
 
 
 def policies(args: argparse.Namespace, given: list) -> list[str]:
-    """--policies, the baseline first; without it and without endpoints, fcfs and the
-    default policy."""
+    """--policies, the baseline first; without it and without endpoints, FCFS with prefix
+    caching as vLLM serves (no KV retention) and the default settings."""
     if args.policies is None:
-        return [] if given else ["fcfs", EngineConfig().policy]
+        return [] if given else ["fcfs=fcfs:--no-kv-retention", EngineConfig().policy]
     return sorted(args.policies, key=lambda item: variant(item)[0] != args.baseline)
 
 
@@ -211,7 +211,7 @@ def demo_argv(args: argparse.Namespace) -> list[str]:
         "mixed",
         "--policies",
         "vllm=fcfs:--no-prefix-caching",
-        "vllm-opt=fcfs",
+        "vllm-opt=fcfs:--no-kv-retention",
         EngineConfig().policy,
         *(["--serve-args", f"--max-running {args.max_running}"] if args.max_running else []),
         "--baseline",

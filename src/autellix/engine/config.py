@@ -64,8 +64,8 @@ class EngineConfig:
         metadata={"flag": "--kv-cache-gib", "unit": 1 << 30, "help": "KV pool size in GiB"},
     )
     swap_blocks: int | None = field(
-        default=None,  # None: as many as the KV pool
-        metadata={"help": "host swap pool in blocks (default: as the KV pool)"},
+        default=None,  # None: twice the KV pool, as SGLang's hierarchical cache sizes it
+        metadata={"help": "host swap pool in blocks (default: twice the KV pool)"},
     )
     preemption: Literal["swap", "recompute"] = field(
         default="swap",
@@ -135,3 +135,7 @@ class EngineConfig:
                 "--kv-retention-host and --kv-retention-max-ttl apply only with --kv-retention"
             )
         check_settings(self.policy, self.scheduling)
+
+    def swap_pool(self, num_kv_blocks: int) -> int:
+        """The host swap pool in blocks, for a KV pool of `num_kv_blocks`."""
+        return 2 * num_kv_blocks if self.swap_blocks is None else self.swap_blocks

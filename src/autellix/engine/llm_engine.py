@@ -139,7 +139,7 @@ class LLMEngine:
             // 8
         )
         num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // bytes_per_block)
-        swap = num_blocks if config.swap_blocks is None else config.swap_blocks
+        swap = config.swap_pool(num_blocks)
         eos = cfg.eos_token_ids or ((tokenizer.eos_token_id,) if tokenizer.eos_token_id else ())
         attention = resolve_attention(
             config.attention_kernel,
@@ -318,7 +318,8 @@ class LLMEngine:
         return sum(1 for c in self.calls.values() if c.status is Status.SWAPPED)
 
     def kv_usage(self) -> float:
-        return 1 - self.blocks.num_free / self.blocks.num_blocks
+        """The fraction of KV blocks calls hold: pinned blocks are counted apart."""
+        return 1 - (self.blocks.num_free + self.blocks.num_pinned) / self.blocks.num_blocks
 
     def stats(self) -> dict[str, Any]:
         """What /metrics shows of this engine."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 @dataclass
 class RetentionConfig:
     enabled: bool = field(
-        default=False,
+        default=True,
         metadata={
             "flag": "--kv-retention",
             "help": "keep a live program's KV after its call while it is likely to return"

@@ -40,7 +40,7 @@ REPLICA_GAUGES = (
     ("evictions", "Calls whose KV left the device (swap or recompute), so far"),
     ("swap_out_bytes", "KV bytes swapped out so far (preempted calls and ended pins)"),
     ("swap_in_bytes", "KV bytes swapped in so far (preempted calls and host copies)"),
-    ("kv_usage", "Fraction of KV blocks in use"),
+    ("kv_usage", "Fraction of KV blocks calls hold (pinned blocks apart)"),
     ("released_blocks", "Cached KV blocks of ended programs put first to evict"),
     ("prefix_cache_hit_rate", "Prompt tokens served from the prefix cache"),
     ("prefix_queried_tokens", "Prompt tokens looked up in the prefix cache, so far"),

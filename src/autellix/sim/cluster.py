@@ -54,7 +54,7 @@ class ClusterConfig:
     balancer: str = "locality"
     long_prompt_tokens: int = 2048  # the locality balancer's threshold
     num_kv_blocks: int = 4096  # per replica
-    num_swap_blocks: int = 4096  # per replica
+    num_swap_blocks: int | None = None  # per replica; None: the engine's default
     swap_time_per_block: float = 0.0
     max_model_len: int = 1 << 30
     # each call tells the server its stage's tool delay (X-Autellix-Expect-Return), as a
@@ -100,7 +100,9 @@ class SimReplica:
             step_time,
             config.engine.block_size,
             config.num_kv_blocks,
-            config.num_swap_blocks,
+            config.engine.swap_pool(config.num_kv_blocks)
+            if config.num_swap_blocks is None
+            else config.num_swap_blocks,
             config.swap_time_per_block,
         )
         self.engine = LLMEngine(config.engine, self.executor, max_model_len=config.max_model_len)

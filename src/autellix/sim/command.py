@@ -11,7 +11,7 @@ from autellix.flags import engine_config, variant
 # The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
 SIM_VARIANTS = (
     "vllm=fcfs:--no-prefix-caching --no-chunked-prefill",
-    "vllm-opt=fcfs:--schedule-every 8",
+    "vllm-opt=fcfs:--schedule-every 8 --no-kv-retention",
     "mlfq",
     "atlas",
 )
