@@ -95,7 +95,8 @@ def prior_sizes(workload: str, args, blocks: int, seed: int, programs: int) -> S
     key = (workload, blocks, seed, programs)
     if key not in PRIORS:
         specs = build_workload(workload, programs, args.rate, seed + 1000, args.scale)
-        engine = engine_config(ENGINE.format(policy="fcfs", blocks=blocks) + swap_flag(args))
+        flags = ENGINE.format(policy="fcfs", blocks=blocks) + swap_flag(args)
+        engine = engine_config(f"{flags} --no-kv-retention")
         target = roofline_target(args.gpu, args.model, None, engine.block_size)
         PRIORS[key] = simulate(specs, engine, target)[1].table.sizes
     return copy.deepcopy(PRIORS[key])
