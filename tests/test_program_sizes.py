@@ -126,3 +126,20 @@ def test_sizes_saved_and_loaded_are_the_same_model(tmp_path) -> None:
         m.observe("c", "p5", 5.0)  # over max_kinds: b, the least recent class, goes
     assert loaded._sizes == model._sizes and list(loaded._sizes) == list(model._sizes)
     assert loaded.sizes("b") == ()
+
+
+def test_a_smaller_model_loads_only_what_it_keeps(tmp_path) -> None:
+    """A server restarted with a smaller `keep` or `max_kinds` forgets at once what it
+    would have forgotten had it learned the sizes itself."""
+    model = SizeModel(keep=4, min_samples=1, max_kinds=3)
+    for i, kind in enumerate("aabbcca"):
+        model.observe(kind, f"p{i}", float(i))
+    path = tmp_path / "sizes.json"
+    model.save(path)
+    small = SizeModel(keep=1, min_samples=1, max_kinds=2)
+    small.load(path)
+    learned = SizeModel(keep=1, min_samples=1, max_kinds=2)
+    for i, kind in enumerate("aabbcca"):
+        learned.observe(kind, f"p{i}", float(i))
+    assert small._sizes == learned._sizes and list(small._sizes) == list(learned._sizes)
+    assert small.sizes("b") == () and small.sizes("a") == (6.0,) and small.everyone() == (6.0,)

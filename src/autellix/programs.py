@@ -180,6 +180,9 @@ class SizeModel:
             while len(sizes) > self.keep:
                 sizes.popitem(last=False)
             self._sorted.pop(key, None)
+        self._forget_old_kinds()
+
+    def _forget_old_kinds(self) -> None:
         while len(self._sizes) > self.max_kinds + 1:  # + 1: all classes together
             oldest = next(k for k in self._sizes if k is not None)
             del self._sizes[oldest]
@@ -206,8 +209,9 @@ class SizeModel:
         tmp.replace(path)
 
     def load(self, path: str | Path) -> None:
-        """Read sizes that `save` wrote into this (empty) model; a file of another shape is
-        a ValueError that names it."""
+        """Read sizes that `save` wrote into this (empty) model, as many as it keeps (the
+        last `keep` of a class, the last `max_kinds` classes); a file of another shape is a
+        ValueError that names it."""
         try:
             data = json.loads(Path(path).read_text())
             if data.get("version") != 1:
@@ -215,9 +219,11 @@ class SizeModel:
             for kind, sizes in data["classes"]:
                 if kind is not None and not isinstance(kind, str):
                     raise ValueError(f"a class named {kind!r}")
-                self._sizes[kind] = OrderedDict((str(p), float(s)) for p, s in sizes)
+                kept = list(sizes)[-self.keep :]
+                self._sizes[kind] = OrderedDict((str(p), float(s)) for p, s in kept)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path} holds no program sizes: {exc}") from None
+        self._forget_old_kinds()
         self._sorted.clear()
 
     def _sorted_sizes(self, key: str | None) -> tuple[float, ...]:
