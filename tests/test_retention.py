@@ -124,3 +124,25 @@ def test_a_hint_is_held_exactly_when_its_memory_time_is_below_the_recompute(hint
     assert retention.hold == expected
     if expected:
         assert retention.ttl == ttl and math.isclose(retention.expected_return, hint)
+
+
+@given(gaps_st, costs_st)
+def test_the_ttl_chosen_saves_the_most_of_every_ttl_the_gaps_suggest(gaps, cost) -> None:
+    """Each candidate TTL's saving, computed directly: the one chosen is the best (a tie
+    to within rounding may go either way), and a drop means none saves anything."""
+    drop_cost = cost.num_tokens * cost.seconds_per_token * (cost.batch_blocks + cost.num_blocks)
+
+    def saving(ttl: float) -> float:
+        back = sum(1 for g in gaps if g <= ttl)
+        held = sum(min(g, ttl) for g in gaps) / len(gaps)
+        return back / len(gaps) * drop_cost - cost.num_blocks * held if back else 0.0
+
+    best = max(saving(ttl_for(g, CONFIG)) for g in gaps)
+    retention = decide(ReturnOutlook(gaps=gaps), cost, CONFIG)
+    tolerance = 1e-9 * (drop_cost + cost.num_blocks * CONFIG.max_ttl)
+    if not retention.hold:
+        assert best <= tolerance
+        return
+    assert saving(retention.ttl) == pytest.approx(best, abs=tolerance)
+    back = [g for g in gaps if g <= retention.ttl]
+    assert retention.expected_return == pytest.approx(sum(back) / len(back))

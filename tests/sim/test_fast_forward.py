@@ -220,6 +220,11 @@ def test_a_stretch_ends_before_host_copies_expire_and_waits_for_host_writes() ->
     assert len(times) == 3 and now + sum(times[:-1]) < expires
     engine.scheduler._host_writes.append((0, 0))
     assert engine.repeatable_step_times() == []
+    engine.scheduler._host_writes.clear()
+    # once due, they are ended as the next step's round would end them first, and the
+    # stretch runs on from there
+    engine.executor.now = expires
+    assert engine.repeatable_step_times() == full and not engine.blocks.host
 
 
 def test_shape_after_decode_steps() -> None:

@@ -270,11 +270,12 @@ class LLMEngine:
         executor = self.executor
         if not isinstance(executor, SimulatedExecutor) or self.tokenizer is not None:
             return []  # only token-level engines in virtual time; stop strings need text
+        self.scheduler.expire_before_round(executor.now)
         steps = self.scheduler.repeatable_steps()
         if not steps:
             return []
         times = executor.decode_times(list(self.policy.running.values()), steps)
-        # a round would end a pin or host copies once their time is up: stop before it
+        # a later round would end a pin or host copies once their time is up: stop before it
         ends = [pin.expires for pin in self.blocks.pins.values()]
         ends += self.blocks.host.expires.values()
         if ends:

@@ -206,6 +206,12 @@ class Scheduler:
 
     # --- fast-forward (a simulator's) ------------------------------------------------
 
+    def expire_before_round(self, now: float) -> None:
+        """If the next step is a round, end now the pins and host copies that round would
+        end first (`_round`), so that a stretch of steps need not stop for them."""
+        if self._last is None or self._steps_since_round >= self.config.schedule_every:
+            self.blocks.expire(now)
+
     def repeatable_steps(self) -> int:
         """How many steps from now would each be one decode of every call the engine holds
         and change nothing else: none waits (so every round takes them all), no batch cut,

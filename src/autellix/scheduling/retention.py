@@ -24,6 +24,8 @@ writes a finished call's blocks there at once instead of pinning them on the dev
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -95,13 +97,18 @@ def decide(outlook: ReturnOutlook, cost: RetentionCost, config: RetentionConfig)
     if not gaps or cost.num_blocks == 0:
         return DROP
     drop_cost = cost.num_tokens * cost.seconds_per_token * (cost.batch_blocks + cost.num_blocks)
+    ordered = sorted(gaps)
+    summed = list(itertools.accumulate(ordered))  # summed[k - 1]: the k shortest gaps
+    n = len(ordered)
     best, best_saving = DROP, 0.0
-    for ttl in sorted({ttl_for(g, config) for g in gaps}):
-        back = [g for g in gaps if g <= ttl]
-        held = sum(min(g, ttl) for g in gaps) / len(gaps)
-        saving = len(back) / len(gaps) * drop_cost - cost.num_blocks * held
-        if back and saving > best_saving:
-            best = Retention(True, ttl, sum(back) / len(back))
+    for ttl in sorted({ttl_for(g, config) for g in ordered}):
+        back = bisect.bisect_right(ordered, ttl)  # the gaps it outlasts
+        if not back:
+            continue
+        held = (summed[back - 1] + ttl * (n - back)) / n  # E[min(gap, ttl)]
+        saving = back / n * drop_cost - cost.num_blocks * held
+        if saving > best_saving:
+            best = Retention(True, ttl, summed[back - 1] / back)
             best_saving = saving
     return best
 

@@ -91,7 +91,6 @@ def simulate(
         balancer=balancer,
         long_prompt_tokens=long_prompt_tokens,
         num_kv_blocks=blocks,
-        num_swap_blocks=engine.swap_pool(blocks),
         swap_time_per_block=target.swap_time_per_block,
         max_model_len=target.max_model_len,
         named_kinds=named_kinds,
