@@ -64,7 +64,7 @@ class EngineConfig:
         metadata={"flag": "--kv-cache-gib", "unit": 1 << 30, "help": "KV pool size in GiB"},
     )
     swap_blocks: int | None = field(
-        default=None,  # None: twice the KV pool, as SGLang's hierarchical cache sizes it
+        default=None,  # None: twice the KV pool, as SGLang's --hicache-ratio 2 sizes its host pool
         metadata={"help": "host swap pool in blocks (default: twice the KV pool)"},
     )
     preemption: Literal["swap", "recompute"] = field(

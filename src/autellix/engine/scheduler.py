@@ -100,7 +100,8 @@ class Scheduler:
             seconds_per_token=self.seconds_per_token or 0.0,
             batch_blocks=in_use,
         )
-        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
+        reuse = self.blocks.reuse.get(call.program_id, 1.0)
+        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return, reuse)
         retention = decide(outlook, cost, self.config.retention)
         if not retention.hold:
             return
