@@ -326,11 +326,11 @@ class BlockManager:
         copies): the fraction of what was kept for it, pinned or on host, that it uses
         weighs the program's next retention (`ReturnOutlook.reuse`)."""
         pin = self.pins.get(program_id)
-        pinned = pin.block_ids if pin is not None else set()
-        on_host = self.host.of_program.get(program_id, set())
-        if kept := len(pinned) + len(on_host):
-            used = sum(1 for b in matched if b in pinned) + sum(1 for h, _ in host if h in on_host)
-            self.reuse[program_id] = used / kept
+        kept = {self.blocks[b].hash for b in pin.block_ids} if pin is not None else set()
+        kept |= self.host.of_program.get(program_id, set())  # some may be on the device too
+        if kept:
+            used = {self.blocks[b].hash for b in matched} | {h for h, _ in host}
+            self.reuse[program_id] = len(kept & used) / len(kept)
 
     def claim(self, program_id: str) -> list[int]:
         """The program's returned call took its blocks (or left without running): the pin
