@@ -40,14 +40,6 @@ def test_a_program_that_pauses_longer_than_holding_is_worth_is_dropped() -> None
     assert decide(ReturnOutlook(gaps=(3.0,)), COST, CONFIG).hold  # 60 < 70.4
 
 
-def test_only_what_the_next_call_used_last_time_is_worth_holding() -> None:
-    # back in 3 s: 60 block-s held against a 70.4 recompute, but a program whose last
-    # return used half of what was kept saves only 35.2 (a tree search's next branch)
-    assert decide(ReturnOutlook(gaps=(3.0,), reuse=0.9), COST, CONFIG).hold  # 63.4 > 60
-    assert not decide(ReturnOutlook(gaps=(3.0,), reuse=0.5), COST, CONFIG).hold
-    assert not decide(ReturnOutlook(gaps=(0.1,), reuse=0.0), COST, CONFIG).hold
-
-
 def test_the_ttl_lets_a_rare_long_pause_lapse() -> None:
     # nine returns after 0.2 s, one after 9 s: waiting for the straggler costs more than
     # the one recompute it would save
@@ -154,10 +146,3 @@ def test_the_ttl_chosen_saves_the_most_of_every_ttl_the_gaps_suggest(gaps, cost)
     assert saving(retention.ttl) == pytest.approx(best, abs=tolerance)
     back = [g for g in gaps if g <= retention.ttl]
     assert retention.expected_return == pytest.approx(sum(back) / len(back))
-
-
-@given(gaps_st, costs_st, st.floats(0.0, 1.0), st.floats(0.0, 1.0))
-def test_less_reuse_never_turns_a_drop_into_a_hold(gaps, cost, reuse, less) -> None:
-    more = decide(ReturnOutlook(gaps=gaps, reuse=reuse), cost, CONFIG)
-    fewer = decide(ReturnOutlook(gaps=gaps, reuse=reuse * less), cost, CONFIG)
-    assert more.hold or not fewer.hold

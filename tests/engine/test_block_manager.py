@@ -507,19 +507,3 @@ def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> Non
     for program in range(4):
         manager.end_program(f"p{program}")
     assert manager.num_free_swap == manager.num_swap_blocks and not manager.host
-
-
-def test_reuse_counts_what_a_returning_call_used_of_what_was_kept_wherever_it_is() -> None:
-    """Kept blocks still cached on the device count when matched there, not only when
-    copied back; a call that extends another branch uses the shared head only."""
-    manager = BlockManager(12, SIZE, 8, host_retention=True)
-    prompt = list(range(16))  # four full blocks
-    table = computed(manager, prompt)
-    manager.free(table, "p")
-    assert manager.write_to_host("p", table, expires=9.0) is not None  # stays cached too
-    manager.note_reuse("p", manager.match_prefix([*prompt, 7]), [])  # the next turn
-    assert manager.reuse["p"] == 1.0
-    manager.free(table[:4])
-    other = prompt[:8] + [99] * 9  # the same first two blocks, then another branch
-    manager.note_reuse("p", manager.match_prefix(other), [])
-    assert manager.reuse["p"] == 0.5

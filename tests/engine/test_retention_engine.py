@@ -268,19 +268,3 @@ def test_without_host_retention_blocks_are_pinned_while_memory_is_short() -> Non
     _, heavy = finished_while_memory_is_short(engine)
     assert engine.stats()["pins_made"] == 1 and engine.blocks.pin_stats.to_host == 0
     assert heavy.status is Status.WAITING  # the pin outranks it
-
-
-def test_a_program_whose_next_call_used_none_of_its_kept_blocks_is_not_pinned_again() -> None:
-    """A tree search's next call extends another branch: what was pinned for it went
-    unused, so holding its context again is not worth the memory."""
-    for follows, pins in ((True, 2), (False, 1)):
-        engine = make(num_blocks=12)
-        first = agent_finished_a_call(engine)
-        assert engine.blocks.num_pinned == 3
-        prompt = [*first.token_ids, 9] if follows else list(range(300, 313))
-        back = engine.add_call(prompt, ONE, call_id="a2", program_id="agent", program=BACK_SOON)
-        run_until_done(engine, back)
-        assert engine.blocks.reuse["agent"] == (1.0 if follows else 0.0)
-        assert engine.stats()["pins_made"] == pins
-        engine.end_program("agent")
-        assert "agent" not in engine.blocks.reuse

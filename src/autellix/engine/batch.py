@@ -218,7 +218,6 @@ class BatchFitter:
             self.swap_freed.extend(call.swap_table)
             call.swap_table = []
         elif call.status is Status.WAITING:
-            self.blocks.note_reuse(call.program_id, matched, host)
             copied = self.blocks.take_host(host)
             self.batch.swap_in += zip(copied, new_blocks, strict=False)
             for (h, _), block_id in zip(host, new_blocks, strict=False):

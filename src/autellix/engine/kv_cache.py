@@ -97,7 +97,6 @@ class BlockManager:
         self.program_blocks: dict[str, set[int]] = {}  # cached blocks each program has held
         self.released_blocks = 0  # cached blocks moved to the front of eviction by end_program
         self.pins: dict[str, Pin] = {}  # by program
-        self.reuse: dict[str, float] = {}  # by program: see `note_reuse`
         self.pin_of: dict[int, str] = {}  # block -> the program whose pin holds it
         self.pinned: set[int] = set()  # pinned blocks no call holds (neither free nor used)
         self.pin_stats = PinStats()
@@ -237,7 +236,6 @@ class BlockManager:
         if self.unpin(program_id, front=True):
             self.pin_stats.ended += 1
         self.free_swap(self.host.drop(program_id))
-        self.reuse.pop(program_id, None)
         held = self.program_blocks.pop(program_id, ())
         for block_id in sorted(held, key=lambda b: self.blocks[b].freed_at, reverse=True):
             block = self.blocks[block_id]
@@ -320,17 +318,6 @@ class BlockManager:
         self.pin_stats.hit += 1
         self.pin_stats.hit_blocks += len(pin.block_ids)
         pin.back, pin.expires, pin.back_at = True, math.inf, -math.inf
-
-    def note_reuse(self, program_id: str, matched: Seq[int], host: Seq[tuple[int, int]]) -> None:
-        """The program's returning call takes its prefix (`matched` device blocks, `host`
-        copies): the fraction of what was kept for it, pinned or on host, that it uses
-        weighs the program's next retention (`ReturnOutlook.reuse`)."""
-        pin = self.pins.get(program_id)
-        kept = {self.blocks[b].hash for b in pin.block_ids} if pin is not None else set()
-        kept |= self.host.of_program.get(program_id, set())  # some may be on the device too
-        if kept:
-            used = {self.blocks[b].hash for b in matched} | {h for h, _ in host}
-            self.reuse[program_id] = len(kept & used) / len(kept)
 
     def claim(self, program_id: str) -> list[int]:
         """The program's returned call took its blocks (or left without running): the pin

@@ -100,8 +100,7 @@ class Scheduler:
             seconds_per_token=self.seconds_per_token or 0.0,
             batch_blocks=in_use,
         )
-        reuse = self.blocks.reuse.get(call.program_id, 1.0)
-        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return, reuse)
+        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
         retention = decide(outlook, cost, self.config.retention)
         if not retention.hold:
             return

@@ -7,10 +7,7 @@ recomputes them when it returns, and while that prefill runs the memory of the c
 batched with it sits idle too. Both are block-seconds:
 
     hold:  num_blocks x E[min(gap, ttl)]
-    drop:  P(gap <= ttl) x reuse x recompute_seconds x (batch_blocks + num_blocks)
-
-with `reuse` the fraction of what was last kept for the program that its next call used
-(1 until it is known).
+    drop:  P(gap <= ttl) x recompute_seconds x (batch_blocks + num_blocks)
 
 The time-to-live is chosen among the gaps seen (each stretched by a slack, and capped)
 as the one whose saving is largest (Continuum picks a TTL from tool-duration statistics
@@ -72,9 +69,6 @@ class ReturnOutlook:
 
     gaps: tuple[float, ...] = ()  # seconds from a completion to its next call's arrival
     hint: float | None = None  # the client's own expectation, in seconds
-    # of the blocks last kept for the program, the fraction its next call used: a tree
-    # search's next call extends another branch, a chat's the whole context
-    reuse: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,7 +97,6 @@ def decide(outlook: ReturnOutlook, cost: RetentionCost, config: RetentionConfig)
     if not gaps or cost.num_blocks == 0:
         return DROP
     drop_cost = cost.num_tokens * cost.seconds_per_token * (cost.batch_blocks + cost.num_blocks)
-    drop_cost *= outlook.reuse  # only what the next call uses is recomputed
     ordered = sorted(gaps)
     summed = list(itertools.accumulate(ordered))  # summed[k - 1]: the k shortest gaps
     n = len(ordered)
