@@ -14,6 +14,8 @@ from typing import IO
 from autellix.engine.config import EngineConfig
 from autellix.flags import variant
 
+VLLM_FCFS = "fcfs:--no-kv-retention"  # FCFS with prefix caching, as vLLM serves by default
+
 
 def workload_title(args: argparse.Namespace) -> str:
     extra = "".join(f", {item}" for item in args.workload_arg)
@@ -131,7 +133,7 @@ def policies(args: argparse.Namespace, given: list) -> list[str]:
     """--policies, the baseline first; without it and without endpoints, FCFS with prefix
     caching as vLLM serves (no KV retention) and the default settings."""
     if args.policies is None:
-        return [] if given else ["fcfs=fcfs:--no-kv-retention", EngineConfig().policy]
+        return [] if given else [f"fcfs={VLLM_FCFS}", EngineConfig().policy]
     return sorted(args.policies, key=lambda item: variant(item)[0] != args.baseline)
 
 
@@ -211,7 +213,7 @@ def demo_argv(args: argparse.Namespace) -> list[str]:
         "mixed",
         "--policies",
         "vllm=fcfs:--no-prefix-caching",
-        "vllm-opt=fcfs:--no-kv-retention",
+        f"vllm-opt={VLLM_FCFS}",
         EngineConfig().policy,
         *(["--serve-args", f"--max-running {args.max_running}"] if args.max_running else []),
         "--baseline",
