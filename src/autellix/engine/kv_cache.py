@@ -128,7 +128,7 @@ class BlockManager:
         matched: list[int] = []
         if not self.prefix_caching:
             return matched
-        for h in self._lookup_hashes(tokens, [] if hashes is None else hashes):
+        for h in self.lookup_hashes(tokens, [] if hashes is None else hashes):
             block_id = self.by_hash.get(h)
             if block_id is None:
                 break
@@ -136,7 +136,7 @@ class BlockManager:
             matched.append(block_id)
         return matched
 
-    def _lookup_hashes(self, tokens: Seq[int], hashes: list[int]) -> Iterator[int]:
+    def lookup_hashes(self, tokens: Seq[int], hashes: list[int]) -> Iterator[int]:
         """The chained hashes of the full blocks of `tokens` a lookup may match (all but
         a last token), lazily: lookups stop at the first miss. Those not in `hashes` yet
         are computed and appended: a call's are computed once in its life, for lookups
@@ -171,7 +171,10 @@ class BlockManager:
                     del self.by_hash[block.hash]
                 block.hash = None
                 for program_id in block.users:
-                    self.program_blocks[program_id].discard(block_id)
+                    held = self.program_blocks[program_id]
+                    held.discard(block_id)
+                    if not held:  # a program that never ends (one anonymous call) leaves none
+                        del self.program_blocks[program_id]
                 block.users.clear()
             self.blocks[block_id].ref_count = 1
             out.append(block_id)
@@ -410,7 +413,7 @@ class BlockManager:
         if not self.host.by_hash:
             return found
         hashes = [] if hashes is None else hashes
-        for h in itertools.islice(self._lookup_hashes(tokens, hashes), skip, None):
+        for h in itertools.islice(self.lookup_hashes(tokens, hashes), skip, None):
             swap_id = self.host.by_hash.get(h)
             if swap_id is None:
                 break

@@ -238,6 +238,7 @@ class LLMEngine:
     def end_program(self, program_id: str) -> None:
         """The program will not come back: its cached KV blocks are evicted first."""
         self.blocks.end_program(program_id)
+        self.scheduler.head_reuse.forget(program_id)
 
     # --- the step -------------------------------------------------------------------
 

@@ -31,7 +31,7 @@ from autellix.engine.kv_cache import BlockManager
 from autellix.engine.step_cost import StepCost
 from autellix.scheduling import Policy, select_batch
 from autellix.scheduling.cut import BatchCut
-from autellix.scheduling.retention import RetentionCost, ReturnOutlook, decide
+from autellix.scheduling.retention import HeadReuse, RetentionCost, ReturnOutlook, decide
 
 
 class Scheduler:
@@ -64,11 +64,15 @@ class Scheduler:
         self._memory_short = False  # the last round left a call out for want of KV blocks
         # blocks of finished calls written to host memory, copied before the next step
         self._host_writes: list[tuple[int, int]] = []
+        self.head_reuse = HeadReuse()  # how much of a call's context its program's next uses
 
     def add(self, call: Call, now: float) -> None:
         self.calls[call.call_id] = call
         self.policy.add(call, now)
         self.blocks.returned(call.program_id)
+        self.head_reuse.arrived(
+            call.program_id, self.blocks.lookup_hashes(call.token_ids, call.block_hashes)
+        )
 
     def finish(self, call: Call, reason: str, now: float) -> None:
         """A call ended (stop, length or abort): release everything it holds."""
@@ -87,12 +91,19 @@ class Scheduler:
         self._last = None
 
     def _retain(self, call: Call, now: float) -> None:
-        """Keep the call's cached blocks for its program's return, if that is worth it:
-        pinned on the device for the TTL, or, while memory is short, written to host
-        memory at once: a pin would keep from the calls waiting now the memory they wait
-        for, where a host copy costs only the copies out and back (and the blocks stay
-        cached on the device until LRU takes them)."""
-        cached = call.block_table[: call.num_hashed_blocks]
+        """Keep the head of the call's cached blocks that its program's next call is
+        expected to begin with (`HeadReuse`), if that is worth it: pinned on the device for
+        the TTL, or, while memory is short, written to host memory at once: a pin would
+        keep from the calls waiting now the memory they wait for, where a host copy costs
+        only the copies out and back (and the blocks stay cached on the device until LRU
+        takes them)."""
+        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
+        if not (outlook.gaps or outlook.hint is not None):  # it cannot come back
+            return
+        program_id, kind, num_hashed = call.program_id, call.program.kind, call.num_hashed_blocks
+        head = self.head_reuse.head(program_id, kind, num_hashed)
+        self.head_reuse.left(program_id, kind, call.block_hashes[:num_hashed])
+        cached = call.block_table[:head]
         in_use = self.blocks.num_blocks - self.blocks.num_free - self.blocks.num_pinned
         cost = RetentionCost(
             num_blocks=len(cached),
@@ -100,7 +111,6 @@ class Scheduler:
             seconds_per_token=self.seconds_per_token or 0.0,
             batch_blocks=in_use,
         )
-        outlook = ReturnOutlook(call.program.return_gaps, call.program.expect_return)
         retention = decide(outlook, cost, self.config.retention)
         if not retention.hold:
             return

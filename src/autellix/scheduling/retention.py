@@ -20,6 +20,11 @@ on any device it serves, so with `host` the engine copies a pin that must give w
 host swap pool if there is room, and while memory is short (a call waits for blocks) it
 writes a finished call's blocks there at once instead of pinning them on the device
 (engine/host_copies.py).
+
+What is weighed is only the head of the call's cached blocks that the program's next call
+is expected to begin with (`HeadReuse`): a chat's or a ReAct loop's next prompt extends
+the whole context, a tree search's next call (another branch, another stage's
+instructions) shares a shorter head of it, or none.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -115,3 +122,52 @@ def decide(outlook: ReturnOutlook, cost: RetentionCost, config: RetentionConfig)
 
 def ttl_for(gap: float, config: RetentionConfig) -> float:
     return min(config.max_ttl, max(0.0, gap) * config.ttl_slack + config.ttl_margin)
+
+
+class HeadReuse:
+    """How much of what a program's call leaves cached its next call's prompt begins with,
+    as a fraction of those blocks: the program's last few, else its class's, else
+    everyone's, else 1 (all of it, until something is known). Blocks are named by their
+    chained hashes, so the next prompt begins with the first k of them exactly when it has
+    the k-th."""
+
+    def __init__(self, keep: int = 8, keep_of_class: int = 64, max_kinds: int = 64) -> None:
+        self.keep, self.keep_of_class, self.max_kinds = keep, keep_of_class, max_kinds
+        self._left: dict[str, tuple[str | None, frozenset[int], int]] = {}
+        self._own: dict[str, deque[float]] = {}
+        self._of_class: OrderedDict[str | None, deque[float]] = OrderedDict()  # None: all
+
+    def left(self, program_id: str, kind: str | None, hashes: Sequence[int]) -> None:
+        """A call of the program finished, its cached blocks named by `hashes` (in order)."""
+        if hashes:
+            self._left[program_id] = (kind, frozenset(hashes), len(hashes))
+
+    def arrived(self, program_id: str, prompt_hashes: Iterable[int]) -> None:
+        """The program's next call arrived: count the leading blocks of its prompt (lazily,
+        to the first one not left) among those its last call left."""
+        left = self._left.pop(program_id, None)
+        if left is None:
+            return
+        kind, hashes, num_left = left
+        shared = sum(1 for _ in itertools.takewhile(hashes.__contains__, prompt_hashes))
+        fraction = min(shared, num_left) / num_left
+        self._own.setdefault(program_id, deque(maxlen=self.keep)).append(fraction)
+        for key in {kind, None}:
+            seen = self._of_class.pop(key, None) or deque(maxlen=self.keep_of_class)
+            seen.append(fraction)
+            self._of_class[key] = seen
+        while len(self._of_class) > self.max_kinds + 1:  # + 1: all classes together
+            del self._of_class[next(k for k in self._of_class if k is not None)]
+
+    def head(self, program_id: str, kind: str | None, num_blocks: int) -> int:
+        """How many leading blocks of `num_blocks` the program's next call is expected to
+        use: the mean fraction seen, rounded up."""
+        for seen in (self._own.get(program_id), self._of_class.get(kind), self._of_class.get(None)):
+            if seen:
+                return math.ceil(num_blocks * sum(seen) / len(seen) - 1e-9)
+        return num_blocks
+
+    def forget(self, program_id: str) -> None:
+        """The program ended."""
+        self._left.pop(program_id, None)
+        self._own.pop(program_id, None)
