@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from autellix.scheduling.retention import (
+    HeadReuse,
     RetentionConfig,
     RetentionCost,
     ReturnOutlook,
@@ -146,3 +147,73 @@ def test_the_ttl_chosen_saves_the_most_of_every_ttl_the_gaps_suggest(gaps, cost)
     assert saving(retention.ttl) == pytest.approx(best, abs=tolerance)
     back = [g for g in gaps if g <= retention.ttl]
     assert retention.expected_return == pytest.approx(sum(back) / len(back))
+
+
+def test_a_program_whose_next_prompts_extend_its_context_keeps_all_of_it() -> None:
+    reuse = HeadReuse()
+    reuse.left("chat", "chat", [1, 2, 3, 4])
+    reuse.arrived("chat", iter([1, 2, 3, 4, 5, 6]))
+    assert reuse.head("chat", "chat", 10) == 10
+
+
+def test_a_program_whose_next_call_shares_a_head_keeps_that_fraction_rounded_up() -> None:
+    reuse = HeadReuse()
+    reuse.left("search", "lats", [1, 2, 3, 4])
+    reuse.arrived("search", iter([1, 9, 3, 4]))  # the first block only: a prefix, chained
+    assert reuse.head("search", "lats", 8) == 2
+    assert reuse.head("search", "lats", 9) == 3
+    reuse.left("search", "lats", [1, 2, 3, 4])
+    reuse.arrived("search", iter([8]))  # nothing: another stage's instructions
+    assert reuse.head("search", "lats", 8) == 1  # the mean of 1/4 and 0
+
+
+def test_a_program_with_no_history_of_its_own_takes_its_class_then_everyones() -> None:
+    reuse = HeadReuse()
+    assert reuse.head("new", "lats", 8) == 8  # nothing known: all of it
+    reuse.left("old", "lats", [1, 2])
+    reuse.arrived("old", iter([7]))
+    assert reuse.head("new", "lats", 8) == 0
+    assert reuse.head("new", "chat", 8) == 0  # everyone's: one search that shared nothing
+    reuse.left("talker", "chat", [1, 2])
+    reuse.arrived("talker", iter([1, 2, 3]))
+    assert reuse.head("new", "chat", 8) == 8
+    assert reuse.head("new", None, 8) == 4  # everyone's: 0 and 1
+
+
+def test_only_the_first_call_after_a_finish_is_counted_and_an_ended_program_is_forgotten() -> None:
+    reuse = HeadReuse()
+    reuse.left("p", None, [1, 2])
+    reuse.arrived("p", iter([1, 2]))
+    reuse.arrived("p", iter([5]))  # a parallel call of the same stage: nothing left since
+    assert reuse.head("p", None, 4) == 4
+    reuse.left("p", None, [1, 2])
+    reuse.forget("p")
+    reuse.arrived("p", iter([5]))
+    assert reuse.head("p", None, 4) == 4  # everyone's still has the first return
+
+
+def test_the_prompt_is_read_only_to_its_first_block_not_left() -> None:
+    reuse = HeadReuse()
+    reuse.left("p", None, [1, 2])
+    prompt = iter([1, 7, 2, 3])
+    reuse.arrived("p", prompt)
+    assert list(prompt) == [2, 3]  # hashes are computed lazily: the rest is never needed
+
+
+@given(
+    st.lists(st.tuples(st.integers(1, 40), st.integers(0, 60)), min_size=1, max_size=20),
+    st.integers(0, 500),
+)
+def test_the_head_is_the_mean_fraction_shared_rounded_up_and_never_past_the_blocks(
+    returns, num_blocks
+) -> None:
+    reuse = HeadReuse(keep=len(returns))
+    for num_left, shared in returns:
+        left = list(range(num_left))
+        reuse.left("p", None, left)
+        reuse.arrived("p", iter([*left[:shared], -1]))
+    mean = sum(min(s, n) / n for n, s in returns) / len(returns)
+    head = reuse.head("p", None, num_blocks)
+    assert 0 <= head <= num_blocks
+    assert head == pytest.approx(math.ceil(num_blocks * mean), abs=1)
+    assert head >= num_blocks * mean - 1e-6

@@ -292,7 +292,7 @@ def test_the_programs_return_holds_its_pin_until_its_call_claims_the_blocks() ->
     manager = BlockManager(3, SIZE, 0)
     old = finished_call(manager, [50, 51, 52, 53], "other")
     mine = pinned_program(manager, list(range(8)), "agent", expires=5.0)
-    manager.returned("agent")
+    manager.returned("agent", iter(chain([*range(8), 99, 98, 97, 96])))
     assert manager.pin_stats.hit == 1 and manager.pin_stats.hit_blocks == 2
     manager.expire(100.0)  # the returned call may queue past the TTL: the pin holds
     assert manager.num_pinned == 2 and manager.pin_stats.expired == 0
@@ -302,6 +302,22 @@ def test_the_programs_return_holds_its_pin_until_its_call_claims_the_blocks() ->
     assert manager.allocate(1) == old  # LRU takes the other program's block first
     assert manager.match_prefix([*range(8), 99]) == mine
     manager.check_states()
+
+
+def test_a_return_holds_only_the_pinned_blocks_its_prompt_begins_with() -> None:
+    """A tree search's next call continues another branch: of its program's pin it holds
+    the shared head; the finished branch becomes the most recently used, still cached."""
+    manager = BlockManager(4, SIZE, 0)
+    old = finished_call(manager, [50, 51, 52, 53], "other")
+    head, branch = pinned_program(manager, list(range(8)), "search")
+    manager.returned("search", iter(chain([0, 1, 2, 3, 60, 61, 62, 63, 64])))
+    assert manager.pins["search"].block_ids == {head}
+    assert manager.num_pinned == 1 and manager.pin_stats.hit_blocks == 1
+    manager.check_states()
+    assert manager.allocate(2) == [3, *old]  # the never-used block, then LRU's oldest
+    assert manager.allocate(1) == [branch]  # the released branch, before the head
+    manager.claim("search")
+    assert manager.match_prefix([*range(4), 99]) == [head]
 
 
 def test_a_pin_not_yet_returned_to_is_not_claimed() -> None:
@@ -315,7 +331,7 @@ def test_a_returned_programs_pin_is_evicted_last() -> None:
     manager = BlockManager(2, SIZE, 0)
     back = pinned_program(manager, [1, 2, 3, 4], "back", back_at=9.0, rank=(9,))
     soon = pinned_program(manager, [5, 6, 7, 8], "soon", back_at=1.0, rank=(0,))
-    manager.returned("back")
+    manager.returned("back", iter(chain([1, 2, 3, 4])))
     assert manager.evict_pin(lambda pin: True) is not None
     assert manager.allocate(1) == soon
     assert manager.evict_pin(lambda pin: True) is not None
@@ -487,8 +503,8 @@ def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> Non
         elif op == "pin":
             blocks = [b for b, blk in enumerate(manager.blocks) if blk.hash is not None]
             manager.pin(name, blocks[:n], expires=float(n), back_at=0.0, rank=(program,))
-        elif op == "return":
-            manager.returned(name)
+        elif op == "return":  # a prompt that begins with the first n // 4 of a call's blocks
+            manager.returned(name, iter(chain([program * 100 + i for i in range(n)])))
         elif op == "claim":
             manager.free_swap(manager.claim(name))
         elif op == "expire":

@@ -152,6 +152,38 @@ def test_past_gaps_of_the_program_make_a_pin_without_a_hint() -> None:
     assert engine.blocks.num_pinned == 3
 
 
+def test_a_program_whose_next_call_began_elsewhere_keeps_nothing_of_its_next() -> None:
+    """A tree search: its next call begins with other instructions, so none of the first
+    call's blocks were used; its second call's blocks are left to LRU, not pinned."""
+    engine = make(num_blocks=16)
+    first = agent_finished_a_call(engine)
+    elsewhere = engine.add_call(
+        list(range(300, 312)), ONE, call_id="a2", program_id="agent", program=BACK_SOON
+    )
+    assert engine.blocks.num_pinned == 0  # its prompt begins with none of the pinned blocks
+    run_until_done(engine, elsewhere)
+    assert engine.blocks.num_pinned == 0
+    assert engine.stats()["pins_made"] == 1
+    # a program whose next call extended its context keeps all of it
+    chat = engine.add_call(
+        [*first.token_ids, 9], ONE, call_id="c1", program_id="chat", program=BACK_SOON
+    )
+    run_until_done(engine, chat)
+    engine.add_call([*chat.token_ids, 5], ONE, call_id="c2", program_id="chat", program=BACK_SOON)
+    assert engine.scheduler.head_reuse.head("chat", None, 3) == 3
+
+
+def test_a_program_whose_next_call_used_half_its_context_pins_that_half() -> None:
+    engine = make(num_blocks=16)
+    first = agent_finished_a_call(engine)
+    half = [*first.token_ids[: SIZE * 2], *range(400, 408)]  # 2 of its 3 blocks, then more
+    second = engine.add_call(half, ONE, call_id="a2", program_id="agent", program=BACK_SOON)
+    run_until_done(engine, second)
+    assert engine.blocks.num_pinned == 3  # ceil(2/3 of its 4 cached blocks), the head
+    pinned = {engine.blocks.blocks[b].hash for b in engine.blocks.pins["agent"].block_ids}
+    assert pinned == set(second.block_hashes[:3])
+
+
 def test_an_aborted_call_pins_nothing() -> None:
     engine = make()
     call = engine.add_call(AGENT_PROMPT, LONG, call_id="a1", program_id="agent", program=BACK_SOON)

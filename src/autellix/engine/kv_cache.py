@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -70,7 +70,7 @@ class PinStats:
     evicted: int = 0  # ended early for a higher-ranked call's memory
     ended: int = 0  # their program ended
     hit: int = 0  # its program's next call arrived while the pin held
-    hit_blocks: int = 0  # blocks that call found pinned
+    hit_blocks: int = 0  # pinned blocks that call's prompt begins with
     to_host: int = 0  # blocks of evicted pins copied to host memory
     from_host: int = 0  # of those, blocks a later call copied back instead of recomputing
 
@@ -301,25 +301,34 @@ class BlockManager:
         pin = self.pins.pop(program_id, None)
         if pin is None:
             return False
+        self._release(pin.block_ids, front)
+        return True
+
+    def _release(self, block_ids: set[int], front: bool) -> None:
         freed_at = lambda b: self.blocks[b].freed_at  # noqa: E731
-        for block_id in sorted(pin.block_ids, key=freed_at, reverse=front):
+        for block_id in sorted(block_ids, key=freed_at, reverse=front):
             del self.pin_of[block_id]
             if block_id in self.pinned:
                 self.pinned.remove(block_id)
                 self.cached_free[block_id] = None
                 self.cached_free.move_to_end(block_id, last=not front)
-        return True
 
-    def returned(self, program_id: str) -> None:
-        """The program's next call arrived: the pin holds, with no time limit and last in
-        line for `evict_pin`, until that call takes its blocks (`claim`). Released at
-        arrival instead, the blocks were LRU's while the call queued, and under memory
-        pressure they were gone before it ran (docs/benchmarks.md, "KV retention")."""
+    def returned(self, program_id: str, prompt_hashes: Iterable[int]) -> None:
+        """The program's next call arrived, its prompt's full blocks named by
+        `prompt_hashes` (lazily): the pinned blocks its prompt begins with are held, with no
+        time limit and last in line for `evict_pin`, until that call takes them (`claim`);
+        the rest become the most recently used. Released at arrival instead, the blocks
+        were LRU's while the call queued, and under memory pressure they were gone before
+        it ran (docs/benchmarks.md, "KV retention")."""
         pin = self.pins.get(program_id)
         if pin is None or pin.back:
             return
+        by_hash = {self.blocks[b].hash: b for b in pin.block_ids}
+        used = {by_hash[h] for h in itertools.takewhile(by_hash.__contains__, prompt_hashes)}
+        self._release(pin.block_ids - used, front=False)
+        pin.block_ids = used
         self.pin_stats.hit += 1
-        self.pin_stats.hit_blocks += len(pin.block_ids)
+        self.pin_stats.hit_blocks += len(used)
         pin.back, pin.expires, pin.back_at = True, math.inf, -math.inf
 
     def claim(self, program_id: str) -> list[int]:

@@ -69,10 +69,9 @@ class Scheduler:
     def add(self, call: Call, now: float) -> None:
         self.calls[call.call_id] = call
         self.policy.add(call, now)
-        self.blocks.returned(call.program_id)
-        self.head_reuse.arrived(
-            call.program_id, self.blocks.lookup_hashes(call.token_ids, call.block_hashes)
-        )
+        hashes = self.blocks.lookup_hashes  # the prompt's, computed once, as far as read
+        self.blocks.returned(call.program_id, hashes(call.token_ids, call.block_hashes))
+        self.head_reuse.arrived(call.program_id, hashes(call.token_ids, call.block_hashes))
 
     def finish(self, call: Call, reason: str, now: float) -> None:
         """A call ended (stop, length or abort): release everything it holds."""
