@@ -131,6 +131,11 @@ def test_engine_settings_backends_would_ignore_are_refused(monkeypatch: pytest.M
         SystemExit, match="--dtype, --max-running, --preempt, --batch-cut set the engine"
     ):
         cli.main([*argv, "--dtype", "bfloat16", "--max-running", "8", "--preempt", "--batch-cut"])
+    # given at their defaults, they would still be ignored: refused all the same
+    with pytest.raises(SystemExit, match="--kv-retention, --max-running set the engine"):
+        cli.main([*argv, "--max-running", "32", "--kv-retention"])
+    with pytest.raises(SystemExit, match="--kv-retention set the engine"):
+        cli.main([*argv, "--no-kv-retention"])
     # what the frontend itself uses (the order, its queues, the block size) is taken
     assert cli.main([*argv, "--policy", "atlas", "--beta", "3", "--block-size", "32"]) == 0
 

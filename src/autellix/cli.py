@@ -331,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what was given, not only what it parsed to (`flags.given_flags`)
     args.command_line = shlex.join(["autellix", *argv])  # results folders record it
     try:
         return args.run(args)

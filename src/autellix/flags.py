@@ -22,7 +22,8 @@ import dataclasses
 import shlex
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 
@@ -134,6 +135,36 @@ def from_args(cls: type, args: argparse.Namespace) -> Any:
         elif hasattr(args, _dest(f, meta)):
             values[f.name] = _value(getattr(args, _dest(f, meta)), meta, args)
     return cls(**values)
+
+
+def given_flags(add: Callable[[argparse.ArgumentParser], None], argv: Sequence[str]) -> set[str]:
+    """Of the flags `add` puts on a parser, those `argv` gives, even at their default
+    values: the fields' flag names (as `flag_name`)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add(parser)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # left out of the namespace unless given
+    given, _ = parser.parse_known_args(argv)
+    return {"--" + dest.replace("_", "-") for dest in vars(given)}
+
+
+def changed_or_given(
+    config: Any, default: Any, given: AbstractSet[str], skip: AbstractSet[str] = frozenset()
+) -> list[str]:
+    """The flags of the fields of `config` (nested ones too; `skip`: top-level fields to
+    leave out) that differ from `default`'s or that `given` holds."""
+    out = []
+    for f in dataclasses.fields(config):
+        if f.name in skip:
+            continue
+        value, default_value = getattr(config, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            out += changed_or_given(value, default_value, given)
+        elif f.metadata.get("flag", "") is not None:
+            flag = flag_name(f)
+            if value != default_value or flag in given:
+                out.append(flag)
+    return out
 
 
 def _value(value: Any, meta: Mapping[str, Any], args: argparse.Namespace) -> Any:

@@ -4,12 +4,19 @@ field's metadata) and the server."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import ipaddress
 import sys
+from collections.abc import Set as AbstractSet
 
 from autellix.engine.config import EngineConfig
-from autellix.flags import ENGINE_SECTIONS, add_flags, engine_choices, flag_name, from_args
+from autellix.flags import (
+    ENGINE_SECTIONS,
+    add_flags,
+    changed_or_given,
+    engine_choices,
+    from_args,
+    given_flags,
+)
 from autellix.server.frontend import ServeConfig
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug"]
@@ -46,13 +53,15 @@ def serve(args: argparse.Namespace) -> int:
     # anything starts (not a traceback from the engine loading in the server)
     if not config.backend:
         check_kernels(config.engine)
-    elif args.model is not None:
-        load_config(args.model)
-    if config.backend and (ignored := backends_ignore(config.engine)):
-        sys.exit(
-            f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not run "
-            "(the backends' own settings apply)"
-        )
+    else:
+        if args.model is not None:
+            load_config(args.model)
+        given = given_flags(add_serve_flags, args.argv[1:])  # argv[0]: "serve"
+        if ignored := backends_ignore(config.engine, given):
+            sys.exit(
+                f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not"
+                " run (the backends' own settings apply)"
+            )
     try:
         frontend = Frontend(config)
     except (OSError, KeyFileError) as exc:
@@ -72,15 +81,10 @@ def serve(args: argparse.Namespace) -> int:
 BACKEND_USES = {"model", "device", "policy", "scheduling", "block_size", "max_waiting"}
 
 
-def backends_ignore(engine: EngineConfig) -> list[str]:
-    """The flags of the engine settings changed from their defaults that only an engine
-    of our own would use."""
-    default = EngineConfig()
-    ignored = [
-        flag_name(f)
-        for f in dataclasses.fields(engine)
-        if f.name not in BACKEND_USES and getattr(engine, f.name) != getattr(default, f.name)
-    ]
+def backends_ignore(engine: EngineConfig, given: AbstractSet[str] = frozenset()) -> list[str]:
+    """The flags of the engine settings that only an engine of our own would use, changed
+    from their defaults or given on the command line (`given`), even at the default."""
+    ignored = changed_or_given(engine, EngineConfig(), given, skip=BACKEND_USES)
     scheduling = engine.scheduling  # the order is the frontend's; these act inside an engine
     return ignored + [
         flag
