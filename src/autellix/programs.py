@@ -130,28 +130,29 @@ class Program:
 GAPS_KEPT = 32  # a program's last gaps between calls
 
 
-class GapModel:
-    """The last gaps between a completion and the next call's arrival, per program class
-    and over all classes: what a program without gaps of its own is expected to do."""
+class KindSamples:
+    """The last values seen of something per program class and over all classes (the
+    gaps between a completion and the next call's arrival; the share of a call's KV its
+    program's next call used): what a program with none of its own is expected to do."""
 
     def __init__(self, keep: int = 256, max_kinds: int = 1024) -> None:
         self.keep = keep
         self.max_kinds = max_kinds
-        self._gaps: OrderedDict[str | None, deque[float]] = OrderedDict()  # least recent first
+        self._seen: OrderedDict[str | None, deque[float]] = OrderedDict()  # least recent first
 
-    def observe(self, kind: str | None, gap: float) -> None:
+    def observe(self, kind: str | None, value: float) -> None:
         for key in {kind, None}:
-            gaps = self._gaps.pop(key, None) or deque(maxlen=self.keep)
-            gaps.append(gap)
-            self._gaps[key] = gaps
-        while len(self._gaps) > self.max_kinds + 1:  # + 1: all classes together
-            del self._gaps[next(k for k in self._gaps if k is not None)]
+            seen = self._seen.pop(key, None) or deque(maxlen=self.keep)
+            seen.append(value)
+            self._seen[key] = seen
+        while len(self._seen) > self.max_kinds + 1:  # + 1: all classes together
+            del self._seen[next(k for k in self._seen if k is not None)]
 
-    def gaps(self, kind: str | None) -> tuple[float, ...]:
-        """The class's gaps, else everyone's, else none."""
+    def of(self, kind: str | None) -> tuple[float, ...]:
+        """The class's values, else everyone's, else none."""
         for key in (kind, None):
-            if self._gaps.get(key):
-                return tuple(self._gaps[key])
+            if self._seen.get(key):
+                return tuple(self._seen[key])
         return ()
 
 
@@ -259,7 +260,7 @@ class ProcessTable:
         self.clock = clock
         self.idle_after = idle_after
         self.sizes = SizeModel()
-        self.gaps = GapModel()
+        self.gaps = KindSamples()
         self.programs: dict[str, Program] = {}
         self.tenants: dict[str, dict[str, Program]] = {}  # tenant -> its programs by id
         self.reaped = 0  # programs removed for being idle past the TTL
@@ -354,7 +355,7 @@ class ProcessTable:
         none for a program that cannot come back."""
         if program.ended:
             return ()
-        return tuple(program.gaps) or self.gaps.gaps(program.kind)
+        return tuple(program.gaps) or self.gaps.of(program.kind)
 
     def _observe_gap(self, program: Program, now: float) -> None:
         """A call arrives at a program with no call in flight: the pause since its last

@@ -32,9 +32,11 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from autellix.programs import KindSamples
 
 
 @dataclass
@@ -132,10 +134,10 @@ class HeadReuse:
     the k-th."""
 
     def __init__(self, keep: int = 8, keep_of_class: int = 64, max_kinds: int = 64) -> None:
-        self.keep, self.keep_of_class, self.max_kinds = keep, keep_of_class, max_kinds
+        self.keep = keep
         self._left: dict[str, tuple[str | None, frozenset[int], int]] = {}
         self._own: dict[str, deque[float]] = {}
-        self._of_class: OrderedDict[str | None, deque[float]] = OrderedDict()  # None: all
+        self._of_class = KindSamples(keep_of_class, max_kinds)
 
     def left(self, program_id: str, kind: str | None, hashes: Sequence[int]) -> None:
         """A call of the program finished, its cached blocks named by `hashes` (in order)."""
@@ -152,20 +154,15 @@ class HeadReuse:
         shared = sum(1 for _ in itertools.takewhile(hashes.__contains__, prompt_hashes))
         fraction = min(shared, num_left) / num_left
         self._own.setdefault(program_id, deque(maxlen=self.keep)).append(fraction)
-        for key in {kind, None}:
-            seen = self._of_class.pop(key, None) or deque(maxlen=self.keep_of_class)
-            seen.append(fraction)
-            self._of_class[key] = seen
-        while len(self._of_class) > self.max_kinds + 1:  # + 1: all classes together
-            del self._of_class[next(k for k in self._of_class if k is not None)]
+        self._of_class.observe(kind, fraction)
 
     def head(self, program_id: str, kind: str | None, num_blocks: int) -> int:
         """How many leading blocks of `num_blocks` the program's next call is expected to
         use: the mean fraction seen, rounded up."""
-        for seen in (self._own.get(program_id), self._of_class.get(kind), self._of_class.get(None)):
-            if seen:
-                return math.ceil(num_blocks * sum(seen) / len(seen) - 1e-9)
-        return num_blocks
+        seen = self._own.get(program_id) or self._of_class.of(kind)
+        if not seen:
+            return num_blocks
+        return math.ceil(num_blocks * sum(seen) / len(seen) - 1e-9)
 
     def forget(self, program_id: str) -> None:
         """The program ended."""
