@@ -8,7 +8,8 @@ allocator needs them, least recently freed first.
 KV retention pins a live program's blocks after its call finishes: a pinned block with
 no user is in neither free list, so the allocator cannot take it, until the pin ends:
 its TTL passes (`expire`), its program's next call is scheduled (`returned` marks the pin
-back when that call arrives, `claim` ends it when the call takes its blocks), the program
+back when that call arrives and keeps only the blocks its prompt begins with, `claim`
+ends it when the call takes its blocks), the program
 ends (`end_program`), or the memory is needed (`evict_pin`, which the batch fitter calls
 once the free lists are empty, for a higher-ranked call or one that would lose KV).
 With host retention an evicted pin's idle blocks are first copied to the swap pool,

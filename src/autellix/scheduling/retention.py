@@ -135,14 +135,14 @@ class HeadReuse:
 
     def __init__(self, keep: int = 8, keep_of_class: int = 64, max_kinds: int = 64) -> None:
         self.keep = keep
-        self._left: dict[str, tuple[str | None, frozenset[int], int]] = {}
+        self._left: dict[str, tuple[str | None, frozenset[int]]] = {}
         self._own: dict[str, deque[float]] = {}
         self._of_class = KindSamples(keep_of_class, max_kinds)
 
     def left(self, program_id: str, kind: str | None, hashes: Sequence[int]) -> None:
         """A call of the program finished, its cached blocks named by `hashes` (in order)."""
         if hashes:
-            self._left[program_id] = (kind, frozenset(hashes), len(hashes))
+            self._left[program_id] = (kind, frozenset(hashes))
 
     def arrived(self, program_id: str, prompt_hashes: Iterable[int]) -> None:
         """The program's next call arrived: count the leading blocks of its prompt (lazily,
@@ -150,9 +150,9 @@ class HeadReuse:
         left = self._left.pop(program_id, None)
         if left is None:
             return
-        kind, hashes, num_left = left
+        kind, hashes = left
         shared = sum(1 for _ in itertools.takewhile(hashes.__contains__, prompt_hashes))
-        fraction = min(shared, num_left) / num_left
+        fraction = shared / len(hashes)
         self._own.setdefault(program_id, deque(maxlen=self.keep)).append(fraction)
         self._of_class.observe(kind, fraction)
 
