@@ -89,13 +89,13 @@ def test_sweep_and_report(serve, tmp_path) -> None:
     first, second = (s.prefix_hit_rate for s in summaries["atlas"])
     assert first is not None and second is not None and 0 <= first < second < 1
     # ... and per program class (here the hash of each program's system prompt), and the
-    # engine's counters over each run: the default KV retention pins what a program will
-    # come back for, and nothing is evicted from a pool this large
+    # engine's counters over each run, retention's among them (whether a pin pays here
+    # depends on wall-clock gaps against this machine's prefill time, so how many is not
+    # asserted); nothing is evicted from a pool this large
     for s in summaries["atlas"]:
         assert s.hit_rate_by_kind and all(0 <= r < 1 for r in s.hit_rate_by_kind.values())
-        assert s.counters and s.counters["pins_made"] >= s.counters["pins_hit"]
+        assert s.counters and s.counters["pins_made"] >= s.counters["pins_hit"] >= 0
         assert s.counters["evictions"] == 0
-    assert sum(s.counters["pins_made"] for s in summaries["atlas"] if s.counters) > 0
     kinds = summaries["atlas"][1].hit_rate_by_kind
     assert kinds and max(kinds.values()) > 0
     markdown = write_results(tmp_path, "t", {"atlas": summaries["atlas"]}, records, "atlas")

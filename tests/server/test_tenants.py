@@ -417,10 +417,11 @@ def test_a_programs_calls_in_flight_are_capped(serve, long_context) -> None:
 
 def test_one_tenant_flooding_leaves_room_for_another(serve, long_context, tmp_path) -> None:
     """Two tenants, no caps of their own: each may fill half the replicas' room (2 of 4
-    calls); the flooder's third call is a 429, and the other tenant's call is answered."""
+    calls); the flooder's third call is a 429, and the other tenant's call is answered
+    (in the batch's third slot: the flood's calls would hold the others for minutes)."""
     server = serve(
-        engine={**long_context, "max_running": 2},
-        max_queued_per_replica=2,
+        engine={**long_context, "max_running": 3},
+        max_queued_per_replica=1,
         api_keys=key_file(tmp_path),
     )
     assert server.frontend.room == 4
