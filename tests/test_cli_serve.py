@@ -88,9 +88,11 @@ def test_bad_scheduling_values_are_one_line(capsys: pytest.CaptureFixture) -> No
 
 def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFixture) -> None:
     assert cli.main(["serve", "--policy", "fcfs", "--preempt", "--batch-cut"]) == 2
-    assert "batch_cut needs one of the policies plas, atlas" in capsys.readouterr().err
+    assert (
+        "batch_cut (--batch-cut) needs one of the policies plas, atlas" in capsys.readouterr().err
+    )
     assert cli.main(["serve", "--batch-cut"]) == 2
-    assert "batch_cut leaves running calls out: it needs preemption (--preempt)" in (
+    assert "batch_cut (--batch-cut) leaves running calls out: it needs preempt (--preempt)" in (
         capsys.readouterr().err
     )
 
@@ -100,9 +102,10 @@ def test_a_batch_cut_the_policy_cannot_make_is_refused(capsys: pytest.CaptureFix
     [
         (
             ["--policy", "plas", "--no-gittins-per-size"],
-            "--no-gittins-per-size applies only with --policy gittins, not 'plas'",
+            "gittins_per_size false (--no-gittins-per-size) applies only to policy gittins,"
+            " not 'plas'",
         ),
-        (["--skip-join"], "--skip-join applies only with --policy mlfq, not 'gittins'"),
+        (["--skip-join"], "skip_join (--skip-join) applies only to policy mlfq, not 'gittins'"),
     ],
 )
 def test_a_setting_the_policy_does_not_serve_is_refused(

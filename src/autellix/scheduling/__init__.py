@@ -15,18 +15,24 @@ POLICIES: dict[str, type[Policy]] = {p.name: p for p in (FCFS, MLFQ, PLAS, ATLAS
 
 def check_settings(name: str, config: SchedulingConfig) -> type[Policy]:
     """The policy class of `name`; settings that only other policies serve are refused,
-    not ignored."""
+    not ignored. Errors name a setting both as the config's field (the vLLM plug-in's
+    JSON) and as `autellix serve`'s flag."""
     try:
         policy_cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown policy {name!r}; choose from {', '.join(POLICIES)}") from None
     if not config.gittins_per_size and name != "gittins":
-        raise ValueError(f"--no-gittins-per-size applies only with --policy gittins, not {name!r}")
+        raise ValueError(
+            "gittins_per_size false (--no-gittins-per-size) applies only to policy gittins,"
+            f" not {name!r}"
+        )
     if config.skip_join and name != "mlfq":
-        raise ValueError(f"--skip-join applies only with --policy mlfq, not {name!r}")
+        raise ValueError(f"skip_join (--skip-join) applies only to policy mlfq, not {name!r}")
     if config.batch_cut and not policy_cls.cuts_batch:
         cutters = ", ".join(n for n, p in POLICIES.items() if p.cuts_batch)
-        raise ValueError(f"batch_cut needs one of the policies {cutters}, not {name!r}")
+        raise ValueError(
+            f"batch_cut (--batch-cut) needs one of the policies {cutters}, not {name!r}"
+        )
     return policy_cls
 
 

@@ -159,7 +159,9 @@ class SchedulingConfig:
         if self.beta <= 0:
             raise ValueError("beta must be positive")
         if self.batch_cut and not self.preempt:
-            raise ValueError("batch_cut leaves running calls out: it needs preemption (--preempt)")
+            raise ValueError(
+                "batch_cut (--batch-cut) leaves running calls out: it needs preempt (--preempt)"
+            )
         if not self.min_starvation_service:
             self.min_starvation_service = self.boundaries[0] if self.boundaries else 1.0
 
