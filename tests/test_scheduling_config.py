@@ -57,7 +57,7 @@ def test_the_starvation_floor_defaults_to_the_first_boundary() -> None:
         ({"boundaries": (1.0,), "quanta": (1.0, -2.0)}, "quanta must be positive"),
         ({"boundaries": (1.0,), "quanta": (1.0, 1.0, 1.0)}, r"need 2 quanta .* got 3"),
         ({"beta": -1.0}, "beta must be positive"),
-        ({"batch_cut": True, "preempt": False}, "batch_cut leaves running calls out: it needs"),
+        ({"batch_cut": True, "preempt": False}, "leaves running calls out: it needs preempt"),
     ],
 )
 def test_bad_settings_are_rejected(kwargs: dict, message: str) -> None:
