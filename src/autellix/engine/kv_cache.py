@@ -9,9 +9,9 @@ KV retention pins a live program's blocks after its call finishes: a pinned bloc
 no user is in neither free list, so the allocator cannot take it, until the pin ends:
 its TTL passes (`expire`), its program's next call is scheduled (`returned` marks the pin
 back when that call arrives and keeps only the blocks its prompt begins with, `claim`
-ends it when the call takes its blocks), the program
-ends (`end_program`), or the memory is needed (`evict_pin`, which the batch fitter calls
-once the free lists are empty, for a higher-ranked call or one that would lose KV).
+ends it when the call takes its blocks), the program ends (`end_program`), or the memory
+is needed (`evict_pin`, which the batch fitter calls once the free lists are empty, for a
+higher-ranked call or one that would lose KV).
 With host retention an evicted pin's idle blocks are first copied to the swap pool,
 where a later call finds them by hash (engine/host_copies.py), and so are a finished
 call's blocks that would be pinned while memory is short (`write_to_host`). Every block
