@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from autellix.engine.model import LlamaForCausalLM
+from autellix.engine.model import LlamaForCausalLM, paged_kernel
 from autellix.engine.model.linear import PackedLinear, resolve_kernel
-from autellix.engine.model.loader import load_model
+from autellix.engine.model.loader import load_model, stack_projections
 
 PROMPT_LENS = [5, 17, 1, 30, 9]
 MAX_NEW = 12
@@ -47,10 +47,19 @@ def hf_logits(hf: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
     return hf(torch.tensor([tokens])).logits[0, :-1].float()
 
 
-@pytest.fixture(scope="module", params=["onednn", "torch"])
+def with_layer_ops(model: LlamaForCausalLM) -> LlamaForCausalLM:
+    """The model with the C++ layer ops, as the engine runs it on a CPU."""
+    model.kernels = paged_kernel.load()
+    return model
+
+
+@pytest.fixture(scope="module", params=["onednn+cpp", "onednn", "torch"])
 def ours(tiny_llama: Path, request: pytest.FixtureRequest) -> LlamaForCausalLM:
-    """The model on each linear kernel: both must give transformers' tokens and logits."""
-    return load_model(tiny_llama, linear=request.param)[0]
+    """The model on each linear kernel, with the C++ layer ops or torch's: all must give
+    transformers' tokens and logits."""
+    linear, _, ops = request.param.partition("+")
+    model = load_model(tiny_llama, linear=linear)[0]
+    return with_layer_ops(model) if ops else model
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,7 @@ def test_one_token_steps_match_whole_prefill(paged: Paged, ours: LlamaForCausalL
 
 
 def test_bf16_runs_and_mostly_agrees(paged: Paged, tiny_llama: Path, hf: torch.nn.Module) -> None:
-    model = load_model(tiny_llama, dtype=torch.bfloat16)[0]
+    model = with_layer_ops(load_model(tiny_llama, dtype=torch.bfloat16)[0])
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
         assert isinstance(model.lm_head, PackedLinear)
         assert model.lm_head.packed.dtype == torch.bfloat16
@@ -145,6 +154,7 @@ def test_variants_match_transformers(
     arch, overrides = VARIANTS[variant]
     folder = make_tiny_model(arch, **overrides)
     model, _, cfg = load_model(folder)
+    with_layer_ops(model)
     hf = hf_reference(folder)
     assert cfg.rope["rope_type"] == overrides.get("rope_parameters", {}).get("rope_type", "default")
     if cfg.tie_word_embeddings:
@@ -158,14 +168,20 @@ def test_variants_match_transformers(
 
 
 def test_parameter_names_match_transformers(tiny_llama: Path, hf: torch.nn.Module) -> None:
+    """Transformers' names, but q/k/v and gate/up: one stacked matrix each."""
     plain = load_model(tiny_llama, linear="torch")[0]
-    assert set(plain.state_dict()) == set(hf.state_dict())
+    theirs = dict(hf.state_dict())
+    stack_projections(theirs, plain.config.num_layers)
+    assert set(plain.state_dict()) == set(theirs)
+    for name, tensor in plain.state_dict().items():
+        torch.testing.assert_close(tensor, theirs[name], atol=0, rtol=0)
+    assert not any(name.endswith(("q_proj.weight", "mlp.up_proj.weight")) for name in theirs)
 
 
 def test_auto_packs_every_linear_on_the_cpu(tiny_llama: Path) -> None:
     model = load_model(tiny_llama)[0]
     assert not any(isinstance(m, torch.nn.Linear) for m in model.modules())
-    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == 7 * 2 + 1
+    assert sum(isinstance(m, PackedLinear) for m in model.modules()) == 4 * 2 + 1
 
 
 def test_linear_kernel_choice() -> None:

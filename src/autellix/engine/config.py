@@ -35,9 +35,10 @@ class EngineConfig:
     attention_kernel: Literal["auto", "paged", "torch"] = field(
         default="auto",
         metadata={
-            "help": "decode attention: a C++ kernel that reads the paged KV cache in place,"
-            " built for this CPU on first use (paged; auto where it builds), or torch's"
-            " gather and batched matrix products (torch)"
+            "help": "decode attention and the layers' elementwise ops: C++ kernels built for"
+            " this CPU on first use, attention reading the paged KV cache in place, norms,"
+            " rotary embedding and activation fused (paged; auto where they build), or"
+            " torch's gather, batched matrix products and ops (torch)"
         },
     )
     policy: str = field(

@@ -123,8 +123,7 @@ class LLMEngine:
     @classmethod
     def from_config(cls, config: EngineConfig) -> LLMEngine:
         """Load the model (the embedded default when `config.model` is None)."""
-        from autellix.engine.model import default_model_path, load_model
-        from autellix.engine.model.paged_kernel import resolve_attention
+        from autellix.engine.model import default_model_path, load_model, paged_kernel
 
         folder = config.model or default_model_path()
         dtype = getattr(torch, config.dtype)
@@ -141,13 +140,15 @@ class LLMEngine:
         num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // bytes_per_block)
         swap = config.swap_pool(num_blocks)
         eos = cfg.eos_token_ids or ((tokenizer.eos_token_id,) if tokenizer.eos_token_id else ())
-        attention = resolve_attention(
+        attention = paged_kernel.resolve_attention(
             config.attention_kernel,
             config.device,
             dtype,
             cfg.head_dim,
             cfg.num_heads // cfg.num_kv_heads,
         )
+        if attention == "paged":  # the layers' C++ ops come with it (one library)
+            model.kernels = paged_kernel.load()
         executor = ModelExecutor(
             model, config.block_size, num_blocks, swap, eos, paged_decode=attention == "paged"
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -162,18 +163,34 @@ class RMSNorm(nn.Module):
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(dtype)
 
+    def add_forward(
+        self, x: torch.Tensor, residual: torch.Tensor | None, kernels: ModuleType | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The skip connection, then the norm: ``residual + x`` and its norm (``x``'s norm
+        and ``x`` itself for the first layer). The C++ kernels work in place."""
+        if kernels is None:
+            residual = x if residual is None else residual + x
+            return self(residual), residual
+        if residual is None:
+            return kernels.rms_norm(x, self.weight, self.eps), x
+        kernels.add_rms_norm(x, residual, self.weight, self.eps)
+        return x, residual
+
 
 class Attention(nn.Module):
+    """q, k and v come from one matrix (``qkv_proj``: the checkpoint's three stacked at
+    load), read in one pass."""
+
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.layer = layer
         self.num_heads, self.num_kv_heads = cfg.num_heads, cfg.num_kv_heads
         self.head_dim = cfg.head_dim
-        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, q_size, bias=cfg.qkv_bias)
-        self.k_proj = nn.Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
-        self.v_proj = nn.Linear(cfg.hidden_size, kv_size, bias=cfg.qkv_bias)
-        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=cfg.o_bias)
+        self.q_size, self.kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.qkv_proj = nn.Linear(
+            cfg.hidden_size, self.q_size + 2 * self.kv_size, bias=cfg.qkv_bias
+        )
+        self.o_proj = nn.Linear(self.q_size, cfg.hidden_size, bias=cfg.o_bias)
 
     def forward(
         self,
@@ -181,24 +198,36 @@ class Attention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
+        kernels: ModuleType | None,
     ) -> torch.Tensor:
         t = x.shape[0]
-        q = self.q_proj(x).view(t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(t, self.num_kv_heads, self.head_dim)
-        q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        qkv = self.qkv_proj(x)
+        if kernels is not None:  # q and k rotated in place
+            cos, sin = (r.view(t, self.head_dim) for r in rope)
+            kernels.rotary(qkv, cos, sin, self.num_heads + self.num_kv_heads, self.head_dim)
+        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        q = q.view(t, self.num_heads, self.head_dim)
+        k = k.view(t, self.num_kv_heads, self.head_dim)
+        v = v.view(t, self.num_kv_heads, self.head_dim)
+        if kernels is None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
         return self.o_proj(paged_attention(q, k, v, kv_cache, self.layer, meta))
 
 
 class MLP(nn.Module):
+    """gate and up come from one matrix (``gate_up_proj``, stacked at load)."""
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+    def forward(self, x: torch.Tensor, kernels: ModuleType | None) -> torch.Tensor:
+        gate_up = self.gate_up_proj(x)
+        if kernels is not None:
+            return self.down_proj(kernels.silu_mul(gate_up))
+        gate, up = gate_up.chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):
@@ -212,12 +241,18 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
+        residual: torch.Tensor | None,
         rope: tuple[torch.Tensor, torch.Tensor],
         kv_cache: torch.Tensor,
         meta: AttentionMetadata,
-    ) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), rope, kv_cache, meta)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        kernels: ModuleType | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's output before its skip connection, and the residual stream: their
+        sum is the layer's output (added by the next layer's norm, or the final one)."""
+        x, residual = self.input_layernorm.add_forward(x, residual, kernels)
+        x = self.self_attn(x, rope, kv_cache, meta, kernels)
+        x, residual = self.post_attention_layernorm.add_forward(x, residual, kernels)
+        return self.mlp(x, kernels), residual
 
 
 class LlamaModel(nn.Module):
@@ -235,6 +270,8 @@ class LlamaForCausalLM(nn.Module):
         self.model = LlamaModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.rotary = RotaryEmbedding(cfg.rope, cfg.head_dim)
+        # the C++ layer ops (csrc/layer_ops.cpp, `paged_kernel.load()`); None: torch's
+        self.kernels: ModuleType | None = None
         self.tie_weights()
 
     def tie_weights(self) -> None:
@@ -251,9 +288,10 @@ class LlamaForCausalLM(nn.Module):
         """Hidden states ``[T, hidden]`` (after the final norm) of one step's new tokens."""
         x = self.model.embed_tokens(input_ids)
         rope = self.rotary(positions, x.dtype)
+        residual = None
         for layer in self.model.layers:
-            x = layer(x, rope, kv_cache, meta)
-        return self.model.norm(x)
+            x, residual = layer(x, residual, rope, kv_cache, meta, self.kernels)
+        return self.model.norm.add_forward(x, residual, self.kernels)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[B, hidden]`` (one row per sequence, usually its last token) -> ``[B, vocab]``."""

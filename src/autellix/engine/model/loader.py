@@ -38,6 +38,24 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast.from_pretrained(str(folder), local_files_only=True)
 
 
+STACKED = {  # our matrix: the checkpoint's, in the order their outputs are stacked
+    "self_attn.qkv_proj": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "mlp.gate_up_proj": ("mlp.gate_proj", "mlp.up_proj"),
+}
+
+
+def stack_projections(state: dict[str, torch.Tensor], num_layers: int) -> None:
+    """Stack each layer's q/k/v and gate/up matrices (and biases) into the one matrix the
+    model reads for them, in place; a missing one is left for `load_state_dict` to name."""
+    for layer in range(num_layers):
+        prefix = f"model.layers.{layer}."
+        for ours, theirs in STACKED.items():
+            for kind in ("weight", "bias"):
+                names = [f"{prefix}{name}.{kind}" for name in theirs]
+                if all(name in state for name in names):
+                    state[f"{prefix}{ours}.{kind}"] = torch.cat([state.pop(n) for n in names])
+
+
 def load_weights(
     folder: Path,
     cfg: ModelConfig,
@@ -59,6 +77,7 @@ def load_weights(
                 state[name] = f.get_tensor(name).to(device=device, dtype=dtype, copy=True)
     if cfg.tie_word_embeddings:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    stack_projections(state, cfg.num_layers)
     # Build on the meta device (no random init), then adopt the loaded tensors.
     with torch.device("meta"):
         model = LlamaForCausalLM(cfg)

@@ -1,4 +1,7 @@
-"""Decode attention in C++ over the paged KV cache (csrc/paged_attention.cpp), for CPUs.
+"""The C++ kernels for CPUs: decode attention over the paged KV cache
+(csrc/paged_attention.cpp) and a layer's elementwise ops, each one pass (csrc/layer_ops.cpp:
+RMS norm with the residual add, rotary embedding, SiLU-and-multiply; `LlamaForCausalLM`
+uses them where the attention kernel is in use).
 
 The torch path gathers each layer's K/V blocks into a padded copy and multiplies that: the
 KV is read three times and the padding computed. The kernel reads each block where it lies,
@@ -28,7 +31,7 @@ from autellix.machine import cpu_model_and_flags
 
 AttentionKernel = Literal["auto", "paged", "torch"]
 
-SOURCE = Path(__file__).with_name("csrc") / "paged_attention.cpp"
+SOURCES = [Path(__file__).with_name("csrc") / f for f in ("paged_attention.cpp", "layer_ops.cpp")]
 # -ffast-math lets the compiler vectorize the sums and exp; it is not passed to the linker,
 # so the library does not set the process's flush-to-zero mode when loaded.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
@@ -40,7 +43,8 @@ logger = logging.getLogger(__name__)
 def build_name() -> str:
     cpu, flags = cpu_model_and_flags()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), torch.__version__, cpu, sorted(flags), CFLAGS):
+    sources = [source.read_bytes() for source in SOURCES]
+    for part in (*sources, torch.__version__, cpu, sorted(flags), CFLAGS):
         key.update(repr(part).encode())
     return f"autellix_paged_attention_{key.hexdigest()[:16]}"
 
@@ -60,7 +64,7 @@ def load() -> ModuleType:
     try:
         return cpp_extension.load(
             name,
-            [str(SOURCE)],
+            [str(source) for source in SOURCES],
             extra_cflags=CFLAGS,
             extra_ldflags=LDFLAGS,
             build_directory=str(folder),

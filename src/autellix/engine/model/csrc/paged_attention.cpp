@@ -148,8 +148,11 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
     TORCH_CHECK(false, "decode_attention: float32 or bfloat16 only");
 }
 
+void register_layer_ops(pybind11::module& m);  // layer_ops.cpp
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention);
+  register_layer_ops(m);
   pybind11::list shapes;
 #define AUTELLIX_SHAPE(D, G) shapes.append(pybind11::make_tuple(D, G));
   AUTELLIX_SHAPES(AUTELLIX_SHAPE)
