@@ -9,7 +9,8 @@
 #   benchmarks/engine_vs_vllm.sh [OUT]
 #
 # Knobs: WORKLOAD [mixed], PROGRAMS [20], SCALE [0.05], RATE [0.5], SEEDS [5], MAX_RUNNING [32],
-# KV_GIB [1], BASELINE [vllm-cpu], WORKLOAD_ARGS [none; e.g. "--workload-arg lats.iterations=2"].
+# KV_GIB [1], BASELINE [vllm-cpu], WORKLOAD_ARGS [none; e.g. "--workload-arg lats.iterations=2"],
+# VLLM_ARGS [none: vllm-cpu's defaults; e.g. "--block-size 16"].
 # Results: OUT (default benchmarks/results/engine-vs-vllm-<commit>): ratios.md (each
 # ratio to BASELINE with its 95% CI), seedN/, and setup.md (this script's settings).
 set -euo pipefail
@@ -17,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 workload=${WORKLOAD:-mixed} programs=${PROGRAMS:-20} scale=${SCALE:-0.05} rate=${RATE:-0.5}
 seeds=${SEEDS:-5}
 max_running=${MAX_RUNNING:-32} kv_gib=${KV_GIB:-1} baseline=${BASELINE:-vllm-cpu}
-workload_args=${WORKLOAD_ARGS:-}
+workload_args=${WORKLOAD_ARGS:-} vllm_args=${VLLM_ARGS:-}
 commit=$(.venv/bin/python -c 'from autellix.machine import this_commit; print(this_commit())')
 out=${1:-benchmarks/results/engine-vs-vllm-${commit/+changes/-dirty}}
 peer=benchmarks/peers/vllm_cpu.sh
@@ -27,17 +28,19 @@ default_policy=$(.venv/bin/python -c 'from autellix.engine.config import EngineC
 $peer setup
 export VLLM_CPU_KVCACHE_SPACE=$kv_gib VLLM_CPU_NUM_OF_RESERVED_CPU=0
 trap '$peer stop $port; $peer stop $priority_port' EXIT
-$peer serve $port --max-num-seqs "$max_running"
-$peer serve $priority_port --max-num-seqs "$max_running" --scheduling-policy priority
+# shellcheck disable=SC2086  # VLLM_ARGS is a list of flags
+$peer serve $port --max-num-seqs "$max_running" $vllm_args
+# shellcheck disable=SC2086
+$peer serve $priority_port --max-num-seqs "$max_running" --scheduling-policy priority $vllm_args
 mkdir -p "$out"
 {
   echo "# Autellix and vllm-cpu end to end"
   echo
   echo "- command: \`benchmarks/engine_vs_vllm.sh $*\` with WORKLOAD=$workload PROGRAMS=$programs SCALE=$scale" \
     "RATE=$rate SEEDS=$seeds MAX_RUNNING=$max_running KV_GIB=$kv_gib BASELINE=$baseline" \
-    "WORKLOAD_ARGS='$workload_args'"
-  echo "- vllm-cpu: \`$peer serve $port --max-num-seqs $max_running\` and" \
-    "\`$peer serve $priority_port --max-num-seqs $max_running --scheduling-policy priority\`," \
+    "WORKLOAD_ARGS='$workload_args' VLLM_ARGS='$vllm_args'"
+  echo "- vllm-cpu: \`$peer serve $port --max-num-seqs $max_running $vllm_args\` and" \
+    "\`$peer serve $priority_port --max-num-seqs $max_running --scheduling-policy priority $vllm_args\`," \
     "VLLM_CPU_KVCACHE_SPACE=$kv_gib, VLLM_CPU_NUM_OF_RESERVED_CPU=0"
   echo "- Autellix: FCFS without KV retention, and the defaults (policy $default_policy)," \
     "\`--max-running $max_running --kv-cache-gib $kv_gib\`"
