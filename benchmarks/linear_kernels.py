@@ -24,11 +24,12 @@ from autellix.engine.model.linear import PackedLinear
 from autellix.machine import provenance, this_commit
 
 ROOT = Path(__file__).resolve().parent.parent
-# SmolLM2-135M: (out, in) of q/o, k/v, gate/up, down, lm_head; 30 layers
+# SmolLM2-135M: (out, in) of its matrices as the model holds them (q/k/v and gate/up
+# stacked at load), and how many of each; results before December 2026 timed q, k, gate apart
 SHAPES = {
-    "q_proj (576x576)": (576, 576, 30),
-    "k_proj (192x576)": (192, 576, 30),
-    "gate_proj (1536x576)": (1536, 576, 30),
+    "qkv_proj (960x576)": (960, 576, 30),
+    "o_proj (576x576)": (576, 576, 30),
+    "gate_up_proj (3072x576)": (3072, 576, 30),
     "down_proj (576x1536)": (576, 1536, 30),
     "lm_head (49152x576)": (49152, 576, 2),
 }

@@ -51,7 +51,7 @@ def test_rotary_rotates_q_and_k_in_place(ops, dtype: torch.dtype, rows: int) -> 
     for lo, hi in ((0, heads), (heads, heads + kv_heads)):  # q, then k; v untouched
         part = qkv[:, lo * dim : hi * dim].reshape(rows, hi - lo, dim)
         expected[:, lo * dim : hi * dim] = apply_rotary(part, cos, sin).reshape(rows, -1)
-    ops.rotary(qkv, cos.view(rows, dim), sin.view(rows, dim), heads + kv_heads, dim)
+    ops.rotary(qkv, cos, sin, heads + kv_heads, dim)
     close(qkv, expected)
 
 

@@ -98,9 +98,7 @@ class ModelExecutor(Executor):
         num_blocks: int,
         num_swap_blocks: int,
         eos_token_ids: tuple[int, ...],
-        paged_decode: bool = False,
     ) -> None:
-        """``paged_decode``: decode attention through the C++ kernel (`paged_kernel`)."""
         cfg = model.config
         dtype = next(model.parameters()).dtype
         self.device = next(model.parameters()).device
@@ -110,7 +108,7 @@ class ModelExecutor(Executor):
         self.num_blocks = num_blocks
         self.num_swap_blocks = num_swap_blocks
         self.eos_token_ids = eos_token_ids
-        self.paged_decode = paged_decode
+        self.paged_decode = model.kernels is not None  # decode attention in C++ too
         self.batched_swap = self.device.type != "cpu"
         if self.device.type == "cpu":
             keep_freed_memory()

@@ -147,11 +147,9 @@ class LLMEngine:
             cfg.head_dim,
             cfg.num_heads // cfg.num_kv_heads,
         )
-        if attention == "paged":  # the layers' C++ ops come with it (one library)
+        if attention == "paged":  # decode attention and the layers' ops: one library
             model.kernels = paged_kernel.load()
-        executor = ModelExecutor(
-            model, config.block_size, num_blocks, swap, eos, paged_decode=attention == "paged"
-        )
+        executor = ModelExecutor(model, config.block_size, num_blocks, swap, eos)
         return cls(config, executor, tokenizer, eos, cfg.max_position_embeddings)
 
     # --- calls --------------------------------------------------------------------

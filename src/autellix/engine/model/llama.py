@@ -141,13 +141,14 @@ class RotaryEmbedding:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         inv_freq = self.inv_freq.to(positions.device)
         freqs = positions.float()[:, None] * inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # [T, 1, D]
+        emb = torch.cat((freqs, freqs), dim=-1)  # [T, D]
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x ``[T, heads, D]`` rotated by cos and sin ``[T, D]``."""
     x1, x2 = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+    return x * cos[:, None] + torch.cat((-x2, x1), dim=-1) * sin[:, None]
 
 
 class RMSNorm(nn.Module):
@@ -203,8 +204,7 @@ class Attention(nn.Module):
         t = x.shape[0]
         qkv = self.qkv_proj(x)
         if kernels is not None:  # q and k rotated in place
-            cos, sin = (r.view(t, self.head_dim) for r in rope)
-            kernels.rotary(qkv, cos, sin, self.num_heads + self.num_kv_heads, self.head_dim)
+            kernels.rotary(qkv, *rope, self.num_heads + self.num_kv_heads, self.head_dim)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)
         k = k.view(t, self.num_kv_heads, self.head_dim)

@@ -8,7 +8,7 @@ KV is read three times and the padding computed. The kernel reads each block whe
 once for K and once for V, for all the query heads of a KV head together, threads over
 (sequence, KV head) (`python benchmarks/decode_attention.py`). It is compiled on first use
 for this machine (``-march=native``) with torch's extension builder, into the cache
-(``$AUTELLIX_CACHE/kernels``) under a name that hashes the source, torch's version and the
+(``$AUTELLIX_CACHE/kernels``) under a name that hashes the sources, torch's version and the
 CPU's flags, so a copy built for another CPU is never loaded; `make test` and `make demo`
 build it at setup (about 25 s on two cores).
 """
@@ -70,7 +70,7 @@ def load() -> ModuleType:
             build_directory=str(folder),
         )
     except Exception as e:  # a missing compiler or ninja, a failed build: all one answer
-        raise RuntimeError(f"the paged attention kernel did not build ({e})") from e
+        raise RuntimeError(f"the C++ kernels did not build ({e})") from e
 
 
 def why_not(
