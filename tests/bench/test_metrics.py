@@ -99,3 +99,21 @@ def test_table_names_the_machine_and_warns_when_rows_come_from_several() -> None
     assert "cpu X: a; cpu Y: b; not recorded: c." in two
     # results written before machines were recorded (and simulations) say nothing
     assert "Machine" not in table("t", {"a": [at("a", "")]}, "a")
+
+
+def test_one_rate_gives_no_equal_latency_table_and_says_why() -> None:
+    """At one rate the default bound (twice the baseline's latency there) is met by every
+    endpoint, so each ratio would only read '>= 1.00x'."""
+    from autellix.bench.report import table
+
+    def at(name: str, rate: float, end: float) -> Summary:
+        return Summary.of(name, rate, [program(0.0, end, [10])])
+
+    one = table("t", {"a": [at("a", 8.0, 2.0)], "b": [at("b", 8.0, 1.0)]}, "a")
+    assert "not computed, as every endpoint ran at one arrival rate" in one
+    assert "| endpoint | throughput (prog/s) | ratio |" not in one
+    # a bound given, or a sweep over rates: the table
+    bounded = table("t", {"a": [at("a", 8.0, 2.0)], "b": [at("b", 8.0, 1.0)]}, "a", bound=0.15)
+    assert "| endpoint | throughput (prog/s) | ratio |" in bounded
+    swept = {"a": [at("a", 1.0, 1.0), at("a", 8.0, 2.0)], "b": [at("b", 8.0, 1.0)]}
+    assert "| endpoint | throughput (prog/s) | ratio |" in table("t", swept, "a")

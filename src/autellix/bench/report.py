@@ -134,7 +134,16 @@ def table(
             )
     lines += machines(summaries)
     lines += counters_table(summaries)
-    if baseline in summaries:
+    one_rate = len({s.rate for ss in summaries.values() for s in ss}) == 1
+    if baseline in summaries and one_rate and bound is None:
+        # the bound is twice the baseline's latency at this rate: every endpoint is under it
+        lines += [
+            "",
+            "Throughput at equal latency: not computed, as every endpoint ran at one arrival "
+            "rate; give several `--rates`, or `--search STEPS`, to find the rate at which each "
+            "reaches the same latency.",
+        ]
+    elif baseline in summaries:
         bound, tps = equal_latency_table(summaries, baseline, bound)
         lines += [
             "",
