@@ -1,0 +1,139 @@
+"""Why a batch-1 decode step stays above twice the weights' floor: each matrix of the
+default model at 1-8 rows, oneDNN on packed weights (what the engine runs) against a plain
+streaming product (this script's own C++: each weight row read once, dotted with every
+input row; it needs the weights in their plain row-major layout), as weight bytes read per
+second, beside the machine's copy bandwidth; and oneDNN's fixed cost per call, timed on a
+64x64 matrix that stays in cache.
+
+    python benchmarks/one_row_products.py
+
+Each shape cycles through as many distinct matrices as the model holds (30 per layer
+shape, 2 for the lm_head), so the weights come from memory, as in a decode step.
+Results: benchmarks/results/one-row-products-<commit>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.utils import cpp_extension
+
+from autellix.engine.model.linear import PackedLinear
+from autellix.machine import provenance, this_commit
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = {  # (out, in, how many the model holds), as in linear_kernels.py
+    "qkv_proj (960x576)": (960, 576, 30),
+    "o_proj (576x576)": (576, 576, 30),
+    "gate_up_proj (3072x576)": (3072, 576, 30),
+    "down_proj (576x1536)": (576, 1536, 30),
+    "lm_head (49152x576)": (49152, 576, 2),
+}
+SOURCE = r"""
+#include <torch/extension.h>
+// y[M, N] = x[M, K] @ w[N, K]^T for a few rows: each weight row streamed once.
+torch::Tensor product(torch::Tensor x, torch::Tensor w) {
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
+  auto y = torch::empty({M, N}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  #pragma omp parallel for schedule(static)
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = wp + n * K;
+    for (int64_t m = 0; m < M; ++m) {
+      const float* xm = xp + m * K;
+      float s = 0.f;
+      #pragma omp simd reduction(+ : s)
+      for (int64_t k = 0; k < K; ++k) s += row[k] * xm[k];
+      yp[m * N + n] = s;
+    }
+  }
+  return y;
+}
+"""
+
+
+def median_us(fn: Callable[[int], object], repeat: int) -> float:
+    times = []
+    for i in range(repeat):
+        start = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2] * 1e6
+
+
+def copy_bandwidth() -> float:
+    """GB/s moved (read + written) copying 256 MiB, best of 10."""
+    a = torch.ones(64 << 20)
+    b = torch.empty_like(a)
+    best = min(median_us(lambda _: b.copy_(a), 1) for _ in range(10))
+    return 2 * a.numel() * 4 / best / 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--repeat", type=int, default=120)
+    args = parser.parse_args()
+    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]
+    plain = cpp_extension.load_inline(
+        "one_row_products",
+        SOURCE,
+        functions=["product"],
+        extra_cflags=flags,
+        extra_ldflags=["-fopenmp"],
+    )
+    commit = this_commit()
+    bandwidth = copy_bandwidth()
+    lines = [
+        "# One-row products per matrix of SmolLM2-135M, fp32",
+        "",
+        f"{torch.get_num_threads()} torch threads; median of {args.repeat} calls; GB/s = the "
+        f"matrix's bytes / time. Copy bandwidth of this machine: {bandwidth:.1f} GB/s (read +"
+        " written, 256 MiB).",
+        "",
+        "| matrix | rows | onednn (us) | GB/s | plain product (us) | GB/s | onednn / plain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    with torch.inference_mode():
+        for name, (out, inp, count) in SHAPES.items():
+            weights = [torch.randn(out, inp) for _ in range(count)]
+            packed = [PackedLinear(torch.nn.Linear(inp, out, bias=False)) for _ in range(count)]
+            gb = out * inp * 4 / 1e9
+            for rows in args.rows:
+                x = torch.randn(rows, inp)
+                ref = x @ weights[0].T
+                assert torch.allclose(plain.product(x, weights[0]), ref, rtol=1e-4, atol=1e-3)
+                repeat = max(10, args.repeat // (1 + out // 8192))
+                a = median_us(lambda i, x=x, p=packed: p[i % len(p)](x), repeat)
+                b = median_us(lambda i, x=x, w=weights: plain.product(x, w[i % len(w)]), repeat)
+                row = (
+                    f"| {name} | {rows} | {a:.0f} | {gb / a * 1e6:.1f} | {b:.0f} "
+                    f"| {gb / b * 1e6:.1f} | {a / b:.2f}x |"
+                )
+                lines.append(row)
+                print(row, flush=True)
+        small = PackedLinear(torch.nn.Linear(64, 64, bias=False))
+        w, x = torch.randn(64, 64), torch.randn(1, 64)
+        fixed = median_us(lambda _: small(x), 2000)
+        fixed_plain = median_us(lambda _: plain.product(x, w), 2000)
+    lines += [
+        "",
+        f"Fixed cost per call (a 64x64 matrix, one row, in cache): oneDNN {fixed:.1f} us, the "
+        f"plain product {fixed_plain:.1f} us. A decode step of the model makes 121 calls.",
+    ]
+    command = "python benchmarks/one_row_products.py " + " ".join(sys.argv[1:])
+    lines += ["", *(f"- {line}" for line in provenance(command.strip(), commit))]
+    name = f"one-row-products-{commit.replace('+changes', '-dirty')}.md"
+    (ROOT / "benchmarks/results" / name).write_text("\n".join(lines) + "\n")
+    print(f"written: benchmarks/results/{name}")
+
+
+if __name__ == "__main__":
+    main()
