@@ -76,6 +76,24 @@ def test_the_urgency_of_attained_service_is_capped_at_the_top_of_the_queue() -> 
     assert attained_urgency(10.0, 2, bounds) == 1 / 5  # capped at 4: the queue's top
     assert attained_urgency(50.0, 0, bounds) == 1 / 2  # promoted to the first queue
     assert attained_urgency(50.0, 3, bounds) == 1 / 51  # the last queue has no top
+    assert attained_urgency(3.0, 0, ()) == 1 / 4  # no queues: 1 / (attained + 1 s)
+    assert attained_urgency(0.0, 0, (2.0, 8.0)) == 1 / 2  # the first boundary, whatever it is
+
+
+def test_a_call_that_gains_exactly_what_it_costs_is_taken() -> None:
+    # (binary fractions, so the tie is exact) j gains 0.5 * (0.5 + 0.25) = 0.375 and costs
+    # the more urgent a 1.0 * 0.375
+    cut = make_cut({"a": 1.0, "j": 0.5}, {"a": 0.25, "j": 0.375}, fixed=0.5)
+    assert cut(call("j"), [call("a")])
+
+
+def test_a_cut_reads_each_call_of_the_growing_batch_once() -> None:
+    # asked again as the batch grows, the cut counts each taken call once: j gains
+    # 0.5 * (0.04 + 0.01 + 0.01) = 0.03 and costs a (the only one more urgent) 0.025; read
+    # from its start again, a would count twice: 0.5 * 0.07 = 0.035 against 2 * 0.025
+    cut = make_cut({"a": 1.0, "b": 0.5, "j": 0.5}, {"a": 0.01, "b": 0.01, "j": 0.025})
+    assert cut(call("b"), [call("a")])  # 0.5 * 0.05 >= 1.0 * 0.01
+    assert cut(call("j"), [call("a"), call("b")])
 
 
 def test_plas_ranks_urgency_by_program_service_and_exempts_its_first_queue() -> None:

@@ -69,10 +69,18 @@ def test_no_blocks_or_a_free_recompute_is_never_held() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    with pytest.raises(ValueError):
-        RetentionConfig(ttl_slack=0.5)
-    with pytest.raises(ValueError):
-        RetentionConfig(max_ttl=-1)
+    refused = "retention needs max_ttl >= 0, ttl_slack >= 1, ttl_margin >= 0"
+    for bad in ({"ttl_slack": 0.5}, {"max_ttl": -1}, {"ttl_margin": -0.01}):
+        with pytest.raises(ValueError, match=f"^{refused}$"):
+            RetentionConfig(**bad)
+    RetentionConfig(max_ttl=0.0, ttl_slack=1.0, ttl_margin=0.0)  # each bound is allowed
+
+
+def test_a_hold_that_would_save_nothing_is_not_made() -> None:
+    # a program back at once costs no memory-time, but with no prefill measured yet
+    # (0 s a token) dropping its blocks costs nothing either
+    free = RetentionCost(num_blocks=20, num_tokens=320, seconds_per_token=0.0, batch_blocks=200)
+    assert not decide(ReturnOutlook(gaps=(0.0, 0.0)), free, CONFIG).hold
 
 
 gaps_st = st.lists(st.floats(0, 60, allow_nan=False), min_size=1, max_size=12).map(tuple)
@@ -190,6 +198,18 @@ def test_only_the_first_call_after_a_finish_is_counted_and_an_ended_program_is_f
     reuse.forget("p")
     reuse.arrived("p", iter([5]))
     assert reuse.head("p", None, 4) == 4  # everyone's still has the first return
+    reuse.left("q", None, [1, 2])
+    reuse.arrived("q", iter([9]))  # q shares nothing
+    reuse.forget("p")
+    assert reuse.head("p", None, 4) == 2  # p's own history is gone: everyone's mean, 1/2
+
+
+def test_a_programs_own_history_is_its_last_few_returns() -> None:
+    reuse = HeadReuse(keep=2)
+    for prompt in ([9], [1, 2], [1, 2]):  # shares nothing, then all, then all
+        reuse.left("p", None, [1, 2])
+        reuse.arrived("p", iter(prompt))
+    assert reuse.head("p", None, 10) == 10  # the first return no longer counts
 
 
 def test_the_prompt_is_read_only_to_its_first_block_not_left() -> None:

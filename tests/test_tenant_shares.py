@@ -111,3 +111,16 @@ def test_every_call_once_and_one_tenant_unchanged(seed: int) -> None:
         assert [c for c in shared if c.tenant == tenant] == [c for c in calls if c.tenant == tenant]
     alone = [c for c in calls if c.tenant == "x"]
     assert list(by_share(iter(alone), {"x": len(alone)}, {"x": 3.0})) == alone
+    # the whole order is weighted fair queuing's: the k-th call of a tenant of weight w at
+    # place k / w, ties in the policy's order, however lazily it was dealt
+    seen: dict[str, int] = {}
+    places = []
+    for i, c in enumerate(calls):
+        seen[c.tenant] = seen.get(c.tenant, 0) + 1
+        places.append((seen[c.tenant] / weights[c.tenant], i, c))
+    assert shared == [c for _, _, c in sorted(places, key=lambda p: p[:2])]
+    # counts that overstate a tenant's calls still give every call, once
+    more = {t: n + 1 for t, n in counts.items()}
+    assert sorted(c.call_id for c in by_share(iter(calls), more, weights)) == sorted(
+        c.call_id for c in calls
+    )

@@ -523,3 +523,60 @@ def test_random_pins_and_calls_keep_every_block_in_exactly_one_state(ops) -> Non
     for program in range(4):
         manager.end_program(f"p{program}")
     assert manager.num_free_swap == manager.num_swap_blocks and not manager.host
+
+
+def corrupt(how: str) -> BlockManager:
+    """A manager in a legal state (a call's blocks held, another's cached and free, a
+    pinned program, a host copy), then broken in one way."""
+    manager = BlockManager(8, SIZE, 4, host_retention=True)
+    held = computed(manager, [70, 71, 72, 73, 74])  # 2 blocks, the first hashed
+    cached = finished_call(manager, [50, 51, 52, 53], "other")
+    pinned = pinned_program(manager, list(range(8)), "agent")
+    manager.write_to_host("other", cached, expires=10.0)
+    manager.check_states()
+    pin = manager.pins["agent"]
+    if how == "two states":
+        manager.free_ids.append(cached[0])
+    elif how == "no state":
+        manager.free_ids.pop()
+    elif how == "free listed twice":
+        manager.free_ids.append(manager.free_ids[0])
+        manager.cached_free.popitem()
+    elif how == "negative ref count":
+        manager.blocks[manager.free_ids[0]].ref_count = -1  # still in one state: free
+    elif how == "pinned block of no pin":
+        del manager.pin_of[pinned[0]]
+        pin.block_ids.discard(pinned[0])
+    elif how == "pin disagrees":
+        manager.pin_of[pinned[0]] = "other"
+    elif how == "pin_of without a pin":
+        manager.pin_of[held[1]] = "agent"
+    elif how == "hash index disagrees":
+        manager.by_hash[next(iter(manager.by_hash))] = held[1]
+    elif how == "free block hashed":
+        manager.blocks[manager.free_ids[0]].hash = 12345
+    elif how == "host copy free":
+        manager.free_swap_ids.append(next(iter(manager.host.by_hash.values())))
+    return manager
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("two states", "a block is in two states, or in none"),
+        ("no state", "a block is in two states, or in none"),
+        ("free listed twice", "a block is in two states, or in none"),
+        ("negative ref count", "a negative ref count"),
+        ("pinned block of no pin", "an idle pinned block belongs to no pin"),
+        ("pin disagrees", "pin of agent disagrees with pin_of"),
+        ("pin_of without a pin", "pin_of holds a block of no pin"),
+        ("hash index disagrees", "the hash index disagrees with the blocks"),
+        ("free block hashed", "a free block keeps a hash"),
+        ("host copy free", "a host copy's swap block is free"),
+    ],
+)
+def test_check_states_catches_each_broken_invariant(how: str, message: str) -> None:
+    """The invariant check the engine and simulator tests lean on fails on each state it
+    names, and only with its own message."""
+    with pytest.raises(AssertionError, match=f"^{message}$"):
+        corrupt(how).check_states()
