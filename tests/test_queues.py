@@ -337,3 +337,29 @@ def test_a_call_that_left_is_not_kept_by_its_deadline() -> None:
         policy.remove(c, 0.0)
     list(policy.ranked(2 * 1.5 + 1e-9))
     assert waiting.level == 0
+
+
+@pytest.mark.parametrize(
+    ("steps", "level"),
+    [
+        ([0.5, 0.5], 1),  # ends on Q1's quantum exactly (binary fractions): a tie demotes
+        ([0.5] * 12, 3),  # lands on each quantum in turn
+        ([0.25, 0.75, 1.0, 0.5, 1.5, 3.0, 2.0], 3),  # through every queue to the last, and on
+        ([5.0], 3),  # one step past every quantum at once
+    ],
+)
+def test_several_steps_charged_at_once_are_those_steps_charged_one_by_one(
+    steps: list[float], level: int
+) -> None:
+    """`add_services` (a simulator's fast-forward) is `add_service` step by step: the
+    same service, queue, quantum used and demotions, down to the last queue."""
+    one, many = PLAS(CONFIG), PLAS(CONFIG)
+    a, b = call("a"), call("a")
+    one.add(a, 0.0)
+    many.add(b, 0.0)
+    for seconds in steps:
+        one.add_service(a, seconds)
+    many.add_services(b, steps)
+    assert (b.service, b.level, b.quantum_used) == (a.service, a.level, a.quantum_used)
+    assert many.demotions == one.demotions and many.queue_lengths() == one.queue_lengths()
+    assert b.level == level
