@@ -200,7 +200,6 @@ def test_only_the_first_call_after_a_finish_is_counted_and_an_ended_program_is_f
     assert reuse.head("p", None, 4) == 4  # everyone's still has the first return
     reuse.left("q", None, [1, 2])
     reuse.arrived("q", iter([9]))  # q shares nothing
-    reuse.forget("p")
     assert reuse.head("p", None, 4) == 2  # p's own history is gone: everyone's mean, 1/2
 
 
