@@ -26,14 +26,13 @@ from torch.utils import cpp_extension
 from autellix.engine.model.linear import PackedLinear
 from autellix.machine import provenance, this_commit
 
+# the sibling scripts (this folder is on the path when a script in it runs): the model's
+# matrices as linear_kernels.py times them, the copy bandwidth as decode_throughput.py
+# measures its floor
+from decode_throughput import bandwidth_gbs
+from linear_kernels import SHAPES
+
 ROOT = Path(__file__).resolve().parent.parent
-SHAPES = {  # (out, in, how many the model holds), as in linear_kernels.py
-    "qkv_proj (960x576)": (960, 576, 30),
-    "o_proj (576x576)": (576, 576, 30),
-    "gate_up_proj (3072x576)": (3072, 576, 30),
-    "down_proj (576x1536)": (576, 1536, 30),
-    "lm_head (49152x576)": (49152, 576, 2),
-}
 SOURCE = r"""
 #include <torch/extension.h>
 // y[M, N] = x[M, K] @ w[N, K]^T for a few rows: each weight row streamed once.
@@ -68,14 +67,6 @@ def median_us(fn: Callable[[int], object], repeat: int) -> float:
     return sorted(times)[len(times) // 2] * 1e6
 
 
-def copy_bandwidth() -> float:
-    """GB/s moved (read + written) copying 256 MiB, best of 10."""
-    a = torch.ones(64 << 20)
-    b = torch.empty_like(a)
-    best = min(median_us(lambda _: b.copy_(a), 1) for _ in range(10))
-    return 2 * a.numel() * 4 / best / 1e3
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -90,7 +81,7 @@ def main() -> None:
         extra_ldflags=["-fopenmp"],
     )
     commit = this_commit()
-    bandwidth = copy_bandwidth()
+    bandwidth = bandwidth_gbs()
     lines = [
         "# One-row products per matrix of SmolLM2-135M, fp32",
         "",
