@@ -1,9 +1,10 @@
-"""Why a batch-1 decode step stays above twice the weights' floor: each matrix of the
-default model at 1-8 rows, oneDNN on packed weights (what the engine runs) against a plain
-streaming product (this script's own C++: each weight row read once, dotted with every
-input row; it needs the weights in their plain row-major layout), as weight bytes read per
-second, beside the machine's copy bandwidth; and oneDNN's fixed cost per call, timed on a
-64x64 matrix that stays in cache.
+"""Products of a few rows, each matrix of the default model at 1-8 rows: oneDNN on packed
+weights, the engine's linear layer (`--linear-kernel auto`: our C++ kernel reading those
+packed weights in place up to 4 rows, oneDNN beyond) and a plain streaming product (this
+script's own C++: each weight row read once, dotted with every input row; it needs the
+weights in their plain row-major layout), as weight bytes read per second, beside the
+machine's copy bandwidth; and the fixed cost per call, timed on a 64x64 matrix that stays
+in cache.
 
     python benchmarks/one_row_products.py
 
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils import cpp_extension
 
-from autellix.engine.model.linear import PackedLinear
+from autellix.engine.model.linear import PackedLinear, few_rows_kernels
 from autellix.machine import provenance, this_commit
 
 # the sibling scripts (this folder is on the path when a script in it runs): the model's
@@ -89,35 +90,52 @@ def main() -> None:
         f"matrix's bytes / time. Copy bandwidth of this machine: {bandwidth:.1f} GB/s (read +"
         " written, 256 MiB).",
         "",
-        "| matrix | rows | onednn (us) | GB/s | plain product (us) | GB/s | onednn / plain |",
-        "|---|---|---|---|---|---|---|",
+        "| matrix | rows | onednn (us) | GB/s | engine (us) | GB/s | plain product (us) | GB/s "
+        "| onednn / engine | onednn / plain |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    kernels = few_rows_kernels("auto", torch.float32)
+    read_in_place: list[str] = []  # the matrices whose packed weights our kernel reads
+
+    def onednn(layer: PackedLinear, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, layer.packed, None, "none", [], "")
+
     with torch.inference_mode():
         for name, (out, inp, count) in SHAPES.items():
             weights = [torch.randn(out, inp) for _ in range(count)]
-            packed = [PackedLinear(torch.nn.Linear(inp, out, bias=False)) for _ in range(count)]
+            packed = [
+                PackedLinear(torch.nn.Linear(inp, out, bias=False), kernels) for _ in range(count)
+            ]
+            if all(p.kernels is not None for p in packed):
+                read_in_place.append(name)
             gb = out * inp * 4 / 1e9
             for rows in args.rows:
                 x = torch.randn(rows, inp)
                 ref = x @ weights[0].T
                 assert torch.allclose(plain.product(x, weights[0]), ref, rtol=1e-4, atol=1e-3)
                 repeat = max(10, args.repeat // (1 + out // 8192))
-                a = median_us(lambda i, x=x, p=packed: p[i % len(p)](x), repeat)
+                a = median_us(lambda i, x=x, p=packed: onednn(p[i % len(p)], x), repeat)
+                e = median_us(lambda i, x=x, p=packed: p[i % len(p)](x), repeat)
                 b = median_us(lambda i, x=x, w=weights: plain.product(x, w[i % len(w)]), repeat)
                 row = (
-                    f"| {name} | {rows} | {a:.0f} | {gb / a * 1e6:.1f} | {b:.0f} "
-                    f"| {gb / b * 1e6:.1f} | {a / b:.2f}x |"
+                    f"| {name} | {rows} | {a:.0f} | {gb / a * 1e6:.1f} | {e:.0f} "
+                    f"| {gb / e * 1e6:.1f} | {b:.0f} | {gb / b * 1e6:.1f} | {a / e:.2f}x "
+                    f"| {a / b:.2f}x |"
                 )
                 lines.append(row)
                 print(row, flush=True)
-        small = PackedLinear(torch.nn.Linear(64, 64, bias=False))
+        small = PackedLinear(torch.nn.Linear(64, 64, bias=False), kernels)
         w, x = torch.randn(64, 64), torch.randn(1, 64)
-        fixed = median_us(lambda _: small(x), 2000)
+        fixed = median_us(lambda _: onednn(small, x), 2000)
+        fixed_engine = median_us(lambda _: small(x), 2000)
         fixed_plain = median_us(lambda _: plain.product(x, w), 2000)
     lines += [
         "",
         f"Fixed cost per call (a 64x64 matrix, one row, in cache): oneDNN {fixed:.1f} us, the "
-        f"plain product {fixed_plain:.1f} us. A decode step of the model makes 121 calls.",
+        f"engine {fixed_engine:.1f} us, the plain product {fixed_plain:.1f} us. A decode step "
+        "of the model makes 121 calls. The engine's kernel read the packed weights of: "
+        f"{', '.join(read_in_place) or 'none'} (oneDNN ran the rest: the kernels did not "
+        "build, or oneDNN chose a layout the kernel does not read).",
     ]
     command = "python benchmarks/one_row_products.py " + " ".join(sys.argv[1:])
     lines += ["", *(f"- {line}" for line in provenance(command.strip(), commit))]

@@ -64,9 +64,9 @@ def test_the_report_shows_the_counters_where_an_endpoint_has_them() -> None:
         "retention_swap_out_bytes": 3 * 2**20,
         "retention_swap_in_bytes": 2**20,
     }
-    on = summary("on", hit_rate_by_kind={"react": 0.82, "chat": 0.5}, counters=counted)
+    on = summary("on", hit_rate_by_kind={"react": 0.82, "": 0.5}, counters=counted)
     markdown = table("t", {"on": [on], "vllm": [summary("vllm")]}, "vllm")
-    assert "| on | 1 | react 82%, chat 50% | 5 | 2 | 9 | 6 (240) | 3.2 | 3 / 1 |" in markdown
+    assert "| on | 1 | react 82%, no class 50% | 5 | 2 | 9 | 6 (240) | 3.2 | 3 / 1 |" in markdown
     assert "| vllm | 1 | n/a | n/a | n/a | n/a | n/a (n/a) | n/a | n/a / n/a |" in markdown
     assert "hit rate by program class" not in table("t", {"vllm": [summary("vllm")]}, "vllm")
 

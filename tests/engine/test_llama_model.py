@@ -53,10 +53,10 @@ def with_layer_ops(model: LlamaForCausalLM) -> LlamaForCausalLM:
     return model
 
 
-@pytest.fixture(scope="module", params=["onednn+cpp", "onednn", "torch"])
+@pytest.fixture(scope="module", params=["auto+cpp", "onednn+cpp", "onednn", "torch"])
 def ours(tiny_llama: Path, request: pytest.FixtureRequest) -> LlamaForCausalLM:
-    """The model on each linear kernel, with the C++ layer ops or torch's: all must give
-    transformers' tokens and logits."""
+    """The model on each linear kernel (auto: the engine's, oneDNN with our kernel for a few
+    rows), with the C++ layer ops or torch's: all must give transformers' tokens and logits."""
     linear, _, ops = request.param.partition("+")
     model = load_model(tiny_llama, linear=linear)[0]
     return with_layer_ops(model) if ops else model
@@ -91,6 +91,18 @@ def test_logits_match_transformers_fp32(
     run = paged(ours, prompts(), MAX_NEW, chunk=5)
     for tokens, logits in zip(run.tokens, run.logits, strict=True):
         torch.testing.assert_close(logits, hf_logits(hf, tokens), atol=2e-5, rtol=1e-5)
+
+
+def test_one_call_at_a_time_matches_transformers(
+    paged: Paged, ours: LlamaForCausalLM, hf: torch.nn.Module, hf_tokens: list[list[int]]
+) -> None:
+    """Decode steps of one row (and prefills of one token), as a lone call runs."""
+    for prompt, expected in zip(prompts(), hf_tokens, strict=True):
+        run = paged(ours, [prompt], MAX_NEW)
+        assert run.generated == [expected]
+        torch.testing.assert_close(
+            run.logits[0], hf_logits(hf, run.tokens[0]), atol=2e-5, rtol=1e-5
+        )
 
 
 def test_one_token_steps_match_whole_prefill(paged: Paged, ours: LlamaForCausalLM) -> None:

@@ -174,7 +174,8 @@ def counters_table(summaries: dict[str, list[Summary]]) -> list[str]:
     lines = [
         "",
         "What the engines counted over each run: the prefix-cache hit rate of the program "
-        "classes that looked up the most tokens (the rest together); running calls "
+        "classes that looked up the most tokens (the rest together; 'no class': calls with "
+        "neither a named class nor a system prompt); running calls "
         "preempted, and those whose KV left the device; KV retention's "
         "pins made, and those whose program's next call used them (blocks reused); the "
         "seconds calls waited, summed, for blocks that pins held; retention's copies to "
@@ -186,7 +187,7 @@ def counters_table(summaries: dict[str, list[Summary]]) -> list[str]:
     ]
     for name, s in rows:
         rates = (s.hit_rate_by_kind or {}).items()  # the classes that looked up most first
-        kinds = ", ".join(f"{k or '-'} {r:.0%}" for k, r in rates) or "n/a"
+        kinds = ", ".join(f"{k or 'no class'} {r:.0%}" for k, r in rates) or "n/a"
         c = s.counters or {}
         lines.append(
             f"| {name} | {s.rate:g} | {kinds} | {counter(c, 'preemptions')} "

@@ -28,8 +28,9 @@ class EngineConfig:
     linear_kernel: Literal["auto", "onednn", "torch"] = field(
         default="auto",
         metadata={
-            "help": "the linear layers' kernel: oneDNN on packed weights (auto on a CPU) or"
-            " torch's own (MKL on a CPU)"
+            "help": "the linear layers' kernel: oneDNN on packed weights, read by our C++"
+            " kernel for products of 1-4 rows where it builds (auto, on a CPU), oneDNN"
+            " alone (onednn) or torch's own (MKL on a CPU)"
         },
     )
     attention_kernel: Literal["auto", "paged", "torch"] = field(

@@ -3,17 +3,23 @@
 torch's ``F.linear`` on CPU calls MKL's GEMM, which at decode shapes (a few rows against
 a weight matrix) reads the weights at a fraction of the memory bandwidth. oneDNN's
 inner-product primitive on a weight reordered once into its blocked layout is 2-4x
-faster there and at prefill shapes (``benchmarks/decode_throughput.py``).
+faster there and at prefill shapes (``benchmarks/decode_throughput.py``). At 1-4 rows (a
+decode step of a few calls) oneDNN's fixed cost per call (~25 us) and its read speed leave
+room: with ``auto``, our C++ kernel (csrc/few_rows.cpp) reads the packed weights in place
+there, 1.05-2x faster per matrix (``benchmarks/one_row_products.py``), with no second copy.
 """
 
 from __future__ import annotations
 
+import ctypes
+from types import ModuleType
 from typing import Literal
 
 import torch
 from torch import nn
 
 from autellix.engine.memory import return_freed_memory
+from autellix.engine.model import paged_kernel
 
 LinearKernel = Literal["auto", "onednn", "torch"]
 
@@ -44,25 +50,64 @@ def resolve_kernel(
     return "torch"
 
 
-class PackedLinear(nn.Module):
-    """``nn.Linear`` with its weight in oneDNN's layout; inference only."""
+FEW_ROWS = 4  # up to here the C++ kernel beat oneDNN on every matrix of the default model
 
-    def __init__(self, linear: nn.Linear) -> None:
+
+def few_rows_kernels(kernel: str, dtype: torch.dtype) -> ModuleType | None:
+    """The C++ kernels for products of a few rows where ``kernel`` may use them (``auto``,
+    float32, and they build), else None."""
+    if kernel != "auto" or dtype != torch.float32:
+        return None
+    try:
+        return paged_kernel.load()
+    except RuntimeError:
+        return None
+
+
+def packed_block(weight: torch.Tensor, packed: torch.Tensor) -> int | None:
+    """B where oneDNN stored ``weight`` ([out, in], float32) as [out / B][in][B], the layout
+    few_rows.cpp reads (what oneDNN chose on the CPUs measured); None for any other."""
+    out, inp = weight.shape
+    if weight.dtype != torch.float32 or torch.ops.mkldnn._nbytes(packed) != weight.numel() * 4:
+        return None
+    data = (ctypes.c_float * weight.numel()).from_address(torch.ops.mkldnn.data_ptr(packed))
+    stored = torch.frombuffer(data, dtype=torch.float32)
+    for block in (64, 32, 16, 8):
+        if out % block or not torch.equal(stored[: block * inp], weight[:block].T.flatten()):
+            continue  # the first block rules out most
+        if torch.equal(stored, weight.reshape(out // block, block, inp).transpose(1, 2).flatten()):
+            return block
+    return None
+
+
+class PackedLinear(nn.Module):
+    """``nn.Linear`` with its weight in oneDNN's layout; inference only. Given the C++
+    kernels, products of up to FEW_ROWS rows read that layout with them, where they can."""
+
+    def __init__(self, linear: nn.Linear, kernels: ModuleType | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
-        self.bias = None if linear.bias is None else linear.bias.detach()
+        weight = linear.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight)
+        self.bias = None if linear.bias is None else linear.bias.detach().contiguous()
+        self.block = None if kernels is None else packed_block(weight, self.packed)
+        self.kernels = kernels if self.block else None
+        self.address = torch.ops.mkldnn.data_ptr(self.packed) if self.block else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kernels is not None and x.dim() == 2 and 0 < x.shape[0] <= FEW_ROWS:
+            return self.kernels.few_rows_linear(
+                x.contiguous(), self.address, self.out_features, self.block, self.bias
+            )
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def pack_linears(model: nn.Module) -> None:
-    """Replace every ``nn.Linear`` of ``model`` by a :class:`PackedLinear` (in place).
-    Each original weight is freed once packed, unless the caller still holds it, and its
-    memory goes back to the OS at the end."""
+def pack_linears(model: nn.Module, kernels: ModuleType | None = None) -> None:
+    """Replace every ``nn.Linear`` of ``model`` by a :class:`PackedLinear` (in place), with
+    ``kernels`` for its products of a few rows. Each original weight is freed once packed,
+    unless the caller still holds it, and its memory goes back to the OS at the end."""
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(module, name, PackedLinear(child))
+                setattr(module, name, PackedLinear(child, kernels))
     return_freed_memory()

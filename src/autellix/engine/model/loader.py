@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from transformers import PreTrainedTokenizerFast
 
-from autellix.engine.model.linear import pack_linears, resolve_kernel
+from autellix.engine.model.linear import few_rows_kernels, pack_linears, resolve_kernel
 from autellix.engine.model.llama import LlamaForCausalLM, ModelConfig
 
 
@@ -91,7 +91,7 @@ def load_weights(
     model.eval().requires_grad_(False)
     if resolve_kernel(linear, device, dtype) == "onednn":
         del state  # so that each weight is freed as soon as its packed copy is made
-        pack_linears(model)
+        pack_linears(model, few_rows_kernels(linear, dtype))
     return model
 
 

@@ -1,7 +1,8 @@
 """The C++ kernels for CPUs: decode attention over the paged KV cache
 (csrc/paged_attention.cpp) and a layer's elementwise ops, each one pass (csrc/layer_ops.cpp:
 RMS norm with the residual add, rotary embedding, SiLU-and-multiply; `LlamaForCausalLM`
-uses them where the attention kernel is in use).
+uses them where the attention kernel is in use) and products of a few rows on oneDNN's
+packed weights (csrc/few_rows.cpp, used by `linear.PackedLinear`).
 
 The torch path gathers each layer's K/V blocks into a padded copy and multiplies that: the
 KV is read three times and the padding computed. The kernel reads each block where it lies,
@@ -31,7 +32,10 @@ from autellix.machine import cpu_model_and_flags
 
 AttentionKernel = Literal["auto", "paged", "torch"]
 
-SOURCES = [Path(__file__).with_name("csrc") / f for f in ("paged_attention.cpp", "layer_ops.cpp")]
+SOURCES = [
+    Path(__file__).with_name("csrc") / f
+    for f in ("paged_attention.cpp", "layer_ops.cpp", "few_rows.cpp")
+]
 # -ffast-math lets the compiler vectorize the sums and exp; it is not passed to the linker,
 # so the library does not set the process's flush-to-zero mode when loaded.
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp"]

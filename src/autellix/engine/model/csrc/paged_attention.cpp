@@ -149,10 +149,12 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
 }
 
 void register_layer_ops(pybind11::module& m);  // layer_ops.cpp
+void register_few_rows(pybind11::module& m);   // few_rows.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention);
   register_layer_ops(m);
+  register_few_rows(m);
   pybind11::list shapes;
 #define AUTELLIX_SHAPE(D, G) shapes.append(pybind11::make_tuple(D, G));
   AUTELLIX_SHAPES(AUTELLIX_SHAPE)
