@@ -156,6 +156,25 @@ def test_grouped_decodes_over_layers_match_dense(
         check_step(meta, kv_cache, layer, full_k, full_v, g)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_kernels_kv_writes_equal_torchs(dtype: torch.dtype) -> None:
+    """K and V as the model has them (views of one qkv product), at scattered slots."""
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(5, (HEADS + 2 * KV_HEADS) * DIM, generator=g).to(dtype)
+    _, k, v = qkv.split([HEADS * DIM, KV_HEADS * DIM, KV_HEADS * DIM], dim=-1)
+    k, v = k.view(5, KV_HEADS, DIM), v.view(5, KV_HEADS, DIM)
+    slots = torch.tensor([7, 0, 12, 3, 13])
+    ours, theirs = (allocate_kv_cache(LAYERS, 4, 4, KV_HEADS, DIM, dtype) for _ in range(2))
+    paged_kernel.load().write_kv(ours, 1, k, v, slots)
+    write_kv(theirs, 1, k, v, slots)
+    assert torch.equal(ours, theirs) and ours[:, 1].count_nonzero() == 2 * k.numel()
+    with pytest.raises(RuntimeError, match="slot 16 out of range"):
+        paged_kernel.load().write_kv(ours, 1, k, v, torch.tensor([7, 0, 12, 3, 16]))
+    with pytest.raises(RuntimeError, match="a layer"):
+        paged_kernel.load().write_kv(ours, LAYERS, k, v, slots)
+
+
+@pytest.mark.parametrize("mixed", [True, False], ids=["with-a-prefill", "decodes-only"])
 @pytest.mark.parametrize(
     ("heads", "kv_heads", "dim", "dtype"),
     [
@@ -166,14 +185,14 @@ def test_grouped_decodes_over_layers_match_dense(
     ],
 )
 def test_paged_kernel_decodes_match_dense(
-    heads: int, kv_heads: int, dim: int, dtype: torch.dtype
+    heads: int, kv_heads: int, dim: int, dtype: torch.dtype, mixed: bool
 ) -> None:
     """The C++ kernel's decodes (blocks scattered over the pool, lengths that end mid-block,
-    around a prefill with context in the same step) equal dense attention."""
+    around a prefill with context in the same step, or alone) equal dense attention."""
     g = torch.Generator().manual_seed(2)
     block_size = 16
     context_lens = [0, 40, 300, 15, 16, 90]
-    query_lens = [1, 1, 1, 20, 1, 1]
+    query_lens = [1, 1, 1, 20 if mixed else 1, 1, 1]
     lens = [c + q for c, q in zip(context_lens, query_lens, strict=True)]
     need = [-(-n // block_size) for n in lens]
     perm = torch.randperm(sum(need) + 1, generator=g).tolist()

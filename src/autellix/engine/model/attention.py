@@ -274,7 +274,10 @@ def paged_attention(
     q is ``[T, num_heads, head_dim]``; k and v ``[T, num_kv_heads, head_dim]``. The new
     K/V are written into the cache first.
     """
-    write_kv(kv_cache, layer, k, v, meta.slot_mapping)
+    if meta.decode_kernel:
+        paged_kernel.load().write_kv(kv_cache, layer, k, v, meta.slot_mapping)
+    else:
+        write_kv(kv_cache, layer, k, v, meta.slot_mapping)
     num_tokens, num_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     k_cache, v_cache = kv_cache[0, layer], kv_cache[1, layer]
@@ -286,10 +289,13 @@ def paged_attention(
             od = gathered_decode(qd, k_cache, v_cache, d)
         else:
             qd = qd.contiguous()
-            od = torch.empty_like(qd)
+            # where every token is a decode the kernel writes the step's output in place
+            od = out.view(q.shape) if d.token_idx is None else torch.empty_like(qd)
             paged_kernel.load().decode_attention(
                 qd, k_cache, v_cache, d.block_tables, d.kv_lens, od, head_dim**-0.5
             )
+            if d.token_idx is None:
+                continue
         od = od.reshape(len(od), num_heads * head_dim)
         if d.token_idx is None:
             out.copy_(od)

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -148,11 +149,49 @@ void decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::
     TORCH_CHECK(false, "decode_attention: float32 or bfloat16 only");
 }
 
+// Stores the new tokens' K and V [n, kv_heads, dim] (rows may be strided: views of the qkv
+// product) at their slots (block * block_size + offset) of one layer of the cache
+// [2, layers, kv_heads, blocks, block_size, dim]. In torch this is ~10 ops a layer (views,
+// two index_copy_ of transposed sources), more time than the copy at a few tokens a step.
+void write_kv(at::Tensor kv_cache, int64_t layer, const at::Tensor& k, const at::Tensor& v,
+              const at::Tensor& slots) {
+  TORCH_CHECK(kv_cache.dim() == 6 && kv_cache.is_contiguous() && layer >= 0 &&
+                  layer < kv_cache.size(1),
+              "write_kv: a contiguous cache [2, layers, kv_heads, blocks, size, dim] and a layer");
+  TORCH_CHECK(k.dim() == 3 && k.sizes() == v.sizes() && k.size(1) == kv_cache.size(2) &&
+                  k.size(2) == kv_cache.size(5) && k.stride(2) == 1 && v.stride(2) == 1,
+              "write_kv: k and v [n, kv_heads, dim] with unit stride along dim");
+  TORCH_CHECK(k.scalar_type() == kv_cache.scalar_type() &&
+                  v.scalar_type() == kv_cache.scalar_type(),
+              "write_kv: k, v and the cache of one dtype");
+  TORCH_CHECK(slots.scalar_type() == at::kLong && slots.is_contiguous() &&
+                  slots.numel() == k.size(0),
+              "write_kv: one int64 slot per token");
+  const int64_t heads = kv_cache.size(2), rows = kv_cache.size(3) * kv_cache.size(4);
+  const int64_t dim = kv_cache.size(5), elem = kv_cache.element_size();
+  const int64_t* slot = slots.data_ptr<int64_t>();
+  char* base = static_cast<char*>(kv_cache.data_ptr());
+  const at::Tensor* sources[2] = {&k, &v};
+  for (int64_t t = 0; t < k.size(0); ++t) {
+    TORCH_CHECK(slot[t] >= 0 && slot[t] < rows, "write_kv: slot ", slot[t], " out of range");
+    for (int kv = 0; kv < 2; ++kv) {
+      const at::Tensor& src = *sources[kv];
+      const char* row = static_cast<const char*>(src.data_ptr()) + t * src.stride(0) * elem;
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t at = ((kv * kv_cache.size(1) + layer) * heads + h) * rows + slot[t];
+        char* dst = base + at * dim * elem;
+        std::memcpy(dst, row + h * src.stride(1) * elem, dim * elem);
+      }
+    }
+  }
+}
+
 void register_layer_ops(pybind11::module& m);  // layer_ops.cpp
 void register_few_rows(pybind11::module& m);   // few_rows.cpp
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention);
+  m.def("write_kv", &write_kv);
   register_layer_ops(m);
   register_few_rows(m);
   pybind11::list shapes;
