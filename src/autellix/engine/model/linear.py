@@ -6,7 +6,8 @@ inner-product primitive on a weight reordered once into its blocked layout is 2-
 faster there and at prefill shapes (``benchmarks/decode_throughput.py``). At 1-4 rows (a
 decode step of a few calls) oneDNN's fixed cost per call (~25 us) and its read speed leave
 room: with ``auto``, our C++ kernel (csrc/few_rows.cpp) reads the packed weights in place
-there, 1.05-2x faster per matrix (``benchmarks/one_row_products.py``), with no second copy.
+there, 1.0-1.9x faster per matrix at 1-2 rows (``benchmarks/one_row_products.py``), with no
+second copy.
 """
 
 from __future__ import annotations
@@ -68,9 +69,13 @@ def packed_block(weight: torch.Tensor, packed: torch.Tensor) -> int | None:
     """B where oneDNN stored ``weight`` ([out, in], float32) as [out / B][in][B], the layout
     few_rows.cpp reads (what oneDNN chose on the CPUs measured); None for any other."""
     out, inp = weight.shape
-    if weight.dtype != torch.float32 or torch.ops.mkldnn._nbytes(packed) != weight.numel() * 4:
+    try:  # torch's private ops: a torch without them leaves every matrix to oneDNN
+        size, address = torch.ops.mkldnn._nbytes(packed), torch.ops.mkldnn.data_ptr(packed)
+    except (AttributeError, RuntimeError):
         return None
-    data = (ctypes.c_float * weight.numel()).from_address(torch.ops.mkldnn.data_ptr(packed))
+    if weight.dtype != torch.float32 or size != weight.numel() * 4:
+        return None
+    data = (ctypes.c_float * weight.numel()).from_address(address)
     stored = torch.frombuffer(data, dtype=torch.float32)
     for block in (64, 32, 16, 8):
         if out % block or not torch.equal(stored[: block * inp], weight[:block].T.flatten()):
