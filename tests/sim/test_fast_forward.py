@@ -172,6 +172,51 @@ def test_repeat_steps_equals_that_many_steps() -> None:
     assert slow.policy.demotions > 0  # the stretch crossed quanta
 
 
+def staggered(c0_tokens: int = 100, **config) -> LLMEngine:
+    """c0, then (three steps later) c1 and c2, stepped until all three decode together;
+    c0 has had more service by then, so PLAS ranks it last."""
+    engine = make_engine(**config)
+    engine.add_call([5] * 9, SamplingParams(max_tokens=c0_tokens, ignore_eos=True), "c0")
+    for _ in range(3):
+        engine.step()
+    for i in (1, 2):
+        engine.add_call([5 + i] * 9, SamplingParams(max_tokens=20, ignore_eos=True), f"c{i}")
+    while not engine.repeatable_step_times():
+        engine.step()
+    return engine
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one stretch", "5 steps, then the rest"])
+@pytest.mark.parametrize("every", [1, 4, 30], ids=lambda n: f"a round every {n}")
+def test_calls_that_end_together_end_in_the_step_by_step_order(every: int, split: bool) -> None:
+    probe = staggered(schedule_every=every).calls
+    left = 20 - probe["c1"].num_output_tokens
+    assert probe["c2"].num_output_tokens == probe["c1"].num_output_tokens
+    c0_tokens = probe["c0"].num_output_tokens + left  # all three end in the same step
+    slow, fast = (staggered(c0_tokens, schedule_every=every) for _ in range(2))
+    elapsed = fast.repeatable_step_times()
+    assert len(elapsed) == left
+    if split:  # the second stretch has no round in it where rounds are 30 steps apart
+        slow_part = [slow.step() for _ in elapsed[:5]]
+        fast.repeat_steps(elapsed[:5])
+        assert slow_part and state(fast) == state(slow)
+        assert order(fast) == order(slow)
+        elapsed = fast.repeatable_step_times()
+        assert len(elapsed) == left - 5
+    outputs = [slow.step() for _ in elapsed][-1]
+    ended = [o.call_id for o in outputs if o.finished]
+    assert [o.call_id for o in fast.repeat_steps(elapsed)] == ended
+    assert len(ended) == 3 and (every > 1 or ended[-1] == "c0")  # ranked by service
+    assert state(fast) == state(slow) and order(fast) == order(slow)
+    assert fast.scheduler._steps_since_round == slow.scheduler._steps_since_round
+
+
+def order(engine: LLMEngine) -> list[str]:
+    """The last batch's calls, in its order (the next stretch's, where it has no round)."""
+    last = engine.scheduler._last
+    return [] if last is None else [c.call_id for c in last.calls]
+
+
 def test_a_stretch_cut_short_equals_its_steps() -> None:
     slow, fast = started([30, 12, 40]), started([30, 12, 40])
     elapsed = fast.repeatable_step_times()[:4]
