@@ -78,9 +78,14 @@ def packed_block(weight: torch.Tensor, packed: torch.Tensor) -> int | None:
     data = (ctypes.c_float * weight.numel()).from_address(address)
     stored = torch.frombuffer(data, dtype=torch.float32)
     for block in (64, 32, 16, 8):
-        if out % block or not torch.equal(stored[: block * inp], weight[:block].T.flatten()):
-            continue  # the first block rules out most
-        if torch.equal(stored, weight.reshape(out // block, block, inp).transpose(1, 2).flatten()):
+        if out % block:
+            continue
+        blocks = out // block
+        # compared as views, no copy of the weights; the first block rules out most layouts
+        laid_out = weight.reshape(blocks, block, inp).transpose(1, 2)
+        if torch.equal(stored[: block * inp].view(inp, block), laid_out[0]) and torch.equal(
+            stored.view(blocks, inp, block), laid_out
+        ):
             return block
     return None
 
