@@ -265,6 +265,21 @@ def test_completion_logprobs(client: openai.OpenAI) -> None:
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(4)]
     for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
         assert len(top) == 2 and top[token] == pytest.approx(logprob)
+    # sampled, the token may be none of the likeliest: it is given all the same (OpenAI
+    # and vLLM give "up to logprobs + 1"), alone when no alternatives are asked for
+    for asked in (0, 1):
+        out = client.completions.create(
+            model=client.model,  # type: ignore[attr-defined]
+            prompt="The capital of France is",
+            max_tokens=12,
+            temperature=2.0,
+            seed=3,
+            logprobs=asked,
+        ).choices[0]
+        lp = out.logprobs
+        for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
+            assert top[token] == pytest.approx(logprob) and len(top) <= asked + 1
+        assert any(len(top) == asked + 1 for top in lp.top_logprobs)
 
 
 def test_prompt_logprobs(client: openai.OpenAI, server) -> None:

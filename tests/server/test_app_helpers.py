@@ -9,7 +9,7 @@ import pytest
 from starlette.requests import Request
 
 from autellix.programs import ProcessTable
-from autellix.server.app import program_of, sampling_params
+from autellix.server.app import check_model, program_of, sampling_params
 from autellix.server.errors import APIError
 from autellix.server.protocol import CompletionRequest, ProgramView
 from autellix.server.tenants import OPEN, Tenant
@@ -67,9 +67,22 @@ def test_sampling_params_of_each_of_n_calls() -> None:
     second = sampling_params(frontend, req, None, num_prompt=30, index=1)
     assert (second.seed, second.max_tokens, second.stop) == (8, 70, ("w9",))
     assert sampling_params(frontend, req, 5, num_prompt=30, index=0).max_tokens == 5
+    # each choice has a seed of its own, the largest seed's next choice the smallest
+    last = req.model_copy(update={"seed": 2**63 - 1})
+    seeds = [sampling_params(frontend, last, 5, 30, i).seed for i in range(3)]
+    assert seeds == [2**63 - 1, 0, 1]
+
+
+def test_a_model_not_served_is_a_404_naming_the_field() -> None:
+    frontend = fake_frontend()
+    check_model(frontend, CompletionRequest(model="tiny", prompt="w1"))
     with pytest.raises(APIError) as wrong:
-        sampling_params(frontend, req.model_copy(update={"model": "big"}), 5, 1, 0)
-    assert (wrong.value.status, wrong.value.code) == (400, "model_not_found")
+        check_model(frontend, CompletionRequest(model="big", prompt="w1"))
+    assert (wrong.value.status, wrong.value.code, wrong.value.param) == (
+        404,
+        "model_not_found",
+        "model",
+    )
 
 
 def request_with(headers: dict[str, str]) -> Request:
@@ -95,6 +108,14 @@ def test_program_of_a_call() -> None:
         OPEN,
     )
     assert (thread, is_anonymous) == (None, True) and anonymous.startswith("prog-")
+    # a header's ids are held to the body's bounds
+    for header in ("X-Autellix-Program", "X-Autellix-Thread"):
+        assert program_of(frontend, request_with({header: "x" * 256}), body, OPEN)
+        with pytest.raises(APIError) as long:
+            program_of(frontend, request_with({header: "x" * 257}), body, OPEN)
+        assert long.value.status == 400
+    with pytest.raises(APIError, match="control"):
+        program_of(frontend, request_with({"X-Autellix-Program": "a\tb"}), body, OPEN)
     # an ended program with calls in flight takes no new ones
     frontend.table.call_arrived("busy")
     frontend.table.end("busy")

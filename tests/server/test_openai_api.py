@@ -4,9 +4,12 @@ the tokens of a direct engine run."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 
 import httpx
 import openai
+import pytest
 
 from autellix.engine.sampling_params import SamplingParams
 
@@ -166,3 +169,34 @@ def test_64_concurrent_streams_from_16_programs(server) -> None:
     table = server.frontend.table
     assert sorted(table.programs) == sorted(f"p{p}" for p in range(16))
     assert all(table.get(f"p{p}").completed_calls == 4 for p in range(16))
+
+
+@pytest.mark.parametrize("route", ["chat", "text"])
+def test_a_prompt_being_tokenized_holds_no_other_request_up(
+    client, server, monkeypatch, route: str
+) -> None:
+    """Prompts are tokenized off the event loop (a long one takes seconds): while one is,
+    the server answers others."""
+    name = "encode_chat" if route == "chat" else "encode"
+    encode = getattr(server.frontend, name)
+    entered, released = threading.Event(), threading.Event()
+
+    def slow(*args):
+        entered.set()
+        released.wait(timeout=10)
+        return encode(*args)
+
+    monkeypatch.setattr(server.frontend, name, slow)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        if route == "chat":
+            job = pool.submit(
+                client.chat.completions.create, model=MODEL, messages=MESSAGES, max_tokens=2
+            )
+        else:
+            job = pool.submit(client.completions.create, model=MODEL, prompt=PROMPT, max_tokens=2)
+        assert entered.wait(timeout=10)
+        try:
+            assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+        finally:
+            released.set()
+        assert job.result(timeout=30).choices

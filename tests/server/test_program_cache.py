@@ -90,6 +90,13 @@ def test_a_programs_expected_return_pins_its_cache_until_it_ends(serve) -> None:
             extra_headers={"X-Autellix-Expect-Return": "0"},
         )
         assert server.engine_stats()["pins_made"] == 0
+        with pytest.raises(openai.BadRequestError, match="X-Autellix-Expect-Return"):
+            c.completions.create(  # a bad hint is refused even where nothing would use it
+                model=MODEL,
+                prompt=PROMPT,
+                max_tokens=2,
+                extra_headers={"X-Autellix-Expect-Return": "soon"},
+            )
         c.completions.create(
             model=MODEL,
             prompt=PROMPT.replace("w1", "w3"),

@@ -20,6 +20,7 @@ from autellix.server.tools import (
     ToolUse,
     chat_messages,
     parse,
+    template_knows_developer,
     template_renders_tools,
 )
 
@@ -67,14 +68,37 @@ def test_parse_leaves_text_that_is_not_a_call() -> None:
     assert parse(broken) == (broken, [])
     nameless = f'{OPEN}\n{{"arguments": {{}}}}\n{CLOSE}'
     assert parse(nameless) == (nameless, [])
-    good = call_text("add", {"a": 1, "b": 2})
-    content, calls = parse(good + "\n" + OPEN + '{"name": "add", "argu')  # cut by max_tokens
-    assert content == OPEN + '{"name": "add", "argu' and len(calls) == 1
 
 
-def test_parse_takes_a_call_cut_before_its_closing_tag() -> None:
-    content, calls = parse(OPEN + '\n{"name": "add", "arguments": {"a": 1, "b": 2}}')
-    assert content is None and json.loads(calls[0]["function"]["arguments"]) == {"a": 1, "b": 2}
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_call_cut_short_is_a_call_never_markup(stream: bool) -> None:
+    """An answer that max_tokens (or a stop) ends inside a call: the call, whole if only
+    its closing tag was cut, else its name with the arguments as far as written (as OpenAI
+    returns a call cut by length); nothing before its name is whole; never tag text."""
+
+    def answer(text: str) -> tuple[str | None, list[tuple[str, str]]]:
+        if stream:
+            tool_stream = ToolCallStream()
+            parts = [tool_stream.feed(text[i : i + 3], False) for i in range(0, len(text), 3)]
+            parts.append(tool_stream.feed("", True))
+            content = "".join(c for c, _ in parts) or None
+            calls = [call for _, new in parts for call in new]
+        else:
+            content, calls = parse(text)
+        return content, [(c["function"]["name"], c["function"]["arguments"]) for c in calls]
+
+    whole = call_text("add", {"a": 1, "b": 2})
+    for cut in (len(whole) - len(CLOSE) - 1, len(whole) - 3):  # the tag, or part of it, cut
+        assert answer(whole[:cut]) == (None, [("add", '{"a": 1, "b": 2}')])
+    assert answer(OPEN + '\n{"name": "add", "arguments": {"a": 1, "b"') == (
+        None,
+        [("add", '{"a": 1, "b"')],
+    )
+    assert answer(OPEN + '\n{"name": "ad') == (None, [])
+    assert answer(OPEN) == (None, [])
+    content, calls = answer("Sure.\n" + whole + "\n" + OPEN + '\n{"name": "echo", "argu')
+    assert content is not None and content.strip() == "Sure." and calls[0][0] == "add"
+    assert len(calls) == 1
 
 
 texts = st.lists(
@@ -192,6 +216,28 @@ def test_default_model_template_renders_no_tools() -> None:
     assert not template_renders_tools(load_tokenizer(str(default_model_path())))
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_a_developer_message_is_the_system_message(native: bool) -> None:
+    """OpenAI's `developer` is its newer `system`: a template that knows no developer role
+    (the default model's adds its own system prompt before a turn it does not know) gets
+    it as the system message, with tools or without; one that knows it gets it as is."""
+    tokenizer = load_tokenizer(str(default_model_path()))
+    assert not template_knows_developer(tokenizer)
+    history = [ChatMessage(role="developer", content="Be brief."), HISTORY[1]]
+    for tools in (None, ToolUse.of(request(tools=[ADD]))):
+        messages = chat_messages(history, tools, native)
+        assert [m["role"] for m in messages] == ["system", "user"]
+        assert messages[0]["content"].startswith("Be brief.")
+    kept = chat_messages(history, None, native, developer=True)
+    assert [m["role"] for m in kept] == ["developer", "user"]
+    as_system = [ChatMessage(role="system", content="Be brief."), HISTORY[1]]
+    rendered = [
+        tokenizer.apply_chat_template(chat_messages(h, None, native), tokenize=False)
+        for h in (history, as_system)
+    ]
+    assert rendered[0] == rendered[1]
+
+
 # --- the grammar -------------------------------------------------------------------------
 
 
@@ -240,3 +286,21 @@ def test_auto_allows_text_and_constrains_calls(grammars: StructuredOutputs) -> N
     assert accepts(grammars, tools, "Just text.")
     assert accepts(grammars, tools, "First: " + call_text("add", {"a": 1, "b": 2}))
     assert not accepts(grammars, tools, call_text("add", {"a": 1}))  # b is required
+
+
+def test_a_streamed_call_sends_no_empty_deltas() -> None:
+    """The tokens of a call's markup are held back whole: no event goes out for them (as
+    vLLM sends none), and the call goes out once, closed, in the last event."""
+    from autellix.engine.llm_engine import CallOutput
+    from autellix.server.responses import ChatRender
+
+    render = ChatRender("m", tools=ToolUse.of(request(tools=[ADD], tool_choice="required")))
+    text = call_text("add", {"a": 1, "b": 2})
+    pieces = [text[i : i + 4] for i in range(0, len(text), 4)]
+    outputs = [CallOutput("c", "p", [1], piece) for piece in pieces]
+    outputs[-1].finished, outputs[-1].finish_reason = True, "stop"
+    events = [render.chunk("id", 0, 0, out) for out in outputs]
+    assert all(e is None for e in events[:-1])
+    last = events[-1]
+    assert last is not None and last["choices"][0]["finish_reason"] == "tool_calls"
+    assert last["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "add"

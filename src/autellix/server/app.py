@@ -39,11 +39,16 @@ from autellix.server.protocol import (
     SamplingFields,
     new_id,
     now,
-    printable,
+    program_name,
 )
 from autellix.server.responses import ChatRender, TextRender, collect, sse
 from autellix.server.tenants import Tenant
-from autellix.server.tools import ToolUse, chat_messages, template_renders_tools
+from autellix.server.tools import (
+    ToolUse,
+    chat_messages,
+    template_knows_developer,
+    template_renders_tools,
+)
 
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
@@ -136,12 +141,13 @@ def own_program(frontend: Frontend, tenant: Tenant, program_id: str) -> str:
     return key
 
 
-@router.get("/v1/programs/{program_id}")
+# ids may hold "/": a path parameter that ends at the next "/" would never find them
+@router.get("/v1/programs/{program_id:path}")
 async def get_program(program_id: str, frontend: FrontendDep, tenant: TenantDep) -> ProgramView:
     return ProgramView.of(frontend.table.get(own_program(frontend, tenant, program_id)))
 
 
-@router.delete("/v1/programs/{program_id}")
+@router.delete("/v1/programs/{program_id:path}")
 async def end_program(program_id: str, frontend: FrontendDep, tenant: TenantDep) -> ProgramDeleted:
     frontend.end_program(own_program(frontend, tenant, program_id))
     return ProgramDeleted(id=program_id)
@@ -159,18 +165,13 @@ def sampling_params(
     structured: StructuredOutput | None = None,
 ) -> SamplingParams:
     """The engine's sampling settings for the `index`th of a request's n calls."""
-    if req.model != frontend.model_name:
-        raise APIError(
-            400,
-            f"model {req.model!r} is not served here; this server has {frontend.model_name!r}",
-            code="model_not_found",
-        )
     try:
         return SamplingParams(
             temperature=req.temperature,
             top_p=req.top_p,
             top_k=req.top_k,
-            seed=None if req.seed is None else req.seed + index,
+            # each choice its own stream; past the largest seed, from the smallest again
+            seed=None if req.seed is None else (req.seed + index) % 2**63,
             max_tokens=max_tokens or frontend.default_max_tokens(num_prompt),
             stop=tuple(req.stop or ()),
             stop_token_ids=tuple(req.stop_token_ids or ()),
@@ -188,6 +189,17 @@ def sampling_params(
         )
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
+
+
+def check_model(frontend: Frontend, req: SamplingFields) -> None:
+    """A model this server does not serve is a 404, as OpenAI and vLLM answer it."""
+    if req.model != frontend.model_name:
+        raise APIError(
+            404,
+            f"model {req.model!r} does not exist here; this server has {frontend.model_name!r}",
+            code="model_not_found",
+            param="model",
+        )
 
 
 def admit(
@@ -220,10 +232,12 @@ def program_of(
     program of one. The program need not exist yet (`start_calls` starts it)."""
     name = request.headers.get(PROGRAM_HEADER) or req.program_id
     thread_id = request.headers.get(THREAD_HEADER) or req.thread_id
+    if thread_id is not None and not 1 <= len(thread_id) <= 256:
+        raise APIError(400, "thread_id: 1 to 256 characters", code="invalid_value")
     if name is None:
         return program_key(tenant.name, new_program_name()), thread_id, True
     try:
-        program_id = program_key(tenant.name, printable(name))
+        program_id = program_key(tenant.name, program_name(name))
     except ValueError as exc:
         raise APIError(400, f"program_id: {exc}", code="invalid_value") from None
     program = frontend.table.programs.get(program_id)
@@ -300,7 +314,8 @@ async def run(
     program_id, thread_id, anonymous = program_of(frontend, request, req, tenant)
     program = frontend.table.programs.get(program_id)
     admit(frontend, inputs, params, program is not None and program.first_arrival is not None)
-    expect_return = None if anonymous else expected_return(request)
+    hint = expected_return(request)  # checked even where no program can use it
+    expect_return = None if anonymous else hint
     ticket = start_calls(frontend, tenant, program_id, len(inputs))
     kind = request.headers.get(KIND_HEADER) or kind
     streams = [
@@ -332,12 +347,17 @@ async def run(
 
 @router.post("/v1/chat/completions")
 async def chat(req: ChatCompletionRequest, request: Request, frontend: FrontendDep) -> Response:
+    check_model(frontend, req)
     try:
         tools = ToolUse.of(req)
+    except ValueError as exc:
+        raise APIError(400, str(exc), code="invalid_value", param="tool_choice") from None
+    try:
         native = template_renders_tools(frontend.tokenizer)
-        messages = chat_messages(req.messages, tools, native)
+        developer = template_knows_developer(frontend.tokenizer)
+        messages = chat_messages(req.messages, tools, native, developer)
         template_tools = tools.tools if tools is not None and native else None
-        prompt = frontend.encode_chat(messages, template_tools)
+        prompt = await frontend.off_loop(frontend.encode_chat, messages, template_tools)
     except Exception as exc:
         raise APIError(400, f"messages: {exc}") from None
     max_tokens = req.max_completion_tokens or req.max_tokens
@@ -358,8 +378,9 @@ async def chat(req: ChatCompletionRequest, request: Request, frontend: FrontendD
 
 @router.post("/v1/completions")
 async def completions(req: CompletionRequest, request: Request, frontend: FrontendDep) -> Response:
+    check_model(frontend, req)
     try:
-        prompts = [frontend.encode(p) for p in req.prompts()]
+        prompts = [await frontend.off_loop(frontend.encode, p) for p in req.prompts()]
     except Exception as exc:
         raise APIError(400, f"prompt: {exc}") from None
     render = TextRender(frontend.model_name, frontend.tokenizer, req.return_tokens_as_token_ids)
@@ -395,7 +416,7 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> JSONRespo
 
 
 async def api_error(request: Request, exc: APIError) -> JSONResponse:
-    return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers)
+    return error_response(exc.status, exc.message, exc.type, exc.code, exc.headers, exc.param)
 
 
 async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -20,10 +20,11 @@ class APIError(Exception):
         type_: str = "invalid_request_error",
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.code = status, message, type_, code
-        self.headers = headers
+        self.headers, self.param = headers, param
 
 
 def error_response(

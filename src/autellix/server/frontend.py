@@ -14,9 +14,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from autellix.balancing import Route, make_balancer
 from autellix.engine.config import EngineConfig
@@ -30,6 +31,7 @@ from autellix.server.replica import LocalReplica, ProcessReplica, Replica, Repli
 from autellix.server.tenants import KeyRing, Tenant
 
 log = logging.getLogger("autellix.frontend")
+T = TypeVar("T")
 
 
 class Overloaded(RuntimeError):
@@ -210,6 +212,9 @@ class Frontend:
         self._cut: dict[str, str] = {}  # call id -> why it was stopped
         self._reaper: asyncio.Task | None = None
         self._watchdog: asyncio.Task | None = None
+        # prompts are tokenized in a thread of their own, one at a time, so that a long
+        # one does not hold up every stream the event loop serves
+        self._tokenizing = ThreadPoolExecutor(1, thread_name_prefix="autellix-tokenize")
 
     def _replicas(self) -> list[Replica]:
         config = self.config
@@ -280,6 +285,10 @@ class Frontend:
         return [r for r in self.replicas if r.alive]
 
     # --- requests ---------------------------------------------------------------------
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in the tokenizing thread, the event loop serving others meanwhile."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizing, fn, *args)
 
     def encode(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):

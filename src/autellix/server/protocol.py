@@ -17,14 +17,17 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def printable(program_id: str) -> str:
-    """A client's program id: no control characters (the table's ids use one)."""
+def program_name(program_id: str) -> str:
+    """A client's program id, from a body or a header: 1-256 characters, none of them
+    a control character (the table's ids use one)."""
+    if not 1 <= len(program_id) <= 256:
+        raise ValueError("a program id has 1 to 256 characters")
     if not program_id.isprintable():
         raise ValueError("a program id cannot hold control characters")
     return program_id
 
 
-ProgramId = Annotated[str, Field(min_length=1, max_length=256), AfterValidator(printable)]
+ProgramId = Annotated[str, AfterValidator(program_name)]
 
 
 # Fields of OpenAI's API that this server does not serve, each with the test of whether a
@@ -147,6 +150,12 @@ class SamplingFields(BaseModel):
         for name in (v or {}).keys() - {"include_usage", "include_obfuscation"}:
             raise ValueError(f"stream_options.{name} is not supported by this server")
         return v
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> SamplingFields:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
 
     @property
     def include_usage(self) -> bool:

@@ -102,7 +102,9 @@ async def sse(
                 yield f"data: {json.dumps(first)}\n\n"
         async for i, out in merge(streams):
             last[i] = out
-            yield f"data: {json.dumps(render.chunk(rid, created, i, out))}\n\n"
+            chunk = render.chunk(rid, created, i, out)
+            if chunk is not None:
+                yield f"data: {json.dumps(chunk)}\n\n"
         if include_usage:
             body = render.body(rid, created, render.chunk_object, [])
             body["usage"] = usage([last[i] for i in sorted(last)], n)
@@ -174,7 +176,9 @@ class ChatRender(Render):
         delta = {"role": "assistant", "content": ""}
         return self.body(rid, created, self.chunk_object, [self.choice(i, "delta", delta, None)])
 
-    def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict:
+    def chunk(self, rid: str, created: int, i: int, out: CallOutput) -> dict | None:
+        """The event of `out`; None while a tool call's markup is held back (as vLLM
+        sends no delta for it)."""
         delta: dict[str, Any] = {"content": out.new_text} if out.new_text else {}
         reason = out.finish_reason if out.finished else None
         if self.tools is not None:
@@ -185,6 +189,8 @@ class ChatRender(Render):
                 delta["tool_calls"] = calls
             if stream.calls and reason == "stop":
                 reason = "tool_calls"
+            if not (delta or out.finished or out.logprobs or out.prompt_logprobs):
+                return None
         if not delta and not out.finished:
             delta = {"content": ""}
         choice = self.choice(i, "delta", delta, reason, out.stop_reason)
@@ -288,6 +294,10 @@ class TextRender(Render):
         return {
             "tokens": texts,
             "token_logprobs": [t.logprob for t in tokens],
-            "top_logprobs": [{self.token(a): lp for a, lp in t.top} for t in tokens],
+            # the sampled token is always among them, as OpenAI and vLLM give it
+            "top_logprobs": [
+                {self.token(t.token_id): t.logprob} | {self.token(a): lp for a, lp in t.top}
+                for t in tokens
+            ],
             "text_offset": offsets,
         }

@@ -13,6 +13,7 @@ structural tag: `auto` leaves text free and constrains only what follows `<tool_
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,10 +107,21 @@ def template_renders_tools(tokenizer: Any) -> bool:
     return "tools" in (getattr(tokenizer, "chat_template", None) or "")
 
 
+def template_knows_developer(tokenizer: Any) -> bool:
+    return "developer" in (getattr(tokenizer, "chat_template", None) or "")
+
+
 def chat_messages(
-    messages: list[ChatMessage], tools: ToolUse | None, native: bool
+    messages: list[ChatMessage], tools: ToolUse | None, native: bool, developer: bool = False
 ) -> list[dict[str, Any]]:
-    """The messages as the chat template takes them (see the module's docstring)."""
+    """The messages as the chat template takes them (see the module's docstring). OpenAI's
+    `developer` role is its newer name for `system`: a template that does not name it
+    (`developer` False) gets a system message, not a turn of an unknown role."""
+    if not developer:
+        messages = [
+            m.model_copy(update={"role": "system"}) if m.role == "developer" else m
+            for m in messages
+        ]
     if native:
         return [native_message(m) for m in messages]
     out: list[dict[str, Any]] = []
@@ -178,16 +190,46 @@ def tool_call(block: str) -> dict[str, Any]:
     }
 
 
+# a call's beginning, as the grammar writes it: its name, then its arguments so far
+CALL_HEAD = re.compile(
+    r'\s*\{\s*"name":\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments":\s*(.*)', re.DOTALL
+)
+
+
+def unclosed_call(block: str) -> dict[str, Any] | None:
+    """The tool call of a block the answer ended in before its closing tag (max_tokens or
+    a stop cut it): whole if only the tag was cut, else its name with the arguments as far
+    as written (as OpenAI returns a call cut by length), None before its name is whole.
+    Never its markup as text: the client asked for calls."""
+    cut_tag = next((k for k in range(len(CLOSE), 0, -1) if block.endswith(CLOSE[:k])), 0)
+    try:
+        return tool_call(block[: len(block) - cut_tag])
+    except ValueError:
+        pass
+    head = CALL_HEAD.match(block)
+    if head is None:
+        return None
+    return {
+        "id": f"call_{uuid.uuid4().hex[:24]}",
+        "type": "function",
+        "function": {"name": json.loads(head[1]), "arguments": head[2].rstrip()},
+    }
+
+
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
     """(content, tool calls) of a whole answer. The content is what comes before the first
-    call, plus any call that does not parse (e.g. one cut by max_tokens), as text; text
-    between and after calls is dropped."""
+    call, plus any closed call that does not parse, as text; text between and after calls
+    is dropped. A call the answer ends in before it closes is `unclosed_call`'s."""
     head, opened, rest = text.partition(OPEN)
     if not opened:
         return text, []
     content, calls = head, []
     for chunk in rest.split(OPEN):
         block, closed, _ = chunk.partition(CLOSE)
+        if not closed:
+            if (call := unclosed_call(block)) is not None:
+                calls.append(call)
+            continue
         try:
             calls.append(tool_call(block))
         except ValueError:
@@ -220,8 +262,10 @@ class ToolCallStream:
                 block = rest[: min(ends)] if ends else rest
                 closed = CLOSE if rest.startswith(CLOSE, len(block)) else ""
                 try:
-                    calls.append({"index": self.calls, **tool_call(block)})
-                    self.calls += 1
+                    call = tool_call(block) if closed else unclosed_call(block)
+                    if call is not None:
+                        calls.append({"index": self.calls, **call})
+                        self.calls += 1
                 except ValueError:  # a broken call is given back as text
                     content += OPEN + block + closed
                 self.sent += len(block) + len(closed)
