@@ -23,8 +23,12 @@ ENDLESS = 30_000  # max_tokens of a call that cannot finish within a test (long_
 def test_program_routes(serve) -> None:
     server = serve()
     with httpx.Client(base_url=server.base_url) as http:
+        before = time.time()
         created = http.post("/programs", json={"program_id": "agent-1"})
         assert created.status_code == 201 and created.json()["id"] == "agent-1"
+        # times are Unix times, as everywhere in OpenAI's shapes
+        assert before - 1 <= created.json()["started"] <= time.time() + 1
+        assert http.get("/programs/agent-1").json()["started"] == created.json()["started"]
         assert http.post("/programs", json={"program_id": "agent-1"}).status_code == 409
         anonymous = http.post("/programs").json()["id"]
         listed = {p["id"] for p in http.get("/programs").json()["data"]}

@@ -114,7 +114,8 @@ async def start_program(request: Request, frontend: FrontendDep, tenant: TenantD
     except ValidationError as exc:  # answered as FastAPI's own body errors are
         raise RequestValidationError(exc.errors(include_url=False)) from None
     try:
-        return ProgramView.of(frontend.start_program(tenant, body.program_id, body.kind))
+        program = frontend.start_program(tenant, body.program_id, body.kind)
+        return ProgramView.of(program, frontend.epoch)
     except ValueError as exc:
         raise APIError(409, str(exc), code="program_exists") from None
     except (TooMany, Unavailable) as exc:
@@ -130,7 +131,8 @@ async def list_programs(
 ) -> ProgramList:
     """The caller's programs only, a page at a time."""
     page, has_more = frontend.table.page(tenant.name, limit, after)
-    return ProgramList.of(page, has_more, frontend.table.reaped_by[tenant.name])
+    reaped = frontend.table.reaped_by[tenant.name]
+    return ProgramList.of(page, has_more, reaped, frontend.epoch)
 
 
 def own_program(frontend: Frontend, tenant: Tenant, program_id: str) -> str:
@@ -144,7 +146,8 @@ def own_program(frontend: Frontend, tenant: Tenant, program_id: str) -> str:
 # ids may hold "/": a path parameter that ends at the next "/" would never find them
 @router.get("/v1/programs/{program_id:path}")
 async def get_program(program_id: str, frontend: FrontendDep, tenant: TenantDep) -> ProgramView:
-    return ProgramView.of(frontend.table.get(own_program(frontend, tenant, program_id)))
+    program = frontend.table.get(own_program(frontend, tenant, program_id))
+    return ProgramView.of(program, frontend.epoch)
 
 
 @router.delete("/v1/programs/{program_id:path}")

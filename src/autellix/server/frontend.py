@@ -194,6 +194,7 @@ class Frontend:
     def __init__(self, config: ServeConfig, replicas: list[Replica] | None = None) -> None:
         self.config = config
         self.table = ProcessTable(ttl=config.program_ttl)
+        self.epoch = time.time() - self.table.clock()  # Unix time when the table's clock read 0
         if config.program_sizes is not None and os.path.exists(config.program_sizes):
             self.table.sizes.load(config.program_sizes)
         self.balancer = make_balancer(config.balancer, config.long_prompt_tokens)

@@ -325,11 +325,11 @@ class CallView(BaseModel):
     service: float
 
     @classmethod
-    def of(cls, c: Call) -> CallView:
+    def of(cls, c: Call, epoch: float = 0.0) -> CallView:
         return cls(
             id=c.call_id,
             thread_id=c.thread_id,
-            arrival=c.arrival,
+            arrival=epoch + c.arrival,
             engine=c.engine,
             waiting=c.waiting,
             service=c.service,
@@ -356,11 +356,17 @@ class ProgramView(BaseModel):
     calls: list[CallView]
 
     @classmethod
-    def of(cls, p: Program) -> ProgramView:
+    def of(cls, p: Program, epoch: float = 0.0) -> ProgramView:
+        """`epoch`: the Unix time at which the table's clock read 0 (the routes show Unix
+        times; the table keeps a monotonic clock's)."""
+
+        def at(t: float | None) -> float | None:
+            return None if t is None else epoch + t
+
         return cls(
             id=p.name,
             kind=p.kind,
-            started=p.started,
+            started=epoch + p.started,
             ended=p.ended,
             service=p.service,
             critical_path=p.critical_path,
@@ -368,10 +374,10 @@ class ProgramView(BaseModel):
             completed_calls=p.completed_calls,
             engines=sorted(p.engines),
             pinned_engine=p.pinned_engine,
-            first_arrival=p.first_arrival,
-            last_arrival=p.last_arrival,
-            last_completion=p.last_completion,
-            calls=[CallView.of(c) for c in p.calls.values()],
+            first_arrival=at(p.first_arrival),
+            last_arrival=at(p.last_arrival),
+            last_completion=at(p.last_completion),
+            calls=[CallView.of(c, epoch) for c in p.calls.values()],
         )
 
 
@@ -387,8 +393,10 @@ class ProgramList(BaseModel):
     has_more: bool
 
     @classmethod
-    def of(cls, programs: list[Program], has_more: bool, reaped: int) -> ProgramList:
-        data = [ProgramView.of(p) for p in programs]
+    def of(
+        cls, programs: list[Program], has_more: bool, reaped: int, epoch: float = 0.0
+    ) -> ProgramList:
+        data = [ProgramView.of(p, epoch) for p in programs]
         first, last = (data[0].id, data[-1].id) if data else (None, None)
         return cls(reaped=reaped, data=data, first_id=first, last_id=last, has_more=has_more)
 
