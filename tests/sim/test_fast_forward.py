@@ -126,7 +126,7 @@ def test_fast_forward_gives_the_step_by_step_results(case: str, monkeypatch) -> 
         assert fast[3] < slow[3] / 2  # most steps ran in stretches
 
 
-def make_engine(num_blocks: int = 64, **config) -> LLMEngine:
+def make_engine(num_blocks: int = 64, eos: tuple[int, ...] = (), **config) -> LLMEngine:
     # small quanta, so calls change queues inside a stretch
     scheduling = SchedulingConfig(
         boundaries=(0.05, 0.1, 0.2), quanta=(0.05, 0.05, 0.1, 0.1), preempt=True
@@ -134,9 +134,8 @@ def make_engine(num_blocks: int = 64, **config) -> LLMEngine:
     executor = SimulatedExecutor(
         lambda shape: 0.01 + 1e-6 * shape.context_tokens, 4, num_blocks, 64
     )
-    return LLMEngine(
-        EngineConfig(policy="plas", scheduling=scheduling, block_size=4, **config), executor
-    )
+    config = {"policy": "plas", "scheduling": scheduling, "block_size": 4, **config}
+    return LLMEngine(EngineConfig(**config), executor, eos_token_ids=eos)
 
 
 def state(engine: LLMEngine) -> list:
@@ -153,10 +152,11 @@ def state(engine: LLMEngine) -> list:
     ]
 
 
-def started(lengths: list[int], **config) -> LLMEngine:
+def started(lengths: list[int], ignore_eos: bool = True, **config) -> LLMEngine:
     engine = make_engine(**config)
     for i, n in enumerate(lengths):
-        engine.add_call([5 + i] * 9, SamplingParams(max_tokens=n, ignore_eos=True), f"c{i}")
+        params = SamplingParams(max_tokens=n, ignore_eos=ignore_eos)
+        engine.add_call([5 + i] * 9, params, f"c{i}")
     engine.step()  # the prefills
     return engine
 
@@ -237,15 +237,49 @@ def test_a_stretch_stops_where_the_free_blocks_end() -> None:
     assert engine.repeatable_step_times() == []  # the next step needs a round
 
 
+@pytest.mark.parametrize("num_blocks", [12, 13, 14, 24])
+def test_a_stretch_is_as_long_as_the_free_blocks_and_the_first_end_allow(num_blocks: int) -> None:
+    """`repeatable_steps` exactly: the steps until the first call ends, cut where the free
+    blocks end; the step-by-step run goes that far without a change, and no further."""
+    engine = started([20, 30], num_blocks=num_blocks)  # 9 tokens computed in 3 blocks each
+    free = engine.blocks.num_free
+    assert free == num_blocks - 6
+    left = 20 - 1  # c0's tokens to go
+    # k steps fit while 9 + k tokens fit in 3 + b blocks of 4 each, b = free // 2
+    expected = min(left, 3 + 4 * (free // 2))
+    assert engine.scheduler.repeatable_steps() == expected
+    one = make_engine(num_blocks)  # a prompt of one token decodes from its first output on
+    one.add_call([5], SamplingParams(max_tokens=left + 1, ignore_eos=True), "one")
+    one.step()
+    assert one.scheduler.repeatable_steps() == left
+    for _ in range(expected):
+        engine.step()
+    scheduler = engine.scheduler
+    assert scheduler.num_evictions == scheduler.num_preemptions == 0
+    engine.step()
+    if expected < left:  # the next step found no block for a call
+        assert scheduler.num_evictions == 1
+    else:  # c0 ended
+        assert "c0" not in engine.calls and scheduler.num_evictions == 0
+
+
 def test_no_stretch_while_anything_could_change() -> None:
     engine = started([30, 30])
     assert engine.repeatable_step_times()
+    # an end-of-sequence token could end a call that does not ignore it (the simulated
+    # executor's tokens are 0s)
+    assert started([30, 30], ignore_eos=False, eos=(7,)).repeatable_step_times() == []
+    assert started([30, 30], ignore_eos=False).repeatable_step_times()  # the model has none
+    assert started([30, 30], eos=(7,)).repeatable_step_times()
+    # the batch cut may leave a call out of any round
+    cut = SchedulingConfig(boundaries=(0.05, 0.1), quanta=(0.05,) * 3, preempt=True, batch_cut=True)
+    assert started([30, 30], scheduling=cut).scheduler.repeatable_steps() == 0
     engine.add_call([1] * 9, SamplingParams(max_tokens=5, ignore_eos=True), "waiting")
     assert engine.repeatable_step_times() == []  # a call waits: rounds must run
     stops = make_engine()
-    stops.add_call([3] * 9, SamplingParams(max_tokens=30, stop_token_ids=[0]), "stops")
+    stops.add_call([3] * 9, SamplingParams(max_tokens=30, stop_token_ids=[7]), "stops")
     stops.step()
-    assert stops.repeatable_step_times() == []  # a token could end it
+    assert stops.calls and stops.repeatable_step_times() == []  # a token could end it
     first = make_engine(max_prefill_tokens=8)
     first.add_call([3] * 9, SamplingParams(max_tokens=30, ignore_eos=True), "chunked")
     first.step()  # 8 of 9 prompt tokens: the next step gives its first token
