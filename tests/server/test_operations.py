@@ -360,7 +360,7 @@ def test_idle_programs_are_reaped_and_busy_ones_are_not(serve) -> None:
             assert busy.status_code == 200
             info = busy.json()
             assert len(info["calls"]) == 1  # still in flight, so the check means something
-            assert time.monotonic() - info["last_arrival"] > 2 * ttl
+            assert time.time() - info["last_arrival"] > 2 * ttl
             rest = [line for line in lines if line.startswith("data:")]
         assert rest[-1] == "data: [DONE]"
         engine.step = step
