@@ -253,13 +253,14 @@ def test_chat_logprobs_whole_and_streamed(client: openai.OpenAI) -> None:
 
 
 def test_completion_logprobs(client: openai.OpenAI) -> None:
-    out = client.completions.create(
-        model=client.model,  # type: ignore[attr-defined]
-        prompt="The capital of France is",
-        max_tokens=4,
-        temperature=0,
-        logprobs=2,
-    ).choices[0]
+    def complete(**fields):
+        return client.completions.create(
+            model=client.model,  # type: ignore[attr-defined]
+            prompt="The capital of France is",
+            **fields,
+        ).choices[0]
+
+    out = complete(max_tokens=4, temperature=0, logprobs=2)
     lp = out.logprobs
     assert "".join(lp.tokens) == out.text and len(lp.token_logprobs) == 4
     assert lp.text_offset == [sum(len(t) for t in lp.tokens[:i]) for i in range(4)]
@@ -268,15 +269,7 @@ def test_completion_logprobs(client: openai.OpenAI) -> None:
     # sampled, the token may be none of the likeliest: it is given all the same (OpenAI
     # and vLLM give "up to logprobs + 1"), alone when no alternatives are asked for
     for asked in (0, 1):
-        out = client.completions.create(
-            model=client.model,  # type: ignore[attr-defined]
-            prompt="The capital of France is",
-            max_tokens=12,
-            temperature=2.0,
-            seed=3,
-            logprobs=asked,
-        ).choices[0]
-        lp = out.logprobs
+        lp = complete(max_tokens=12, temperature=2.0, seed=3, logprobs=asked).logprobs
         for token, logprob, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs, strict=True):
             assert top[token] == pytest.approx(logprob) and len(top) <= asked + 1
         assert any(len(top) == asked + 1 for top in lp.top_logprobs)

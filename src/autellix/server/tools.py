@@ -183,10 +183,14 @@ def tool_call(block: str) -> dict[str, Any]:
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         raise ValueError("a tool call is a JSON object with a name")
     args = body.get("arguments", body.get("parameters", {}))
+    return openai_call(body["name"], json.dumps(args))
+
+
+def openai_call(name: str, arguments: str) -> dict[str, Any]:
     return {
         "id": f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
-        "function": {"name": body["name"], "arguments": json.dumps(args)},
+        "function": {"name": name, "arguments": arguments},
     }
 
 
@@ -201,19 +205,12 @@ def unclosed_call(block: str) -> dict[str, Any] | None:
     a stop cut it): whole if only the tag was cut, else its name with the arguments as far
     as written (as OpenAI returns a call cut by length), None before its name is whole.
     Never its markup as text: the client asked for calls."""
-    cut_tag = next((k for k in range(len(CLOSE), 0, -1) if block.endswith(CLOSE[:k])), 0)
     try:
-        return tool_call(block[: len(block) - cut_tag])
+        return tool_call(block[: len(block) - partial_stop(block, [CLOSE])])
     except ValueError:
         pass
     head = CALL_HEAD.match(block)
-    if head is None:
-        return None
-    return {
-        "id": f"call_{uuid.uuid4().hex[:24]}",
-        "type": "function",
-        "function": {"name": json.loads(head[1]), "arguments": head[2].rstrip()},
-    }
+    return None if head is None else openai_call(json.loads(head[1]), head[2].rstrip())
 
 
 def parse(text: str) -> tuple[str | None, list[dict[str, Any]]]:
