@@ -11,7 +11,7 @@ import pytest
 
 from autellix import cli
 from autellix.engine.config import EngineConfig
-from autellix.flags import add_flags, engine_config, from_args
+from autellix.flags import add_flags, check_fields, engine_config, from_args
 from autellix.server.frontend import ServeConfig
 from autellix.server.launch import add_serve_flags
 
@@ -116,3 +116,69 @@ def test_subcommands_get_their_flags_when_used(capsys) -> None:
         parser.parse_args(["serve", "--help"])
     assert "--max-waiting" in capsys.readouterr().out
     assert cli.build_parser().parse_args(["profile", "--beta", "2"]).beta == 2
+
+
+@dataclass
+class Bounded:
+    count: int = field(default=1, metadata={"help": "count", "min": 1})
+    rate: float = field(default=1.0, metadata={"help": "rate", "above": 0})
+    port: int = field(default=80, metadata={"help": "port", "min": 0, "max": 65535})
+    size: int = field(default=1 << 20, metadata={"flag": "--size-mib", "unit": 1 << 20, "above": 0})
+    mode: Literal["x", "y"] = field(default="x", metadata={"help": "mode"})
+    hidden: int | None = field(default=None, metadata={"flag": None, "min": 2})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--count", "0"], "argument --count: must be at least 1, not 0"),
+        (["--rate", "0"], "argument --rate: must be more than 0, not 0.0"),
+        (["--rate", "nan"], "argument --rate: must be more than 0, not nan"),
+        (["--port", "65536"], "argument --port: must be at most 65535, not 65536"),
+        (["--port", "-1"], "argument --port: must be at least 0, not -1"),
+        (["--size-mib", "0"], "argument --size-mib: must be more than 0.0, not 0.0"),
+        (["--count", "1.5"], "argument --count: invalid int value: '1.5'"),
+    ],
+)
+def test_a_flag_out_of_its_fields_bounds_is_refused_by_the_parser(
+    flags: list[str], message: str
+) -> None:
+    with pytest.raises(argparse.ArgumentError) as e:
+        parse(*flags, cls=Bounded)
+    assert str(e.value) == message
+
+
+def test_the_bounds_hold_at_their_edges() -> None:
+    got = parse("--count", "1", "--rate", "1e-9", "--port", "65535", cls=Bounded)[1]
+    assert (got.count, got.rate, got.port) == (1, 1e-9, 65535)
+    assert parse("--port", "0", "--size-mib", "0.5", cls=Bounded)[1].size == 1 << 19
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"count": 0}, r"^count \(--count\) must be at least 1, not 0$"),
+        ({"rate": -1.0}, r"^rate \(--rate\) must be more than 0, not -1.0$"),
+        ({"port": 70000}, r"^port \(--port\) must be at most 65535, not 70000$"),
+        ({"size": 0}, r"^size \(--size-mib\) must be more than 0, not 0$"),
+        ({"mode": "z"}, r"^mode \(--mode\) must be one of 'x', 'y'$"),
+        ({"hidden": 1}, r"^hidden must be at least 2, not 1$"),  # no flag to name
+    ],
+)
+def test_a_config_out_of_its_fields_bounds_is_refused(fields: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Bounded(**fields)
+    assert Bounded(hidden=None).hidden is None  # None: the default, never out of bounds
+
+
+def test_a_default_is_shown_once() -> None:
+    serve = argparse.ArgumentParser()
+    add_serve_flags(serve)
+    for action in serve._actions:
+        if action.help is not None:
+            text = action.help % {"default": action.default}
+            assert text.count("(default:") <= 1, action.option_strings
+            assert "(default: ())" not in text, action.option_strings

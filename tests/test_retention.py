@@ -69,8 +69,11 @@ def test_no_blocks_or_a_free_recompute_is_never_held() -> None:
 
 
 def test_bad_settings_are_refused() -> None:
-    refused = "retention needs max_ttl >= 0, ttl_slack >= 1, ttl_margin >= 0"
-    for bad in ({"ttl_slack": 0.5}, {"max_ttl": -1}, {"ttl_margin": -0.01}):
+    for bad, refused in (
+        ({"ttl_slack": 0.5}, r"ttl_slack must be at least 1, not 0.5"),
+        ({"max_ttl": -1}, r"max_ttl \(--kv-retention-max-ttl\) must be at least 0, not -1"),
+        ({"ttl_margin": -0.01}, r"ttl_margin must be at least 0, not -0.01"),
+    ):
         with pytest.raises(ValueError, match=f"^{refused}$"):
             RetentionConfig(**bad)
     RetentionConfig(max_ttl=0.0, ttl_slack=1.0, ttl_margin=0.0)  # each bound is allowed

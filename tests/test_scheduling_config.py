@@ -56,7 +56,7 @@ def test_the_starvation_floor_defaults_to_the_first_boundary() -> None:
         ({"boundaries": (1.0,), "quanta": (1.0, 0.0)}, "quanta must be positive"),
         ({"boundaries": (1.0,), "quanta": (1.0, -2.0)}, "quanta must be positive"),
         ({"boundaries": (1.0,), "quanta": (1.0, 1.0, 1.0)}, r"need 2 quanta .* got 3"),
-        ({"beta": -1.0}, "beta must be positive"),
+        ({"beta": -1.0}, r"^beta \(--beta\) must be more than 0, not -1.0$"),
         ({"batch_cut": True, "preempt": False}, "leaves running calls out: it needs preempt"),
     ],
 )

@@ -9,7 +9,10 @@ import shlex
 import sys
 from collections.abc import Callable
 
-from autellix.flags import add_engine_flags
+from autellix.flags import add_engine_flags, number
+
+COUNT = number(int, min=1)
+POSITIVE = number(float, above=0)
 
 
 def _run(module: str, function: str):
@@ -58,19 +61,22 @@ def _add_workload_flags(
     """--programs, --rates (when given defaults), --scale, --seed and --workload-arg."""
     per_rate = " per rate" if rates is not None else ""
     p.add_argument(
-        "--programs", type=int, default=programs, help=f"programs{per_rate} (default: %(default)s)"
+        "--programs",
+        type=COUNT,
+        default=programs,
+        help=f"programs{per_rate} (default: %(default)s)",
     )
     if rates is not None:
         p.add_argument(
             "--rates",
-            type=float,
+            type=POSITIVE,
             nargs="+",
             default=rates,
             help="program arrival rates, programs/s (default: %(default)s)",
         )
     p.add_argument(
         "--scale",
-        type=float,
+        type=POSITIVE,
         default=scale,
         help="shrink text and output lengths by this (default: %(default)s)",
     )
@@ -113,8 +119,15 @@ def _simulate_flags(p: argparse.ArgumentParser) -> None:
     )
     _add_simulate_target(p)
     _add_workload_flags(p, programs=200, scale=1.0, rates=[0.5, 1, 2, 4])
-    p.add_argument("--baseline", default="vllm", help="ratios are against this variant")
-    p.add_argument("--bound", type=float, help="token-latency bound for equal latency")
+    p.add_argument(
+        "--baseline", help="ratios are against this variant (default: vllm, else the first)"
+    )
+    p.add_argument(
+        "--bound",
+        type=POSITIVE,
+        help="token-latency bound for equal latency (default: twice the baseline's at the lowest"
+        " rate)",
+    )
     p.add_argument("--out", help="results folder (default benchmarks/results/sim/WORKLOAD)")
     _add_simulate_toy(p)
     p.set_defaults(run=_run("autellix.sim.command", "run_simulate"))
@@ -129,17 +142,20 @@ def _add_simulate_target(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default="llama-3.1-8b", help=f"{' | '.join(MODELS)} (default: %(default)s)"
     )
-    p.add_argument("--tp", type=int, help="GPUs per replica (default: 1 for 8B, 4 for 70B)")
+    p.add_argument("--tp", type=COUNT, help="GPUs per replica (default: 1 for 8B, 4 for 70B)")
     p.add_argument(
-        "--profile", help="a profile from `autellix profile` instead of the GPU roofline"
+        "--profile",
+        help="a profile from `autellix profile` instead of the GPU roofline (default: none)",
     )
-    p.add_argument("--replicas", type=int, default=1, help="engine replicas (default: %(default)s)")
+    p.add_argument(
+        "--replicas", type=COUNT, default=1, help="engine replicas (default: %(default)s)"
+    )
     p.add_argument(
         "--balancer", default="locality", choices=sorted(BALANCERS), help="(default: %(default)s)"
     )
     p.add_argument(
         "--long-prompt-tokens",
-        type=int,
+        type=number(int, min=0),
         default=2048,
         help="locality: prompts longer than this go to the program's pinned replica"
         " (default: %(default)s)",
@@ -149,10 +165,12 @@ def _add_simulate_target(p: argparse.ArgumentParser) -> None:
 def _add_simulate_toy(p: argparse.ArgumentParser) -> None:
     from autellix.scheduling import POLICIES
 
-    p.add_argument("--policy", choices=sorted(POLICIES), help="toy scenarios: the policy")
+    p.add_argument(
+        "--policy", choices=sorted(POLICIES), help="toy scenarios: the policy (default: atlas)"
+    )
     p.add_argument(
         "--max-batch",
-        type=int,
+        type=COUNT,
         default=2,
         help="toy scenarios: calls per step (default: %(default)s)",
     )
@@ -190,9 +208,12 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         "vllm=fcfs:--no-prefix-caching (default: fcfs:--no-kv-retention, as vLLM serves, and the"
         " default policy when no endpoint is given)",
     )
-    p.add_argument("--serve-args", default="", help="extra flags for those servers")
+    p.add_argument("--serve-args", default="", help="extra flags for those servers (default: none)")
     p.add_argument(
-        "--port", type=int, default=8400, help="first port for those servers (default: %(default)s)"
+        "--port",
+        type=number(int, min=1, max=65535),
+        default=8400,
+        help="first port for those servers (default: %(default)s)",
     )
     _add_bench_endpoints(p)
     p.add_argument(
@@ -201,16 +222,18 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         help="programs name their kind to Autellix endpoints (X-Autellix-Kind: chatbot, react, "
         "lats, chat, fan-out, search), as SDK users who name their agents do",
     )
-    p.add_argument("--baseline", default="fcfs", help="ratios are against this endpoint")
+    p.add_argument(
+        "--baseline", help="ratios are against this endpoint (default: fcfs, else the first)"
+    )
     p.add_argument(
         "--bound",
-        type=float,
+        type=POSITIVE,
         help="token-latency bound for equal latency (default: twice the baseline's at the "
         "lowest rate)",
     )
     p.add_argument(
         "--seeds",
-        type=int,
+        type=COUNT,
         default=1,
         help="run the workload with this many seeds from --seed, each in OUT/seedN with fresh "
         "servers, and write OUT/ratios.md: each ratio to the baseline with its 95%% CI "
@@ -218,13 +241,17 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--search",
-        type=int,
+        type=number(int, min=0),
         default=0,
         metavar="STEPS",
         help="find each endpoint's throughput at the bound by measuring more rates: beyond "
         "--rates until the bound is crossed, then STEPS bisections (default: off)",
     )
-    p.add_argument("--timeout", type=float, help="seconds per (endpoint, rate) run")
+    p.add_argument(
+        "--timeout",
+        type=POSITIVE,
+        help="seconds per (endpoint, rate) run; programs still running then fail (default: none)",
+    )
     p.add_argument("--out", help="results folder (default benchmarks/results/bench-WORKLOAD)")
     p.add_argument(
         "--append",
@@ -257,11 +284,11 @@ def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
 def _demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--toy-only", action="store_true", help="only the toy scenarios")
     p.add_argument(
-        "--programs", type=int, default=40, help="programs per rate (default: %(default)s)"
+        "--programs", type=COUNT, default=40, help="programs per rate (default: %(default)s)"
     )
     p.add_argument(
         "--rates",
-        type=float,
+        type=POSITIVE,
         nargs="+",
         default=[8.0],
         help="arrival rates, programs/s (default: %(default)s: a burst, where calls queue on two "
@@ -269,10 +296,12 @@ def _demo_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-running",
-        type=int,
+        type=COUNT,
         help="calls in a batch for every server (default: the server's own)",
     )
-    p.add_argument("--scale", type=float, default=0.1, help="workload scale (default: %(default)s)")
+    p.add_argument(
+        "--scale", type=POSITIVE, default=0.1, help="workload scale (default: %(default)s)"
+    )
     p.set_defaults(run=_demo)
 
 

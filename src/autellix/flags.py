@@ -13,6 +13,8 @@ The field's metadata adds the rest:
   instance is called (the queue boundaries from --num-queues, --first-boundary, ...)
 - group: the help section, if not the dataclass's own
 - metavar: as argparse's
+- min, above, max: the bounds of a number (at least, more than, at most), checked by
+  `check_fields` in the dataclass's __post_init__ (in the field's units)
 """
 
 from __future__ import annotations
@@ -94,14 +96,20 @@ def _kwargs(f, hint, meta, choices) -> dict[str, Any]:
         kwargs["choices"] = list(choices[f.name])
     if hint not in (int, float, str):
         raise TypeError(f"{f.name}: no flag for {hint}; give it metadata {{'flag': None}}")
-    kwargs.update(type=hint, default=default)
+    bounds = {k: meta[k] for k in ("min", "above", "max") if k in meta}
+    if "unit" in meta:
+        bounds = {k: v / meta["unit"] for k, v in bounds.items()}
+    kwargs.update(type=number(hint, **bounds) if bounds else hint, default=default)
     if "metavar" in meta:
         kwargs["metavar"] = meta["metavar"]
     return _show_default(kwargs)
 
 
 def _show_default(kwargs: dict[str, Any]) -> dict[str, Any]:
-    if kwargs["default"] is not None and kwargs["help"] is not None:
+    """The default after the help, unless the help says it (a default of None or () must
+    be said there: what the setting does when not given)."""
+    help, default = kwargs["help"], kwargs["default"]
+    if help is not None and "(default:" not in help and default not in (None, ()):
         kwargs["help"] += " (default: %(default)s)"
     return kwargs
 
@@ -177,6 +185,50 @@ def _value(value: Any, meta: Mapping[str, Any], args: argparse.Namespace) -> Any
     return tuple(value) if isinstance(value, list) else value
 
 
+def check_fields(config: Any) -> None:
+    """Raise ValueError where a field of dataclass `config` is out of its bounds (metadata
+    min, above, max) or not among its Literal's values; None passes (the default)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, meta = getattr(config, f.name), f.metadata
+        if value is None:
+            continue
+        name = f.name if meta.get("flag", "") is None else f"{f.name} ({flag_name(f)})"
+        hint = _unwrap_optional(hints[f.name])
+        if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+            allowed = ", ".join(map(repr, typing.get_args(hint)))
+            raise ValueError(f"{name} must be one of {allowed}")
+        if wrong := out_of_bounds(value, meta):
+            raise ValueError(f"{name} {wrong}")
+
+
+def out_of_bounds(value: float, bounds: Mapping[str, float]) -> str | None:
+    """What is wrong with `value` under `bounds` (min, above, max), or None (NaN is
+    never within bounds)."""
+    low, above, high = bounds.get("min"), bounds.get("above"), bounds.get("max")
+    if low is not None and not value >= low:
+        return f"must be at least {low}, not {value}"
+    if above is not None and not value > above:
+        return f"must be more than {above}, not {value}"
+    if high is not None and not value <= high:
+        return f"must be at most {high}, not {value}"
+    return None
+
+
+def number(kind: type, **bounds: float) -> Callable[[str], Any]:
+    """An argparse type: a number of `kind` (int or float) within `bounds` (min, above,
+    max), else argparse's one-line error naming the flag."""
+
+    def parse(text: str) -> Any:
+        value = kind(text)  # a ValueError: argparse's "invalid int value"
+        if wrong := out_of_bounds(value, bounds):
+            raise argparse.ArgumentTypeError(wrong)
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 # --- the engine's flags ------------------------------------------------------------------
 
 ENGINE_SECTIONS = ("scheduling", "engine")  # in --help, scheduling first
@@ -219,6 +271,19 @@ def engine_config(flags: str):
     if unknown:
         raise ValueError(f"unknown engine flags: {' '.join(unknown)}")
     return from_args(EngineConfig, args)
+
+
+def baseline_of(names: Sequence[str], given: str | None, default: str) -> str:
+    """What ratios are against, among variant or endpoint `names` (each must be named
+    once): --baseline `given`, which must be one of them, or else `default` where it is
+    one, else the first."""
+    if twice := sorted({n for n in names if list(names).count(n) > 1}):
+        raise ValueError(f"two variants or endpoints are named {twice[0]!r}: name each apart")
+    if given is None:
+        return default if default in names else names[0]
+    if given not in names:
+        raise ValueError(f"--baseline {given!r} is none of {', '.join(names)}")
+    return given
 
 
 def variant(item: str) -> tuple[str, str, str]:

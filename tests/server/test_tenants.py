@@ -337,9 +337,9 @@ def test_a_bad_key_file_stops_autellix_serve_with_one_line(tmp_path: Path, capsy
     launch.add_serve_flags(parser)
     bad = tmp_path / "keys.toml"
     bad.write_text("[[keys]]\nkey = 1\n")
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ValueError) as e:
         launch.serve(parser.parse_args(["--api-keys", str(bad)]))
-    assert str(e.value).startswith("autellix serve: --api-keys: ") and "\n" not in str(e.value)
+    assert str(e.value).startswith("--api-keys: ") and "\n" not in str(e.value)
 
 
 # --- bounded state ----------------------------------------------------------------------

@@ -177,7 +177,7 @@ def test_settings_are_checked_at_start():
         PluginConfig.parse({"autellix": {"skip_join": True}})
     with pytest.raises(ValueError, match="either boundaries"):
         PluginConfig.parse({"autellix": {"boundaries": [1, 2], "num_queues": 3}})
-    with pytest.raises(ValueError, match="beta must be positive"):
+    with pytest.raises(ValueError, match=r"beta \(--beta\) must be more than 0, not 0"):
         PluginConfig.parse({"autellix": {"beta": 0}})
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from autellix.engine.config import EngineConfig
-from autellix.flags import variant
+from autellix.flags import baseline_of, variant
 
 VLLM_FCFS = "fcfs:--no-kv-retention"  # FCFS with prefix caching, as vLLM serves by default
 
@@ -140,8 +140,15 @@ def policies(args: argparse.Namespace, given: list) -> list[str]:
 def run_bench(args: argparse.Namespace) -> int:
     """One seed, or --seeds of them and the ratios over them (OUT/ratios.md)."""
     out = Path(args.out or f"benchmarks/results/bench-{args.workload}")
-    if args.seeds < 1 or args.search < 0:
-        raise ValueError("--seeds must be at least 1 and --search at least 0")
+    given = endpoints(args)
+    names = [variant(item)[0] for item in policies(args, given)] + [ep.name for ep in given]
+    if args.append and (out / "results.json").exists():
+        from autellix.bench.report import read_results
+
+        names += [n for n in read_results(out)[0] if n not in names]
+    if not names:
+        raise ValueError("nothing to measure: give --policies or an endpoint")
+    args.baseline = baseline_of(names, args.baseline, "fcfs")
     if args.seeds == 1:
         return run_seed(args, out)[0]
     if args.append:

@@ -110,8 +110,10 @@ def sweep(
                 summary = Summary.of(endpoint.name, rate, recs, machine)
                 summary.add_counters(over_run(counters, read_counters(server)))
                 summaries[endpoint.name].append(summary)
-                if all(r.error for r in recs) and reachable(endpoint) is not None:
-                    failed[endpoint.name] = "crashed during the run"
+                if all(r.error for r in recs):
+                    crashed = reachable(endpoint) is not None
+                    why = f"every program failed: {recs[0].error}"
+                    failed[endpoint.name] = "crashed during the run" if crashed else why
     return summaries, records, failed
 
 

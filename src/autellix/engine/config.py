@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from autellix.flags import check_fields
 from autellix.scheduling import SchedulingConfig, check_settings
 from autellix.scheduling.retention import RetentionConfig
 
@@ -14,7 +15,7 @@ class EngineConfig:
     # Field metadata makes the command-line flags (autellix/flags.py): "help" is the flag's
     # help text, "flag" another name for it (None: no flag), "negate" a flag that says the
     # opposite of the field, "unit" a flag in units of that many of the field's, "group" the
-    # help section.
+    # help section, "min", "above" and "max" the bounds of a number.
     model: str | None = field(
         default=None,  # None: the embedded default (SmolLM2)
         metadata={
@@ -46,7 +47,9 @@ class EngineConfig:
         default="gittins",  # fcfs | mlfq | plas | atlas | gittins | srpt
         metadata={
             "group": "scheduling",
-            "help": "gittins: a call's rank is its program's Gittins index given the service it"
+            "help": "fcfs: first come, first served (as vLLM); mlfq: a call's own attained"
+            " service (FastServe's multi-level feedback queue); gittins: a call's rank is its"
+            " program's Gittins index given the service it"
             " has had, under the sizes learned per program kind (least attained service where"
             " sizes are heavy-tailed, nearly-done-first where they are alike); plas:"
             " program-level least attained service, a program's rank the sum of its calls'"
@@ -56,18 +59,26 @@ class EngineConfig:
     )
     scheduling: SchedulingConfig = field(default_factory=SchedulingConfig)
 
-    block_size: int = field(default=16, metadata={"help": "tokens per KV block"})
+    block_size: int = field(default=16, metadata={"help": "tokens per KV block", "min": 1})
     num_kv_blocks: int | None = field(
         default=None,  # None: from kv_cache_bytes
-        metadata={"help": "KV pool size in blocks (overrides --kv-cache-gib)"},
+        metadata={
+            "help": "KV pool size in blocks (default: as many as --kv-cache-gib holds)",
+            "min": 1,
+        },
     )
     kv_cache_bytes: int = field(
         default=1 << 30,
-        metadata={"flag": "--kv-cache-gib", "unit": 1 << 30, "help": "KV pool size in GiB"},
+        metadata={
+            "flag": "--kv-cache-gib",
+            "unit": 1 << 30,
+            "help": "KV pool size in GiB",
+            "above": 0,
+        },
     )
     swap_blocks: int | None = field(
         default=None,  # None: twice the KV pool, as SGLang's --hicache-ratio 2 sizes its host pool
-        metadata={"help": "host swap pool in blocks (default: twice the KV pool)"},
+        metadata={"help": "host swap pool in blocks (default: twice the KV pool)", "min": 0},
     )
     preemption: Literal["swap", "recompute"] = field(
         default="swap",
@@ -85,7 +96,7 @@ class EngineConfig:
     prefix_caching: bool = field(default=True, metadata={"help": "prefix caching"})
     retention: RetentionConfig = field(default_factory=RetentionConfig)
 
-    max_running: int = field(default=32, metadata={"help": "calls in a batch"})
+    max_running: int = field(default=32, metadata={"help": "calls in a batch", "min": 1})
     # A call's service for a step: the whole step time ("step", as the paper charges), or
     # its share by the tokens it computed ("share"), which does not grow with the batch.
     service_accounting: Literal["step", "share"] = field(
@@ -97,40 +108,31 @@ class EngineConfig:
     )
     max_prefill_tokens: int = field(
         default=512,  # decodes are not counted
-        metadata={"help": "prompt tokens per step"},
+        metadata={"help": "prompt tokens per step", "min": 1},
     )
     chunked_prefill: bool = field(
         default=True,  # split prompts longer than what is left of the budget
         metadata={"help": "split a prompt over steps (off: prefill whole prompts only)"},
     )
     schedule_every: int = field(
-        default=1, metadata={"help": "multi-step: a scheduling round every N decode steps"}
+        default=1,
+        metadata={"help": "multi-step: a scheduling round every N decode steps", "min": 1},
     )
     max_model_len: int | None = field(
         default=None,  # None: the model's context length
-        metadata={"help": "context length (default: the model's)"},
+        metadata={"help": "context length (default: the model's)", "min": 1},
     )
     max_waiting: int | None = field(
         default=None,  # None: unbounded; the server answers 429 beyond it
-        metadata={"flag": None, "help": "calls queued in this engine before it refuses more"},
+        metadata={
+            "flag": None,
+            "help": "calls queued in this engine before it refuses more",
+            "min": 1,
+        },
     )
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "max_running", "max_prefill_tokens", "schedule_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1")
-        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
-            raise ValueError("num_kv_blocks must be at least 1")
-        if self.service_accounting not in ("step", "share"):
-            raise ValueError("service_accounting must be 'step' or 'share'")
-        if self.preemption not in ("swap", "recompute"):
-            raise ValueError("preemption must be 'swap' or 'recompute'")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError("dtype must be 'float32' or 'bfloat16'")
-        if self.linear_kernel not in ("auto", "onednn", "torch"):
-            raise ValueError("linear_kernel must be 'auto', 'onednn' or 'torch'")
-        if self.attention_kernel not in ("auto", "paged", "torch"):
-            raise ValueError("attention_kernel must be 'auto', 'paged' or 'torch'")
+        check_fields(self)
         kept, default = self.retention, RetentionConfig()
         if not kept.enabled and (kept.host, kept.max_ttl) != (default.host, default.max_ttl):
             raise ValueError(

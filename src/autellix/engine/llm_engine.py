@@ -80,9 +80,11 @@ class CallOutput:
     prompt_logprobs: list[TokenLogprobs] | None = None  # in the call's first output, if asked
 
 
-def check_kernels(config: EngineConfig) -> None:
-    """Raise ValueError, before anything loads, where a kernel asked for by name (or a
-    dtype) cannot run on this machine; `auto` always resolves."""
+def check_engine(config: EngineConfig) -> None:
+    """Raise ValueError, before anything loads, where the engine could not serve: a kernel
+    asked for by name (or a dtype) that cannot run on this machine (`auto` always
+    resolves), a context longer than the model's, or a KV pool that cannot hold one call
+    of the whole context (as vLLM refuses to start)."""
     from autellix.engine.model import default_model_path, load_config
     from autellix.engine.model.linear import resolve_kernel
     from autellix.engine.model.paged_kernel import resolve_attention
@@ -92,6 +94,29 @@ def check_kernels(config: EngineConfig) -> None:
     resolve_kernel(config.linear_kernel, config.device, dtype)
     group = cfg.num_heads // cfg.num_kv_heads
     resolve_attention(config.attention_kernel, config.device, dtype, cfg.head_dim, group)
+    context = config.max_model_len or cfg.max_position_embeddings
+    if context > cfg.max_position_embeddings:
+        raise ValueError(
+            f"--max-model-len {context} is longer than the model's context"
+            f" ({cfg.max_position_embeddings} tokens)"
+        )
+    blocks = pool_blocks(config, cfg)
+    if blocks * config.block_size < context:
+        raise ValueError(
+            f"the KV pool holds {blocks * config.block_size} tokens, fewer than one call of the"
+            f" whole context ({context} tokens): raise --kv-cache-gib (or --num-kv-blocks), or"
+            " lower --max-model-len"
+        )
+
+
+def pool_blocks(config: EngineConfig, cfg: Any) -> int:
+    """The KV pool's blocks: --num-kv-blocks, or as many as --kv-cache-gib holds of model
+    `cfg` (a LlamaConfig)."""
+    if config.num_kv_blocks is not None:
+        return config.num_kv_blocks
+    dtype = getattr(torch, config.dtype)
+    bytes_per_token = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * dtype.itemsize
+    return max(1, config.kv_cache_bytes // (bytes_per_token * config.block_size))
 
 
 class LLMEngine:
@@ -128,16 +153,7 @@ class LLMEngine:
         folder = config.model or default_model_path()
         dtype = getattr(torch, config.dtype)
         model, tokenizer, cfg = load_model(folder, dtype, config.device, config.linear_kernel)
-        bytes_per_block = (
-            2
-            * cfg.num_layers
-            * config.block_size
-            * cfg.num_kv_heads
-            * cfg.head_dim
-            * torch.finfo(dtype).bits
-            // 8
-        )
-        num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // bytes_per_block)
+        num_blocks = pool_blocks(config, cfg)
         swap = config.swap_pool(num_blocks)
         eos = cfg.eos_token_ids or ((tokenizer.eos_token_id,) if tokenizer.eos_token_id else ())
         attention = paged_kernel.resolve_attention(

@@ -41,6 +41,8 @@ import bisect
 import math
 from dataclasses import dataclass, field
 
+from autellix.flags import check_fields
+
 
 def geometric_boundaries(first: float = 1.0, ratio: float = 2.0, num_queues: int = 11) -> tuple:
     """Upper edges of Q1..Q(K-1); QK is unbounded."""
@@ -48,20 +50,23 @@ def geometric_boundaries(first: float = 1.0, ratio: float = 2.0, num_queues: int
 
 
 # Field metadata: "help" is the flag's help text (autellix/flags.py makes the flags); "flag":
-# None marks a setting without a flag.
+# None marks a setting without a flag; "min", "above" and "max" bound a number.
 
 
 @dataclass
 class GeometricBoundaries:
     """The boundaries as a geometric ladder: what they are built from when not given."""
 
-    num_queues: int = field(default=11, metadata={"help": "K priority queues"})
+    num_queues: int = field(default=11, metadata={"help": "K priority queues", "min": 1})
     first_boundary: float = field(
-        default=1.0, metadata={"help": "upper edge of Q1 in seconds of service"}
+        default=1.0, metadata={"help": "upper edge of Q1 in seconds of service", "above": 0}
     )
     boundary_ratio: float = field(
-        default=2.0, metadata={"help": "each boundary is this times the one before"}
+        default=2.0, metadata={"help": "each boundary is this times the one before", "above": 1}
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def __call__(self) -> tuple:
         return geometric_boundaries(self.first_boundary, self.boundary_ratio, self.num_queues)
@@ -72,7 +77,8 @@ class SchedulingConfig:
     boundaries: tuple[float, ...] = field(
         default_factory=geometric_boundaries,
         metadata={
-            "help": "explicit queue boundaries (seconds)",
+            "help": "explicit queue boundaries (seconds) (default: from --num-queues,"
+            " --first-boundary and --boundary-ratio)",
             "built_from": GeometricBoundaries,
         },
     )
@@ -83,7 +89,8 @@ class SchedulingConfig:
         default=5.0,
         metadata={
             "help": "anti-starvation ratio: a call is promoted to Q1 once its waiting reaches"
-            " this many times its program's service (its own included)"
+            " this many times its program's service (its own included)",
+            "above": 0,
         },
     )
     starvation_program_waiting: bool = field(
@@ -102,7 +109,8 @@ class SchedulingConfig:
         default=False, metadata={"help": "mlfq: enter by prompt length (FastServe's skip-join)"}
     )
     prefill_seconds_per_token: float = field(
-        default=1e-4, metadata={"flag": None, "help": "skip-join's estimate of prefill time"}
+        default=1e-4,
+        metadata={"flag": None, "help": "skip-join's estimate of prefill time", "min": 0},
     )
     gittins_per_size: bool = field(
         default=True,
@@ -156,8 +164,7 @@ class SchedulingConfig:
             )
         if any(q <= 0 for q in self.quanta):
             raise ValueError("quanta must be positive")
-        if self.beta <= 0:
-            raise ValueError("beta must be positive")
+        check_fields(self)
         if self.batch_cut and not self.preempt:
             raise ValueError(
                 "batch_cut (--batch-cut) leaves running calls out: it needs preempt (--preempt)"

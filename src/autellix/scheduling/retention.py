@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from autellix.flags import check_fields
 from autellix.programs import KindSamples
 
 
@@ -60,16 +61,15 @@ class RetentionConfig:
     )
     max_ttl: float = field(
         default=30.0,
-        metadata={"flag": "--kv-retention-max-ttl", "help": "longest pin, in seconds"},
+        metadata={"flag": "--kv-retention-max-ttl", "help": "longest pin, in seconds", "min": 0},
     )
     ttl_slack: float = field(
-        default=1.25, metadata={"flag": None}
+        default=1.25, metadata={"flag": None, "min": 1}
     )  # a TTL is a seen gap times this, plus the margin: a program is rarely exactly on time
-    ttl_margin: float = field(default=0.05, metadata={"flag": None})  # seconds
+    ttl_margin: float = field(default=0.05, metadata={"flag": None, "min": 0})  # seconds
 
     def __post_init__(self) -> None:
-        if self.max_ttl < 0 or self.ttl_slack < 1 or self.ttl_margin < 0:
-            raise ValueError("retention needs max_ttl >= 0, ttl_slack >= 1, ttl_margin >= 0")
+        check_fields(self)
 
 
 @dataclass(frozen=True)

@@ -441,9 +441,11 @@ ERROR_HANDLERS: dict[int | type[Exception], Handler] = {
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """The frontend starts (tokenizer, replicas, reaper) before the first request."""
+    """The frontend starts (tokenizer, replicas, reaper) before the first request, unless
+    the server has started it (`drain.DrainingServer`)."""
     frontend: Frontend = app.state.frontend
-    await frontend.start()
+    if not frontend.started:
+        await frontend.start()
     try:
         yield
     finally:

@@ -58,10 +58,21 @@ class DrainingServer(uvicorn.Server):
         self.frontend = frontend
         self.loop: asyncio.AbstractEventLoop | None = None
         self.hurry: asyncio.Event | None = None
+        self.startup_error: Exception | None = None
 
     async def startup(self, sockets=None) -> None:
+        """The frontend starts (model, replicas, backends) before the app's lifespan and
+        the listener: where it cannot, the server stops with the reason in one line
+        (`startup_error`), not a lifespan traceback."""
         self.loop = asyncio.get_running_loop()
         self.hurry = asyncio.Event()
+        try:
+            await self.frontend.start()
+        except Exception as exc:
+            log.debug("the frontend did not start", exc_info=True)
+            await self.frontend.stop()
+            self.startup_error, self.should_exit = exc, True
+            return
         await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -85,4 +96,7 @@ class DrainingServer(uvicorn.Server):
 def run(app: FastAPI, host: str, port: int, log_level: str) -> None:
     """uvicorn.run, draining on the first SIGTERM or SIGINT."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level)
-    DrainingServer(config, app.state.frontend).run()
+    server = DrainingServer(config, app.state.frontend)
+    server.run()
+    if server.startup_error is not None:
+        raise SystemExit(f"autellix: error: the server did not start: {server.startup_error}")

@@ -16,7 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from autellix.balancing import Route, make_balancer
@@ -24,6 +24,7 @@ from autellix.engine.config import EngineConfig
 from autellix.engine.llm_engine import CallError, CallOutput
 from autellix.engine.sampling_params import SamplingParams, StructuredOutput
 from autellix.engine.structured_output import StructuredOutputs
+from autellix.flags import check_fields, flag_name
 from autellix.programs import Call, ProcessTable, Program, split_key
 from autellix.server.limits import InFlight, Ticket, TooMany
 from autellix.server.metrics import Metrics
@@ -54,16 +55,20 @@ class ServeConfig:
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
-    port: int = field(default=8000, metadata={"help": "port"})
+    port: int = field(default=8000, metadata={"help": "port", "min": 0, "max": 65535})
     replicas: int = field(
-        default=1, metadata={"help": "engine replicas, each a process with its own model copy"}
+        default=1,
+        metadata={"help": "engine replicas, each a process with its own model copy", "min": 1},
     )
     balancer: str = field(
         default="locality", metadata={"help": "how calls are spread over replicas"}
     )
     long_prompt_tokens: int = field(
         default=2048,
-        metadata={"help": "locality: prompts longer than this go to the program's pinned replica"},
+        metadata={
+            "help": "locality: prompts longer than this go to the program's pinned replica",
+            "min": 0,
+        },
     )
     served_model_name: str | None = field(
         default=None,
@@ -77,13 +82,15 @@ class ServeConfig:
         },
     )
     program_ttl: float = field(
-        default=600.0, metadata={"help": "seconds an idle program is kept in the process table"}
+        default=600.0,
+        metadata={"help": "seconds an idle program is kept in the process table", "above": 0},
     )
     program_sizes: str | None = field(
         default=None,
         metadata={
             "help": "a file of the program sizes the Gittins policy learns per kind: read at"
             " start if it exists, written at shutdown, so a restarted server ranks as it did"
+            " (default: none: each start learns afresh)"
         },
     )
     # Calls in flight per replica beyond engine.max_running before the frontend answers
@@ -94,6 +101,7 @@ class ServeConfig:
             "flag": "--max-waiting",
             "help": "calls in flight per replica beyond --max-running before the server "
             "answers 429 to a new program (twice as many for a program under way)",
+            "min": 0,
         },
     )
     backend: tuple[str, ...] = field(
@@ -101,7 +109,8 @@ class ServeConfig:
         metadata={
             "metavar": "URL",
             "help": "serve through these OpenAI-compatible servers (vLLM, SGLang, Autellix) "
-            "instead of engines of our own; --model names the tokenizer (the same model)",
+            "instead of engines of our own; --model names the tokenizer (the same model)"
+            " (default: none: engines of our own)",
         },
     )
     backend_priority: bool = field(
@@ -123,7 +132,8 @@ class ServeConfig:
         metadata={
             "metavar": "KEY",
             "help": "clients must send Authorization: Bearer KEY (tenant 'default'; visible "
-            "in the process list, --api-keys is not)",
+            "in the process list, --api-keys is not) (default: none: with no --api-keys either,"
+            " the server is open)",
         },
     )
     api_keys: str | None = field(
@@ -131,7 +141,7 @@ class ServeConfig:
         metadata={
             "metavar": "FILE",
             "help": "a JSON or TOML file of API keys, each with its tenant and optional "
-            "limits (autellix.server.tenants); reloaded on SIGHUP",
+            "limits (autellix.server.tenants); reloaded on SIGHUP (default: none)",
         },
     )
     metrics_need_key: bool = field(
@@ -143,7 +153,7 @@ class ServeConfig:
     # reaper scans the whole table every 5 s on the server's loop, 33 ms at 100,000.
     max_programs: int = field(
         default=100_000,
-        metadata={"help": "programs in the process table before starting one is a 429"},
+        metadata={"help": "programs in the process table before starting one is a 429", "min": 1},
     )
     max_tenant_calls: int | None = field(
         default=None,
@@ -151,32 +161,36 @@ class ServeConfig:
             "help": "calls in flight per tenant before a 429 (a tenant's max_calls in "
             "--api-keys overrides; default: with two tenants or more, half the server's "
             "room, replicas x (--max-running + --max-waiting), so that no one tenant fills "
-            "it; else no cap of its own)"
+            "it; else no cap of its own)",
+            "min": 1,
         },
     )
     max_program_calls: int = field(
         default=64,
         metadata={
             "help": "calls in flight per program before a 429 (a tenant's max_program_calls "
-            "in --api-keys overrides)"
+            "in --api-keys overrides)",
+            "min": 1,
         },
     )
     max_body_bytes: int = field(
         default=16 << 20,
-        metadata={"help": "the largest request body; a larger one is a 413"},
+        metadata={"help": "the largest request body; a larger one is a 413", "min": 1},
     )
     drain_timeout: float = field(
         default=30.0,
         metadata={
             "help": "on SIGTERM or SIGINT, seconds the calls in flight have to finish (new "
-            "calls get 503) before they are stopped and the server exits"
+            "calls get 503) before they are stopped and the server exits",
+            "min": 0,
         },
     )
     replica_timeout: float = field(
         default=60.0,
         metadata={
             "help": "seconds a replica may hold calls without any of them making progress "
-            "before it is treated as dead (0: never)"
+            "before it is treated as dead (0: never)",
+            "min": 0,
         },
     )
     # replicas in child processes; None: when replicas > 1 (no flag: --replicas decides)
@@ -185,9 +199,19 @@ class ServeConfig:
         default=None,
         metadata={
             "metavar": "auto|ADDRESS",
-            "help": "place the replicas as Ray actors (auto: join or start a local cluster)",
+            "help": "place the replicas as Ray actors (auto: join or start a local cluster)"
+            " (default: off: processes on this machine)",
         },
     )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value == "":
+                raise ValueError(f"{f.name} ({flag_name(f)}) must not be empty")
+            if value is True and f.name.startswith("backend_") and not self.backend:
+                raise ValueError(f"{f.name} ({flag_name(f)}) applies only with --backend")
 
 
 class Frontend:
@@ -274,12 +298,16 @@ class Frontend:
             with contextlib.suppress(ValueError, RuntimeError):
                 asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await asyncio.gather(*(r.stop() for r in self.replicas), return_exceptions=True)
-        if self.config.program_sizes is not None:
+        if self.config.program_sizes is not None and self.started:
             self.table.report_sizes()
             try:
                 self.table.sizes.save(self.config.program_sizes)
             except OSError as exc:
                 log.error("program sizes not saved to %s: %s", self.config.program_sizes, exc)
+
+    @property
+    def started(self) -> bool:
+        return self._reaper is not None
 
     @property
     def live_replicas(self) -> list[Replica]:

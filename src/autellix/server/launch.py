@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import sys
+import urllib.parse
 from collections.abc import Set as AbstractSet
 
 from autellix.engine.config import EngineConfig
@@ -41,7 +43,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Start the server with the parsed flags; returns when it stops."""
-    from autellix.engine.llm_engine import check_kernels
+    from autellix.engine.llm_engine import check_engine
     from autellix.engine.model import load_config
     from autellix.server import drain
     from autellix.server.app import create_app
@@ -49,23 +51,27 @@ def serve(args: argparse.Namespace) -> int:
     from autellix.server.tenants import KeyFileError
 
     config = from_args(ServeConfig, args)
-    # a bad model folder or a kernel that cannot run here is a one-line error, before
-    # anything starts (not a traceback from the engine loading in the server)
+    # bad settings are a one-line error (ValueError) before anything starts, not a
+    # traceback from the engine loading in the server
     if not config.backend:
-        check_kernels(config.engine)
+        check_engine(config.engine)
     else:
         if args.model is not None:
             load_config(args.model)
         given = given_flags(add_serve_flags, args.argv[1:])  # argv[0]: "serve"
         if ignored := backends_ignore(config.engine, given):
-            sys.exit(
-                f"autellix serve: {', '.join(ignored)} set the engine, which --backend does not"
-                " run (the backends' own settings apply)"
+            raise ValueError(
+                f"{', '.join(ignored)} set the engine, which --backend does not run (the"
+                " backends' own settings apply)"
             )
+        for url in config.backend:
+            check_url(url)
+    if config.program_sizes is not None:
+        check_writable(config.program_sizes, "--program-sizes")
     try:
         frontend = Frontend(config)
     except (OSError, KeyFileError) as exc:
-        sys.exit(f"autellix serve: --api-keys: {exc}")
+        raise ValueError(f"--api-keys: {exc}") from None
     if frontend.keys.open and not loopback(config.host):
         print(
             f"warning: serving on {config.host} without an API key: anyone who can reach "
@@ -91,6 +97,27 @@ def backends_ignore(engine: EngineConfig, given: AbstractSet[str] = frozenset())
         for flag, on in (("--preempt", scheduling.preempt), ("--batch-cut", scheduling.batch_cut))
         if on
     ]
+
+
+def check_url(url: str) -> None:
+    """A --backend URL: http(s)://HOST[:PORT][/v1]."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (a port out of range or not a number raises)
+    except ValueError as exc:
+        raise ValueError(f"--backend {url}: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--backend {url}: not an http:// or https:// URL")
+
+
+def check_writable(path: str, flag: str) -> None:
+    """A file the server writes at shutdown: its folder must exist (and it, if it exists,
+    be a file), so that the mistake shows at start and not after hours of serving."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path}: a folder, not a file")
 
 
 def loopback(host: str) -> bool:

@@ -7,6 +7,8 @@ generators. Ray is an optional extra: `pip install 'autellix[ray]'`.
 
 from __future__ import annotations
 
+import signal
+import threading
 from typing import Any
 
 from autellix.engine.config import EngineConfig
@@ -60,7 +62,11 @@ class RayReplica(Replica):
         if not ray.is_initialized():
             # "auto" joins a running cluster or, when there is none, starts a local one
             address = None if self.address == "auto" else self.address
+            # ray.init's own SIGTERM handler exits at once: keep the server's, which drains
+            on_sigterm = signal.getsignal(signal.SIGTERM)
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            if on_sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, on_sigterm)
         actor_cls = ray.remote(EngineActor)
         self.actor = actor_cls.options(max_concurrency=10_000).remote(self.config)
         self.info = await self.actor.info.remote()

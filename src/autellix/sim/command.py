@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from autellix.flags import engine_config, variant
+from autellix.flags import baseline_of, engine_config, variant
 
 # The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
 SIM_VARIANTS = (
@@ -62,6 +62,8 @@ def run_sweep(args: argparse.Namespace) -> int:
     from autellix.sim.sweep import speed_table, sweep
 
     build = workload_builder(args)
+    names = [variant(item)[0] for item in args.policies or SIM_VARIANTS]
+    args.baseline = baseline_of(names, args.baseline, "vllm")
     engines = variants(args.policies, args.engine_args)
     where = target(args, next(iter(engines.values())).block_size)
     summaries, records, runs = sweep(
@@ -76,8 +78,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = Path(args.out or f"benchmarks/results/sim/{args.workload}")
     title = f"{workload_title(args)}, {args.replicas} x {where.description}"
     title += f", balancer {args.balancer}"
-    baseline = args.baseline if args.baseline in summaries else next(iter(summaries))
-    markdown = write_results(out, title, summaries, records, baseline, args.bound, calls=False)
+    markdown = write_results(out, title, summaries, records, args.baseline, args.bound, calls=False)
     speed = "\nSimulation speed:\n\n" + speed_table(runs)
     with (out / "summary.md").open("a") as f:
         f.write(speed)

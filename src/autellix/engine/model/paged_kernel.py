@@ -17,6 +17,7 @@ build it at setup (about 25 s on two cores).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import hashlib
 import logging
@@ -66,13 +67,19 @@ def load() -> ModuleType:
 
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
     try:
-        return cpp_extension.load(
-            name,
-            [str(source) for source in SOURCES],
-            extra_cflags=CFLAGS,
-            extra_ldflags=LDFLAGS,
-            build_directory=str(folder),
-        )
+        # torch's own lock is a file that a killed build (Ctrl-C, a timeout) leaves behind,
+        # and every later build waits on it forever; ours is released by the OS when its
+        # process dies, and whoever holds it removes torch's
+        with open(folder / "autellix.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            (folder / "lock").unlink(missing_ok=True)
+            return cpp_extension.load(
+                name,
+                [str(source) for source in SOURCES],
+                extra_cflags=CFLAGS,
+                extra_ldflags=LDFLAGS,
+                build_directory=str(folder),
+            )
     except Exception as e:  # a missing compiler or ninja, a failed build: all one answer
         raise RuntimeError(f"the C++ kernels did not build ({e})") from e
 
