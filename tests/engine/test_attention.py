@@ -246,3 +246,19 @@ def test_attention_kernel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve("auto", "cpu", torch.float32, 64, 3) == "torch"
     with pytest.raises(ValueError, match="did not build"):
         resolve("paged", "cpu", torch.float32, 64, 3)
+
+
+def test_a_build_lock_left_by_a_killed_build_does_not_hang_the_next_one() -> None:
+    """torch's build waits on a lock file in the build folder for as long as it exists;
+    a build killed midway (Ctrl-C, a timeout) leaves it behind, and every later start used
+    to wait forever. A fresh process loads the kernel built here, past such a lock."""
+    import subprocess
+    import sys
+
+    from autellix.engine.model.default_model import cache_dir
+
+    paged_kernel.load()  # built, as every test here needs
+    (cache_dir() / "kernels" / paged_kernel.build_name() / "lock").touch()
+    code = "from autellix.engine.model import paged_kernel; print(paged_kernel.load().write_kv)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "write_kv" in done.stdout, done.stderr

@@ -181,3 +181,17 @@ def test_programs_name_their_kind_when_asked(serve, monkeypatch, tmp_path) -> No
     for ep in (Endpoint("a", "http://x/v1", MODEL), Endpoint("p", "http://y/v1", MODEL, False)):
         measure(args, specs, ep, Results(tmp_path, append=False))
     assert [ep.kinds for ep in seen] == [True, False]
+
+
+def test_a_bench_whose_programs_all_fail_fails(serve, tmp_path, capsys) -> None:
+    """A model the endpoint does not serve: every call is a 404, and the bench says so and
+    exits 1 (it used to write a table of NaNs and exit 0)."""
+    from autellix.cli import main
+
+    server = serve()
+    argv = ["bench", "chatbot", "--programs", "2", "--scale", "0.05", "--rates", "1"]
+    argv += ["--endpoint", f"ok={server.base_url}", "--out", str(tmp_path)]
+    assert main([*argv, "--model", "nosuch"]) == 1
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "ok: every program failed: NotFoundError: Error code: 404 - model 'nosuch'" in out
+    assert main([*argv, "--model", MODEL]) == 0  # the control

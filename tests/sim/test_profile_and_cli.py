@@ -103,8 +103,58 @@ def test_simulate_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
         (["simulate", "chatbot", "--profile", str(bad)], "is not a profile"),
         (["simulate", "chatbot", "--policies", "atlas:--warp 9"], "unknown engine flags: --warp"),
         (["simulate", "chatbot", "--policies", "lifo"], "invalid choice: 'lifo'"),
+        (["simulate", "chatbot", "--baseline", "nosuch"], "--baseline 'nosuch' is none of vllm"),
+        (
+            ["simulate", "chatbot", "--policies", "a=fcfs", "a=plas"],
+            "two variants or endpoints are named 'a'",
+        ),
     ]
     for argv, message in cases:
         assert main([*argv, "--programs", "1", "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert err.startswith("autellix: error: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["simulate", "chatbot", "--programs", "-1"], "argument --programs: must be at least 1"),
+        (["simulate", "chatbot", "--replicas", "0"], "argument --replicas: must be at least 1"),
+        (["simulate", "chatbot", "--tp", "0"], "argument --tp: must be at least 1, not 0"),
+        (["simulate", "chatbot", "--scale", "0"], "argument --scale: must be more than 0"),
+        (["simulate", "chatbot", "--rates", "1", "0"], "argument --rates: must be more than 0"),
+        (["simulate", "chatbot", "--bound", "-1"], "argument --bound: must be more than 0"),
+        (["workload", "stats", "mixed", "--programs", "0"], "argument --programs: must be at"),
+        (["bench", "mixed", "--programs", "0"], "argument --programs: must be at least 1"),
+        (["bench", "mixed", "--timeout", "0"], "argument --timeout: must be more than 0"),
+        (["bench", "mixed", "--seeds", "0"], "argument --seeds: must be at least 1, not 0"),
+        (["bench", "mixed", "--port", "0"], "argument --port: must be at least 1, not 0"),
+        (["demo", "--max-running", "0"], "argument --max-running: must be at least 1, not 0"),
+        (["demo", "--programs", "0"], "argument --programs: must be at least 1, not 0"),
+    ],
+)
+def test_numbers_out_of_bounds_are_argparse_errors(argv: list[str], message: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(argv)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--baseline", "x"], "--baseline 'x' is none of fcfs, gittins"),
+        (["--policies", "a=fcfs", "a=plas"], "two variants or endpoints are named 'a'"),
+        (
+            ["--policies", "fcfs", "--peer", "fcfs=http://h/v1"],
+            "two variants or endpoints are named 'fcfs'",
+        ),
+        (["--policies"], "nothing to measure: give --policies or an endpoint"),
+    ],
+)
+def test_bench_names_are_checked_before_anything_runs(
+    argv: list[str], message: str, capsys, tmp_path: Path
+) -> None:
+    assert main(["bench", "mixed", *argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autellix: error: {message}") and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())  # no server started, nothing written
