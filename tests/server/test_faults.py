@@ -281,8 +281,8 @@ async def cut(frontend) -> None:
 # --- `autellix serve` as a process: SIGTERM, exit 0, and a restart on the same port -------
 
 
-def start_serve(engine: dict, port: int, log: Path) -> subprocess.Popen:
-    args = [sys.executable, "-m", "autellix.cli", "serve", "--model", engine["model"]]
+def start_serve(engine: dict, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    args = [sys.executable, "-m", "autellix.cli", "serve", "--model", engine["model"], *extra]
     args += ["--port", str(port), "--served-model-name", MODEL, "--drain-timeout", "30"]
     args += ["--block-size", "4", "--num-kv-blocks", str(engine["num_kv_blocks"])]
     args += ["--log-level", "info"]
@@ -331,6 +331,29 @@ def test_serve_drains_on_sigterm_exits_0_and_restarts_on_the_same_port(
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert "Traceback" not in (tmp_path / "second.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_serve_on_ray_drains_on_sigterm_and_exits_0(long_context: dict, tmp_path: Path) -> None:
+    """ray.init installs its own SIGTERM handler, which exits at once (status 15): the
+    server's must stay, so that a Ray deployment drains like any other."""
+    pytest.importorskip("ray")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start_serve(long_context, port, log, "--ray", "auto")
+    try:
+        caller = Caller(f"http://127.0.0.1:{port}/v1", 3000, stream=True)
+        caller.start()
+        caller.first.wait(60)
+        proc.send_signal(signal.SIGTERM)
+        caller.join(90)
+        assert caller.answered, caller.events[-3:]
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        assert "draining: 1 calls in flight" in log.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
