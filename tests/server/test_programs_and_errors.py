@@ -185,6 +185,12 @@ BAD_PROGRAM_BODIES = {  # kind: (body, param, code, message fragment)
         "invalid_value",
         "program_id: a program id has 1 to 256 characters",
     ),
+    "an id a header cannot carry": (
+        '{"program_id": "agent-\u00e9"}',
+        "program_id",
+        "invalid_value",
+        "program_id: a program id is printable ASCII (it travels in a header)",
+    ),
     "an id of the wrong type": (
         '{"program_id": 5}',
         "program_id",

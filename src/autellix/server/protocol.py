@@ -18,12 +18,13 @@ def new_id(prefix: str) -> str:
 
 
 def program_name(program_id: str) -> str:
-    """A client's program id, from a body or a header: 1-256 characters, none of them
-    a control character (the table's ids use one)."""
+    """A client's program id, from a body or a header: 1-256 printable ASCII characters
+    (the table's ids use a control character; a header carries ASCII alone, and an id
+    started in a body must be one a header can name)."""
     if not 1 <= len(program_id) <= 256:
         raise ValueError("a program id has 1 to 256 characters")
-    if not program_id.isprintable():
-        raise ValueError("a program id cannot hold control characters")
+    if not (program_id.isascii() and program_id.isprintable()):
+        raise ValueError("a program id is printable ASCII (it travels in a header)")
     return program_id
 
 
