@@ -364,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command_line = shlex.join(["autellix", *argv])  # results folders record it
     try:
         return args.run(args)
+    except KeyboardInterrupt:  # Ctrl-C on a bench or a simulation: no traceback
+        print("autellix: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # e.g. `autellix workload stats mixed | head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

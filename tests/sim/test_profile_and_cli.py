@@ -158,3 +158,23 @@ def test_bench_names_are_checked_before_anything_runs(
     err = capsys.readouterr().err
     assert err.startswith(f"autellix: error: {message}") and err.count("\n") == 1
     assert not any(tmp_path.iterdir())  # no server started, nothing written
+
+
+def test_ctrl_c_stops_a_command_without_a_traceback(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = ["simulate", "mixed", "--programs", "5000", "--rates", "4", "--out", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autellix.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(5)  # imported and simulating (5000 programs take minutes)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.endswith("autellix: interrupted\n"), err
+    assert "Traceback" not in err
