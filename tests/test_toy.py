@@ -47,9 +47,10 @@ def test_srpt_is_the_lower_bound_on_waiting() -> None:
 
 
 def test_cli_errors_are_one_line(capsys: pytest.CaptureFixture) -> None:
-    assert main(["simulate", "toy-fig2", "--max-batch", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err == "autellix: error: max_batch must be at least 1\n"
+    with pytest.raises(SystemExit) as exit:  # the parser's bound
+        main(["simulate", "toy-fig2", "--max-batch", "0"])
+    assert exit.value.code == 2
+    assert "argument --max-batch: must be at least 1, not 0" in capsys.readouterr().err
     assert main(["simulate", "no-such-toy"]) == 2
     assert capsys.readouterr().err.startswith("autellix: error: unknown workload 'no-such-toy'")
 

@@ -114,7 +114,7 @@ def test_program_of_a_call() -> None:
         with pytest.raises(APIError) as long:
             program_of(frontend, request_with({header: "x" * 257}), body, OPEN)
         assert long.value.status == 400
-    with pytest.raises(APIError, match="control"):
+    with pytest.raises(APIError, match="printable ASCII"):
         program_of(frontend, request_with({"X-Autellix-Program": "a\tb"}), body, OPEN)
     # an ended program with calls in flight takes no new ones
     frontend.table.call_arrived("busy")
