@@ -178,3 +178,11 @@ def test_ctrl_c_stops_a_command_without_a_traceback(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.endswith("autellix: interrupted\n"), err
     assert "Traceback" not in err
+
+
+def test_profile_checks_the_engine_as_serve_does(tiny_llama: Path, capsys) -> None:
+    kernels = ["--linear-kernel", "torch", "--attention-kernel", "torch"]
+    argv = ["profile", "--model", str(tiny_llama), *kernels, "--num-kv-blocks", "4"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autellix: error: the KV pool holds 64 tokens, fewer than one call")

@@ -92,11 +92,13 @@ def run_profile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autellix.engine.config import EngineConfig
+    from autellix.engine.llm_engine import check_engine
     from autellix.flags import from_args
     from autellix.sim.profile import measure
 
     console = Console(stderr=True)
     engine = from_args(EngineConfig, args)
+    check_engine(engine)  # as `serve` checks it: one line, before the model loads
     profile = measure(
         engine,
         on_progress=lambda what: console.print(f"profiling: {what}"),
