@@ -205,6 +205,7 @@ def test_a_number_out_of_bounds_is_refused_before_anything_loads(
     [
         (["--served-model-name="], "served_model_name (--served-model-name) must not be empty"),
         (["--api-key="], "api_key (--api-key) must not be empty"),
+        (["--api-key", "a b"], "api_key (--api-key) must be printable and without spaces"),
         (["--backend-priority"], "backend_priority (--backend-priority) applies only with"),
         (["--backend-programs"], "backend_programs (--backend-programs) applies only with"),
         (["--backend", "localhost:8000"], "--backend localhost:8000: not an http:// or https://"),

@@ -13,8 +13,9 @@ The field's metadata adds the rest:
   instance is called (the queue boundaries from --num-queues, --first-boundary, ...)
 - group: the help section, if not the dataclass's own
 - metavar: as argparse's
-- min, above, max: the bounds of a number (at least, more than, at most), checked by
-  `check_fields` in the dataclass's __post_init__ (in the field's units)
+- min, above, max: the bounds of a number (at least, more than, at most), in the field's
+  units: argparse checks the flag's value, `check_fields` (in the dataclass's
+  __post_init__) the field's
 """
 
 from __future__ import annotations

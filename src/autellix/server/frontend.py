@@ -29,7 +29,7 @@ from autellix.programs import Call, ProcessTable, Program, split_key
 from autellix.server.limits import InFlight, Ticket, TooMany
 from autellix.server.metrics import Metrics
 from autellix.server.replica import LocalReplica, ProcessReplica, Replica, ReplicaDied
-from autellix.server.tenants import KeyRing, Tenant
+from autellix.server.tenants import KeyRing, Tenant, valid_key
 
 log = logging.getLogger("autellix.frontend")
 T = TypeVar("T")
@@ -212,6 +212,8 @@ class ServeConfig:
                 raise ValueError(f"{f.name} ({flag_name(f)}) must not be empty")
             if value is True and f.name.startswith("backend_") and not self.backend:
                 raise ValueError(f"{f.name} ({flag_name(f)}) applies only with --backend")
+        if self.api_key is not None and not valid_key(self.api_key):
+            raise ValueError("api_key (--api-key) must be printable and without spaces")
 
 
 class Frontend:
