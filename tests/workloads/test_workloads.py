@@ -173,6 +173,30 @@ def test_workload_stats_cli_takes_parameters(capsys: pytest.CaptureFixture) -> N
     assert capsys.readouterr().err.startswith("autellix: error: workload lats: ")
 
 
+@pytest.mark.parametrize(
+    "name, args, message",
+    [
+        ("lats", ["iterations=x"], "workload lats: iterations must be an integer, not 'x'"),
+        ("lats", ["iterations=1.5"], "workload lats: iterations must be an integer, not 1.5"),
+        ("lats", ["iterations=0"], "workload lats: iterations must be at least 1, not 0"),
+        ("lats", ["solve_prob=2"], "workload lats: solve_prob is a probability, not 2"),
+        ("react", ["steps=x"], "workload react: steps must be a number, not 'x'"),
+        ("chatbot", ["min_turns=True"], "workload chatbot: min_turns must be an integer"),
+        ("mixed", ["lats.iterations=x"], "workload mixed: lats: iterations must be an integer"),
+        ("mixed", ["lats=3"], "workload mixed: mixed takes lats.KEY=VALUE, not lats=3"),
+    ],
+)
+def test_a_parameter_of_the_wrong_type_or_out_of_bounds_is_one_line(
+    name: str, args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    from autellix.cli import main
+
+    argv = ["workload", "stats", name, "--programs", "3", "--scale", "0.1"]
+    assert main([*argv, *(f"--workload-arg={a}" for a in args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"autellix: error: {message}") and err.count("\n") == 1
+
+
 def test_results_title_names_the_seed_and_the_parameters() -> None:
     import argparse
 

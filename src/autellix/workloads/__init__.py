@@ -6,7 +6,15 @@ import ast
 from collections.abc import Callable, Iterable
 
 from autellix.workloads import agents, chatbot, lats, mixed, react
-from autellix.workloads.spec import CallSpec, ProgramSpec, Stage, load, resolve, save
+from autellix.workloads.spec import (
+    CallSpec,
+    ProgramSpec,
+    Stage,
+    check_params,
+    load,
+    resolve,
+    save,
+)
 from autellix.workloads.stats import PAPER, format_stats, stats
 
 Builder = Callable[..., list[ProgramSpec]]
@@ -27,7 +35,10 @@ def build_workload(
     if name not in WORKLOADS:
         raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
     try:
+        check_params(WORKLOADS[name], params)
         return WORKLOADS[name](num_programs, rate, seed, scale, **params)
+    except ValueError as exc:
+        raise ValueError(f"workload {name}: {exc}") from None
     except TypeError as exc:
         if "keyword argument" not in str(exc):
             raise

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from autellix.workloads.humaneval import Problem, problems
 from autellix.workloads.sampling import draw, poisson_arrivals
-from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage
+from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage, check_param
 from autellix.workloads.tokens import count, prompt_tokens, scaled, shrink
 
 SAMPLE_SYSTEM = (
@@ -79,6 +79,16 @@ class Params:
     reflection_tokens: int = 80
     c: float = 1.0  # UCT exploration weight
     test_delay: float = 0.0  # after each sampling call: running the internal tests
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            check_param(f.name, value, float if f.type == "float" else int)
+            least = 0 if f.name in ("num_tests", "solve_prob", "c", "test_delay") else 1
+            if value < least:
+                raise ValueError(f"{f.name} must be at least {least}, not {value!r}")
+        if self.solve_prob > 1:
+            raise ValueError(f"solve_prob is a probability, not {self.solve_prob!r}")
 
 
 def build(

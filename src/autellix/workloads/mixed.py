@@ -8,7 +8,7 @@ from typing import Any
 
 from autellix.workloads import chatbot, lats, react
 from autellix.workloads.sampling import poisson_arrivals
-from autellix.workloads.spec import ProgramSpec
+from autellix.workloads.spec import ProgramSpec, check_params
 
 BUILDERS: dict[str, Callable[..., list[ProgramSpec]]] = {
     "chatbot": chatbot.build,
@@ -31,7 +31,14 @@ def build(
     programs: list[ProgramSpec] = []
     for k, (name, builder) in enumerate(BUILDERS.items()):
         share = num_programs // 3 + (k < num_programs % 3)
-        programs += builder(share, float("inf"), seed, scale, **params.get(name, {}))
+        own = params.get(name, {})
+        if not isinstance(own, dict):
+            raise ValueError(f"mixed takes {name}.KEY=VALUE, not {name}={own!r}")
+        try:
+            check_params(builder, own)
+            programs += builder(share, float("inf"), seed, scale, **own)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     random.Random(f"mixed-{seed}").shuffle(programs)
     for program, arrival in zip(programs, poisson_arrivals(num_programs, rate, seed), strict=True):
         program.arrival = arrival

@@ -9,6 +9,7 @@ stands for it, and the runner substitutes it (:func:`resolve`) once that call is
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,3 +82,20 @@ def save(specs: list[ProgramSpec], path: str | Path) -> None:
 
 def load(path: str | Path) -> list[ProgramSpec]:
     return [ProgramSpec.from_json(data) for data in json.loads(Path(path).read_text())]
+
+
+def check_param(name: str, value: Any, kind: Any) -> None:
+    """A workload parameter (--workload-arg) of an int or float kind is a number of that
+    kind; ValueError names it otherwise."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int and not (number and isinstance(value, int)):
+        raise ValueError(f"{name} must be an integer, not {value!r}")
+    if kind is float and not number:
+        raise ValueError(f"{name} must be a number, not {value!r}")
+
+
+def check_params(builder: Any, params: dict[str, Any]) -> None:
+    """The parameters a builder's signature types (`check_param`)."""
+    hints = typing.get_type_hints(builder)
+    for key, value in params.items():
+        check_param(key, value, hints.get(key))
