@@ -33,6 +33,7 @@ from openai import DEFAULT_CONNECTION_LIMITS
 PROGRAM_HEADER = "X-Autellix-Program"
 THREAD_HEADER = "X-Autellix-Thread"
 EXPECT_RETURN_HEADER = "X-Autellix-Expect-Return"
+WAIT_WARNING = 10.0  # seconds the block's end waits for calls in flight before it says so
 
 # the HTTP library the openai client is built on: httpx, or httpx2 in its newer releases
 http: Any = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
@@ -153,7 +154,7 @@ class _Session:
         self.id: str = ""
         self.in_flight = _InFlight()
         self._client_kwargs = client_kwargs
-        self._ended = False
+        self._ended = self._warned = False
 
     def _start_body(self) -> dict[str, Any]:
         body = {"program_id": self.requested_id, "kind": self.kind}
@@ -165,6 +166,22 @@ class _Session:
     def _check_open(self) -> None:
         if self._ended:
             raise RuntimeError(f"program {self.id!r} has ended (its block is over)")
+
+    def _check_new(self) -> None:
+        if self.id:
+            raise RuntimeError(f"program {self.id!r} was entered once already: make a new one")
+
+    def _still_waiting(self, since: float) -> bool:
+        """Whether calls are in flight at the block's end; after WAIT_WARNING seconds of
+        waiting, a warning (once) that says what the block waits for."""
+        if self.in_flight.count and not self._warned and time.monotonic() - since > WAIT_WARNING:
+            self._warned = True
+            warnings.warn(
+                f"program {self.id!r}: the block's end waits for {self.in_flight.count} call(s)"
+                " in flight; a stream waits until it is read or closed",
+                stacklevel=3,
+            )
+        return self.in_flight.count > 0
 
 
 class Program(_Session):
@@ -191,6 +208,7 @@ class Program(_Session):
         return self._client
 
     def __enter__(self) -> Program:
+        self._check_new()
         started = self._client.post("/programs", body=self._start_body(), cast_to=http.Response)
         self.id = started.json()["id"]
         self._client = self._client.with_options(default_headers={PROGRAM_HEADER: self.id})
@@ -198,9 +216,9 @@ class Program(_Session):
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         try:
-            if exc_type is None:
-                while self.in_flight.count:
-                    time.sleep(0.01)
+            since = time.monotonic()
+            while exc_type is None and self._still_waiting(since):
+                time.sleep(0.01)
             self._client.delete(self._path(), cast_to=http.Response)
         except openai.NotFoundError:
             pass  # the server has ended it already (reaped when idle past --program-ttl)
@@ -253,6 +271,7 @@ class AsyncProgram(_Session):
         return self._client
 
     async def __aenter__(self) -> AsyncProgram:
+        self._check_new()
         body = self._start_body()
         started = await self._client.post("/programs", body=body, cast_to=http.Response)
         self.id = started.json()["id"]
@@ -261,9 +280,9 @@ class AsyncProgram(_Session):
 
     async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         try:
-            if exc_type is None:
-                while self.in_flight.count:
-                    await asyncio.sleep(0.01)
+            since = time.monotonic()
+            while exc_type is None and self._still_waiting(since):
+                await asyncio.sleep(0.01)
             await self._client.delete(self._path(), cast_to=http.Response)
         except openai.NotFoundError:
             pass  # as in Program.__exit__

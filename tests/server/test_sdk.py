@@ -115,3 +115,26 @@ def test_the_key_comes_from_openai_api_key_when_not_given(
         program.client.completions.create(model=MODEL, prompt="w1", max_tokens=2)
     monkeypatch.delenv("OPENAI_API_KEY")
     assert autellix.Program(server.base_url).api_key == "EMPTY"  # an open server's
+
+
+def test_a_program_is_entered_once(serve) -> None:
+    server = serve()
+    program = autellix.Program(server.base_url)
+    with program:
+        pass
+    with pytest.raises(RuntimeError, match="was entered once already: make a new one"):
+        program.__enter__()
+
+
+def test_an_unread_stream_at_the_blocks_end_is_named(
+    serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block's end waits for it (as documented); after a while it says so, instead of
+    looking like a server that hangs."""
+    monkeypatch.setattr(autellix.client, "WAIT_WARNING", 0.2)
+    server = serve()
+    ask = {"model": MODEL, "prompt": "w1", "max_tokens": 4, "extra_body": FIXED}
+    waits = r"waits for 1 call\(s\) in flight; a stream waits"
+    with pytest.warns(UserWarning, match=waits), autellix.Program(server.base_url) as program:
+        stream = program.client.completions.create(stream=True, **ask)
+        threading.Timer(1.0, stream.close).start()  # the user's code closes it later
