@@ -12,6 +12,7 @@ import openai
 import pytest
 
 import autellix
+import autellix.client
 
 MODEL = "tiny"
 FIXED = {"ignore_eos": True}
