@@ -45,7 +45,7 @@ def _workload_stats(args: argparse.Namespace) -> int:
     specs = build_workload(
         args.name, args.programs, rate=1.0, seed=args.seed, scale=args.scale, **params
     )
-    print(format_stats(stats(specs)))
+    print(format_stats({**stats(specs), "workload": args.name}))
     return 0
 
 

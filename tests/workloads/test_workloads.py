@@ -171,6 +171,8 @@ def test_workload_stats_cli_takes_parameters(capsys: pytest.CaptureFixture) -> N
     assert float(calls.split()[3]) <= 11  # one iteration: 5 samples, 5 values, 1 reflection
     assert main(["workload", "stats", "lats", "--workload-arg", "depth=3"]) == 2
     assert capsys.readouterr().err.startswith("autellix: error: workload lats: ")
+    assert main(["workload", "stats", "agents", "--programs", "4", "--scale", "0.1"]) == 0
+    assert capsys.readouterr().out.startswith("workload: agents (")  # not "mixed"
 
 
 @pytest.mark.parametrize(

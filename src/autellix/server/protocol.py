@@ -113,7 +113,7 @@ class SamplingFields(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     n: int = Field(default=1, ge=1, le=16)
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)  # any int64, as vLLM
     stream: bool = False
     stream_options: dict[str, Any] | None = None
     # extensions (the openai client sends them through extra_body)
