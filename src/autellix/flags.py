@@ -153,8 +153,9 @@ def given_flags(add: Callable[[argparse.ArgumentParser], None], argv: Sequence[s
     add(parser)
     for action in parser._actions:
         action.default = argparse.SUPPRESS  # left out of the namespace unless given
+    options = {a.dest for a in parser._actions if a.option_strings}  # not positionals
     given, _ = parser.parse_known_args(argv)
-    return {"--" + dest.replace("_", "-") for dest in vars(given)}
+    return {"--" + dest.replace("_", "-") for dest in vars(given) if dest in options}
 
 
 def changed_or_given(

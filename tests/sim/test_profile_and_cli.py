@@ -186,3 +186,16 @@ def test_profile_checks_the_engine_as_serve_does(tiny_llama: Path, capsys) -> No
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("autellix: error: the KV pool holds 64 tokens, fewer than one call")
+
+
+def test_flags_of_the_other_kind_of_simulation_are_refused(capsys, tmp_path: Path) -> None:
+    """A toy scenario takes --policy and --max-batch alone; a workload takes all but those.
+    A flag that would be ignored is refused instead."""
+    argv = ["simulate", "toy-fig2", "--programs", "20", "--gpu", "h100", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "autellix: error: --gpu, --out, --programs: not for a toy scenario\n"
+    )
+    assert main(["simulate", "chatbot", "--policy", "plas", "--programs", "1"]) == 2
+    assert "--policy: not for a workload" in capsys.readouterr().err
+    assert main(["simulate", "toy-fig2", "--policy", "plas", "--max-batch", "2"]) == 0

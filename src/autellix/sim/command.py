@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from autellix.flags import baseline_of, engine_config, variant
+from autellix.flags import baseline_of, engine_config, given_flags, variant
 
 # The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
 SIM_VARIANTS = (
@@ -38,11 +38,21 @@ def target(args: argparse.Namespace, block_size: int):
     return roofline_target(args.gpu, args.model, args.tp, block_size)
 
 
+# the flags of a toy scenario; every other flag is a workload's
+TOY_FLAGS = {"--policy", "--max-batch"}
+
+
 def run_simulate(args: argparse.Namespace) -> int:
+    from autellix.cli import _simulate_flags
     from autellix.sim.toy import SCENARIOS, run_toy
     from autellix.workloads import WORKLOADS
 
-    if args.workload in SCENARIOS:
+    given = given_flags(_simulate_flags, getattr(args, "argv", ["simulate"])[1:])
+    toy = args.workload in SCENARIOS
+    if ignored := sorted(given - TOY_FLAGS if toy else given & TOY_FLAGS):
+        what = "a toy scenario" if toy else "a workload (toy scenarios only; see --policies)"
+        raise ValueError(f"{', '.join(ignored)}: not for {what}")
+    if toy:
         print(json.dumps(run_toy(args.workload, args.policy or "atlas", args.max_batch)))
         return 0
     if args.workload not in WORKLOADS:
