@@ -227,3 +227,17 @@ def test_backend_events_longer_than_aiohttps_line_limit_arrive_whole() -> None:
             await runner.cleanup()
 
     assert asyncio.run(main()) == events
+
+
+def test_a_backend_that_stops_leaves_the_rotation_without_a_call(serve, front) -> None:
+    """The frontend looks at each backend's /health while it serves: a load balancer in
+    front of the frontend hears of a dead backend before any client's call fails on it."""
+    backend = serve()
+    frontend = front(backend.base_url)
+    assert httpx.get(f"{frontend.url}/health").status_code == 200
+    backend.stop()
+    deadline = time.monotonic() + 10
+    while httpx.get(f"{frontend.url}/health").status_code != 503:
+        assert time.monotonic() < deadline, "the frontend still calls the dead backend alive"
+        time.sleep(0.1)
+    assert httpx.get(f"{frontend.url}/health").json()["status"] == "unavailable"

@@ -38,6 +38,7 @@ from autellix.scheduling.config import SchedulingConfig
 from autellix.server.replica import Replica, ReplicaDied
 
 BLOCK_SIZE = 16  # for the frontend's own map of prefixes sent to each backend
+HEALTH_EVERY = 2.0  # seconds between looks at a serving backend's /health
 
 
 class RemoteReplica(Replica):
@@ -59,7 +60,8 @@ class RemoteReplica(Replica):
         self.policy = policy_obj
         self.model = ""
         self._client: aiohttp.ClientSession | None = None
-        self._probe: asyncio.Task | None = None
+        self._probe: asyncio.Task | None = None  # while out of rotation: until it is back
+        self._watch: asyncio.Task | None = None  # while in rotation: until it is not
 
     @property
     def client(self) -> aiohttp.ClientSession:
@@ -82,11 +84,13 @@ class RemoteReplica(Replica):
         self.model = model["id"]
         max_len = model.get("max_model_len") or 1 << 20
         self.info = EngineInfo(max_len, num_kv_blocks=1 << 40, block_size=BLOCK_SIZE)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_health())
         return self.info
 
     async def stop(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
+        for task in (self._probe, self._watch):
+            if task is not None:
+                task.cancel()
         if self._client is not None:
             await self._client.close()
 
@@ -222,9 +226,22 @@ class RemoteReplica(Replica):
     async def _come_back(self) -> None:
         while not self.alive:
             await asyncio.sleep(1.0)
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with self.client.get(f"{self.url}/health") as r:
-                    self.alive = r.status == 200
+            self.alive = await self._healthy()
+
+    async def _watch_health(self) -> None:
+        """A backend that stops, dies or drains leaves the rotation (and the frontend's
+        /health says so) without waiting for a call to fail on it."""
+        while True:
+            await asyncio.sleep(HEALTH_EVERY)
+            if self.alive and not await self._healthy():
+                self._died()
+
+    async def _healthy(self) -> bool:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            timeout = aiohttp.ClientTimeout(total=5.0)
+            async with self.client.get(f"{self.url}/health", timeout=timeout) as r:
+                return r.status == 200
+        return False
 
 
 async def _events(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
