@@ -273,6 +273,10 @@ def test_fcfs_serves_priorities_as_vllm_does() -> None:
     calls[-1].priority = 99  # past the last queue: the last queue
     policy.add(calls[-1], 4.0)
     assert calls[-1].level == CONFIG.num_queues - 1
+    calls.append(call("eager", 5.0))
+    calls[-1].priority = -5  # vLLM takes any int: below 0, the first queue
+    policy.add(calls[-1], 5.0)
+    assert calls[-1].level == 0
 
 
 def test_srpt_keeps_one_queue_and_serves_the_shortest_remainder() -> None:

@@ -72,7 +72,7 @@ def test_sampling_params_of_each_of_n_calls() -> None:
     seeds = [sampling_params(frontend, last, 5, 30, i).seed for i in range(3)]
     assert seeds == [2**63 - 1, 0, 1]
     # a negative seed (OpenAI and vLLM take any int64) is a seed of the engine's range
-    negative = CompletionRequest(model="tiny", prompt="w1", seed=-1, n=2)
+    negative = CompletionRequest(model="tiny", prompt="w1", seed=-1, n=2, priority=-1)
     assert [sampling_params(frontend, negative, 5, 30, i).seed for i in range(2)] == [
         2**63 - 1,
         0,

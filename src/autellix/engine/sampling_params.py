@@ -65,8 +65,8 @@ class SamplingParams:
                 f"min_tokens must be an integer in [0, max_tokens={self.max_tokens}], "
                 f"got {self.min_tokens!r}"
             )
-        if self.priority is not None and (not _is_int(self.priority) or self.priority < 0):
-            raise ValueError(f"priority must be an integer >= 0, got {self.priority!r}")
+        if self.priority is not None and not _is_int(self.priority):
+            raise ValueError(f"priority must be an integer, got {self.priority!r}")
         for name in ("presence_penalty", "frequency_penalty"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not -2 <= v <= 2:

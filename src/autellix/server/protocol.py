@@ -126,7 +126,7 @@ class SamplingFields(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)  # vLLM's extension
     # vLLM's: the queue the call enters (lower first), for a frontend that ranks programs
-    priority: int | None = Field(default=None, ge=0)
+    priority: int | None = None  # any int, as vLLM; below 0 is the first queue, as 0
     presence_penalty: float = Field(default=0.0, ge=-2, le=2)
     frequency_penalty: float = Field(default=0.0, ge=-2, le=2)
     repetition_penalty: float = Field(default=1.0, gt=0, le=10)  # vLLM's
