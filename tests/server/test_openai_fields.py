@@ -74,7 +74,7 @@ def test_refused_fields_are_400s_naming_them(client: openai.OpenAI, route: str) 
     for name in sorted(REFUSED.keys() & fields(chat_params if route == "chat" else text_params)):
         with pytest.raises(openai.BadRequestError, match=f"{name} is not supported") as e:
             send(client, route, extra_body={name: REFUSED[name]})
-        assert e.value.status_code == 400
+        assert e.value.status_code == 400 and e.value.param == name
     # a field no OpenAI route has (vLLM's guided decoding, say) is refused by name too
     with pytest.raises(openai.BadRequestError, match="guided_regex is not supported"):
         send(client, route, extra_body={"guided_regex": "w[0-9]"})

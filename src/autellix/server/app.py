@@ -30,6 +30,7 @@ from autellix.server.frontend import Frontend, Unavailable
 from autellix.server.guard import Guard
 from autellix.server.limits import NeverFits, Ticket, TooMany
 from autellix.server.protocol import (
+    NOT_SERVED,
     ChatCompletionRequest,
     CompletionRequest,
     ProgramCreate,
@@ -410,6 +411,8 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
         return error_response(400, "the request body is not valid JSON", code="invalid_json")
     where = ".".join(str(x) for x in first.get("loc", ()) if x not in ("body", "query"))
     message = first.get("msg", "invalid request").removeprefix("Value error, ")
+    if not where and message.endswith(NOT_SERVED):  # refused by the body's own validator
+        return error_response(400, message, code="invalid_value", param=message.split()[0])
     message = f"{where}: {message}" if where else message
     return error_response(400, message, code="invalid_value", param=where or None)
 

@@ -33,6 +33,7 @@ ProgramId = Annotated[str, AfterValidator(program_name)]
 
 # Fields of OpenAI's API that this server does not serve, each with the test of whether a
 # request asks for it: such a request is refused (400), never answered as if it had not.
+NOT_SERVED = " is not supported by this server"  # after the field's name
 UNSERVED: dict[str, Any] = {
     "functions": bool,
     "function_call": lambda v: v not in (None, "none"),
@@ -102,9 +103,9 @@ class SamplingFields(BaseModel):
         if isinstance(body, dict):
             for name, asks in UNSERVED.items():
                 if body.get(name) is not None and asks(body[name]):
-                    raise ValueError(f"{name} is not supported by this server")
+                    raise ValueError(f"{name}{NOT_SERVED}")
             for name in body.keys() - cls.model_fields.keys() - UNSERVED.keys() - NO_OPS:
-                raise ValueError(f"{name} is not supported by this server")
+                raise ValueError(f"{name}{NOT_SERVED}")
         return body
 
     model: str
