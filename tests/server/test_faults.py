@@ -72,7 +72,8 @@ class Caller(threading.Thread):
     @property
     def answered(self) -> bool:
         if self.stream:
-            return self.status == 200 and self.events[-1:] == ["[DONE]"]
+            done = self.events[-1:] == ["[DONE]"]
+            return self.status == 200 and done and self.stream_error is None
         return self.status == 200
 
     @property
@@ -149,6 +150,7 @@ def test_calls_past_the_drain_timeout_are_stopped_cleanly(serve, long_context) -
     error = streamed.stream_error
     assert error is not None and "shut down" in error["message"], streamed.events[-3:]
     assert_openai_error({"error": error})
+    assert streamed.events[-2:] == [{"error": error}, "[DONE]"]  # the end, as vLLM sends it
     assert whole.status == 503 and "shut down" in assert_openai_error(whole.json)["message"]
     print(f"drain timeout 1 s: 2 endless calls stopped, server exited {took:.1f} s after SIGTERM")
     # the fixture's teardown checks that the engine holds no call and no KV block

@@ -113,6 +113,7 @@ async def sse(
     except Exception as exc:  # after the headers are out, an error can only be an event
         e = translate(exc)
         yield f"data: {json.dumps(error_body(e.message, e.type, e.code))}\n\n"
+        yield "data: [DONE]\n\n"  # the stream's end all the same, as vLLM sends it
     finally:
         finish()
 
