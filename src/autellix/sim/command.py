@@ -8,12 +8,14 @@ import json
 
 from autellix.flags import baseline_of, engine_config, given_flags, variant
 
-# The paper's baselines and Autellix, as engine variants (NAME=POLICY:ENGINE-FLAGS).
+# The paper's baselines, its Autellix (atlas) and the default policy, as engine variants
+# (NAME=POLICY:ENGINE-FLAGS).
 SIM_VARIANTS = (
     "vllm=fcfs:--no-prefix-caching --no-chunked-prefill",
     "vllm-opt=fcfs:--schedule-every 8 --no-kv-retention",
     "mlfq",
     "atlas",
+    "gittins",
 )
 SIM_ENGINE_DEFAULTS = "--max-running 256 --max-prefill-tokens 2048"  # vLLM's GPU defaults
 
