@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from autellix.workloads.sampling import poisson_arrivals
-from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage
+from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage, check_least
 from autellix.workloads.tokens import prompt_tokens, scaled
 
 TEXT = (
@@ -38,6 +38,7 @@ def build(
 ) -> list[ProgramSpec]:
     if not 0 <= searches <= 1 or not 0 <= chats <= 1:
         raise ValueError("searches and chats are shares in [0, 1]")
+    check_least("max_turns", max_turns, 1)
     rng = random.Random(f"agents-{seed}")
     arrivals = poisson_arrivals(num_programs, rate, seed)
     programs = []

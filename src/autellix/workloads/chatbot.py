@@ -17,7 +17,7 @@ import random
 
 from autellix.workloads.sampling import draw, poisson_arrivals
 from autellix.workloads.sharegpt import Turn, conversations
-from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage
+from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage, check_least
 from autellix.workloads.tokens import count, prompt_tokens, scaled, shrink
 
 MAX_CONTEXT = 8192  # the default model's context window
@@ -31,7 +31,11 @@ def build(
     min_turns: int = 4,
     max_context: int = MAX_CONTEXT,
 ) -> list[ProgramSpec]:
+    check_least("min_turns", min_turns, 1)
+    check_least("max_context", max_context, 1)
     pool = [c for c in conversations() if len(c) >= min_turns]
+    if not pool:
+        raise ValueError(f"no conversation has min_turns={min_turns} turns")
     arrivals = poisson_arrivals(num_programs, rate, seed)
     programs: list[ProgramSpec] = []
     for tries, conversation in enumerate(draw(pool, random.Random(seed))):

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field, fields
 
 from autellix.workloads.humaneval import Problem, problems
 from autellix.workloads.sampling import draw, poisson_arrivals
-from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage, check_param
+from autellix.workloads.spec import (
+    CallSpec,
+    Message,
+    ProgramSpec,
+    Stage,
+    check_least,
+    check_param,
+)
 from autellix.workloads.tokens import count, prompt_tokens, scaled, shrink
 
 SAMPLE_SYSTEM = (
@@ -85,8 +92,7 @@ class Params:
             value = getattr(self, f.name)
             check_param(f.name, value, float if f.type == "float" else int)
             least = 0 if f.name in ("num_tests", "solve_prob", "c", "test_delay") else 1
-            if value < least:
-                raise ValueError(f"{f.name} must be at least {least}, not {value!r}")
+            check_least(f.name, value, least)
         if self.solve_prob > 1:
             raise ValueError(f"solve_prob is a probability, not {self.solve_prob!r}")
 

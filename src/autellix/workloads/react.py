@@ -21,7 +21,7 @@ import re
 
 from autellix.workloads.bfcl import Record, records
 from autellix.workloads.sampling import draw, poisson, poisson_arrivals
-from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage
+from autellix.workloads.spec import CallSpec, Message, ProgramSpec, Stage, check_least
 from autellix.workloads.tokens import count, prompt_tokens, scaled, shrink
 
 SYSTEM = """Answer the question with the help of the functions below. Work in steps. In \
@@ -44,7 +44,15 @@ def build(
     observation_tokens: int = 24,
     max_doc_chars: int = 2000,
 ) -> list[ProgramSpec]:
+    for name, value, least in (
+        ("steps", steps, 1),
+        ("tool_delay", tool_delay, 0),
+        ("observation_tokens", observation_tokens, 0),
+    ):
+        check_least(name, value, least)
     pool = [r for r in records() if len(r.docs) <= max_doc_chars]
+    if not pool:
+        raise ValueError(f"no task's documents fit in max_doc_chars={max_doc_chars}")
     rng = random.Random(seed)
     arrivals = poisson_arrivals(num_programs, rate, seed)
     picks = draw(pool, rng)

@@ -94,6 +94,12 @@ def check_param(name: str, value: Any, kind: Any) -> None:
         raise ValueError(f"{name} must be a number, not {value!r}")
 
 
+def check_least(name: str, value: float, least: float) -> None:
+    """A workload parameter at least `least`; ValueError names it otherwise."""
+    if not value >= least:
+        raise ValueError(f"{name} must be at least {least}, not {value!r}")
+
+
 def check_params(builder: Any, params: dict[str, Any]) -> None:
     """The parameters a builder's signature types (`check_param`)."""
     hints = typing.get_type_hints(builder)
