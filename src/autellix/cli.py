@@ -91,7 +91,7 @@ def _add_workload_flags(
     )
 
 
-def _simulate_flags(p: argparse.ArgumentParser) -> None:
+def simulate_flags(p: argparse.ArgumentParser) -> None:
     from autellix.sim.command import SIM_ENGINE_DEFAULTS, SIM_VARIANTS
     from autellix.sim.toy import SCENARIOS
 
@@ -200,6 +200,20 @@ def _workload_flags(p: argparse.ArgumentParser) -> None:
 def _bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("workload", help=_workload_names())
     _add_workload_flags(p, programs=20, scale=0.05, rates=[0.05, 0.1, 0.2])
+    _add_bench_servers(p)
+    _add_bench_endpoints(p)
+    p.add_argument(
+        "--named-kinds",
+        action="store_true",
+        help="programs name their kind to Autellix endpoints (X-Autellix-Kind: chatbot, react, "
+        "lats, chat, fan-out, search), as SDK users who name their agents do",
+    )
+    _add_bench_measures(p)
+    p.set_defaults(run=_run("autellix.bench.command", "run_bench"))
+
+
+def _add_bench_servers(p: argparse.ArgumentParser) -> None:
+    """The servers the bench starts itself: one per policy variant."""
     p.add_argument(
         "--policies",
         nargs="*",
@@ -215,13 +229,10 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         default=8400,
         help="first port for those servers (default: %(default)s)",
     )
-    _add_bench_endpoints(p)
-    p.add_argument(
-        "--named-kinds",
-        action="store_true",
-        help="programs name their kind to Autellix endpoints (X-Autellix-Kind: chatbot, react, "
-        "lats, chat, fan-out, search), as SDK users who name their agents do",
-    )
+
+
+def _add_bench_measures(p: argparse.ArgumentParser) -> None:
+    """What is measured and compared, and where the results go."""
     p.add_argument(
         "--baseline", help="ratios are against this endpoint (default: fcfs, else the first)"
     )
@@ -259,7 +270,6 @@ def _bench_flags(p: argparse.ArgumentParser) -> None:
         help="keep what OUT/results.json holds and add these endpoints or rates to the same "
         "tables (a rate run again replaces the old one)",
     )
-    p.set_defaults(run=_run("autellix.bench.command", "run_bench"))
 
 
 def _add_bench_endpoints(p: argparse.ArgumentParser) -> None:
@@ -332,7 +342,7 @@ class _Subcommand(argparse.ArgumentParser):
 COMMANDS = {
     "simulate": (
         "a workload through the real scheduler in virtual time, at GPU scale",
-        _simulate_flags,
+        simulate_flags,
     ),
     "profile": (
         "time the engine's steps on this machine, for `simulate --profile`",

@@ -45,11 +45,11 @@ TOY_FLAGS = {"--policy", "--max-batch"}
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    from autellix.cli import _simulate_flags
+    from autellix.cli import simulate_flags
     from autellix.sim.toy import SCENARIOS, run_toy
     from autellix.workloads import WORKLOADS
 
-    given = given_flags(_simulate_flags, getattr(args, "argv", ["simulate"])[1:])
+    given = given_flags(simulate_flags, args.argv[1:])  # argv[0]: "simulate"
     toy = args.workload in SCENARIOS
     if ignored := sorted(given - TOY_FLAGS if toy else given & TOY_FLAGS):
         what = "a toy scenario" if toy else "a workload (toy scenarios only; see --policies)"
